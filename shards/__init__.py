@@ -1,0 +1,1 @@
+"""geoshard.shards."""
