@@ -1,0 +1,840 @@
+"""The topology spec: one YAML file that drives the simulator, the local deployment and Terraform.
+
+The models are pydantic v2 with ``extra="forbid"``. :func:`load_spec` reads YAML, keeps the
+line of every key, and turns every validation problem into one line that names the file,
+the line, the key path and the fix, with a did-you-mean suggestion for typos::
+
+    examples/bad.yaml:12: regions.eu-west.hot.nodes: must be > 0 (got -1)
+    examples/bad.yaml:30: residency.rules[0].store_in[1]: region 'eu-wset' is not in the spec; did you mean 'eu-west'?
+
+Examples:
+    >>> from geoshard.spec import load_spec
+    >>> spec = load_spec("examples/local.yaml")          # doctest: +SKIP
+    >>> sorted(spec.regions)                              # doctest: +SKIP
+    ['eu-central', 'eu-west', 'us-east']
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from geoshard.errors import SpecError, did_you_mean
+
+__all__ = [
+    "PERSONAL_CLASSES",
+    "NON_PERSONAL_CLASSES",
+    "DATA_CLASSES",
+    "REQUEST_TYPES",
+    "STAGES",
+    "Spec",
+    "load_spec",
+    "parse_spec",
+    "spec_json_schema",
+]
+
+#: Data classes that are personal data of a user: residency rules apply to them.
+PERSONAL_CLASSES: tuple[str, ...] = ("user_features", "user_embeddings", "interactions", "sessions")
+#: Data classes with no personal data: they may live in any region.
+NON_PERSONAL_CLASSES: tuple[str, ...] = ("item_catalog", "item_embeddings", "aggregates")
+DATA_CLASSES: tuple[str, ...] = PERSONAL_CLASSES + NON_PERSONAL_CLASSES
+#: Request types of the workload and the SLOs.
+REQUEST_TYPES: tuple[str, ...] = ("feature_read", "recommend", "interaction_write")
+#: Stages of the recommend pipeline, in order.
+STAGES: tuple[str, ...] = ("sourcing", "recall", "integrity", "precision")
+
+_NAME = r"^[a-z][a-z0-9-]{0,39}$"
+_NAME_HELP = "lower-case letters, digits and '-', starting with a letter, at most 40 characters"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- distributions
+
+
+class ExponentialDist(_Model):
+    """Exponential service time (the M in M/M/c)."""
+
+    dist: Literal["exponential"] = "exponential"
+    mean_ms: float = Field(gt=0, description="mean service time in milliseconds")
+
+
+class ConstantDist(_Model):
+    """Deterministic service time."""
+
+    dist: Literal["constant"] = "constant"
+    ms: float = Field(ge=0, description="service time in milliseconds")
+
+
+class LognormalDist(_Model):
+    """Log-normal service time given by its mean and the sigma of the underlying normal."""
+
+    dist: Literal["lognormal"] = "lognormal"
+    mean_ms: float = Field(gt=0, description="mean service time in milliseconds")
+    sigma: float = Field(default=0.5, gt=0, le=3, description="sigma of log(service time)")
+
+
+class GammaDist(_Model):
+    """Gamma service time given by its mean and coefficient of variation."""
+
+    dist: Literal["gamma"] = "gamma"
+    mean_ms: float = Field(gt=0, description="mean service time in milliseconds")
+    cv: float = Field(default=1.0, gt=0, le=10, description="coefficient of variation")
+
+
+ServiceTime = Annotated[
+    ExponentialDist | ConstantDist | LognormalDist | GammaDist, Field(discriminator="dist")
+]
+
+
+def _mean_ms(d: ExponentialDist | ConstantDist | LognormalDist | GammaDist) -> float:
+    return d.ms if isinstance(d, ConstantDist) else d.mean_ms
+
+
+# --------------------------------------------------------------------------- regions
+
+
+class Location(_Model):
+    """A point on the globe, in degrees."""
+
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+
+
+class ApiTier(_Model):
+    """The per-region API: servers, each with a number of request workers."""
+
+    servers: int = Field(gt=0, description="API server instances")
+    workers: int = Field(default=8, gt=0, description="concurrent request workers per server")
+    service_time: ServiceTime = Field(default_factory=lambda: ExponentialDist(mean_ms=1.0))
+
+
+class HotTier(_Model):
+    """The hot tier: Redis Cluster primaries (ring nodes) and their replicas."""
+
+    nodes: int = Field(gt=0, description="Redis primaries in this region; each is a ring node")
+    replicas: int = Field(default=1, ge=0, description="Redis replicas per primary")
+    memory_gb: float = Field(gt=0, description="usable memory per primary, GiB")
+    workers: int = Field(default=1, gt=0, description="requests one node serves at once")
+    service_time: ServiceTime = Field(default_factory=lambda: ExponentialDist(mean_ms=0.2))
+
+
+class WarmTier(_Model):
+    """The warm tier: Milvus (vector) nodes."""
+
+    nodes: int = Field(gt=0, description="Milvus query nodes")
+    workers: int = Field(default=4, gt=0, description="concurrent searches per node")
+    service_time: ServiceTime = Field(default_factory=lambda: LognormalDist(mean_ms=5.0))
+
+
+class ColdTier(_Model):
+    """The cold tier: Parquet on an object store."""
+
+    store: Literal["s3", "local", "gcs"] = "s3"
+    workers: int = Field(default=32, gt=0, description="concurrent object-store reads")
+    service_time: ServiceTime = Field(default_factory=lambda: LognormalDist(mean_ms=40.0, sigma=0.6))
+
+
+class UnitCosts(_Model):
+    """Unit costs in USD, used for cost per hour."""
+
+    api_server_hour: float = Field(default=0.0, ge=0)
+    hot_node_hour: float = Field(default=0.0, ge=0, description="per primary or replica node")
+    warm_node_hour: float = Field(default=0.0, ge=0)
+    cold_gb_month: float = Field(default=0.0, ge=0)
+    egress_gb: float = Field(default=0.0, ge=0, description="cross-region transfer")
+
+
+class Region(_Model):
+    """One cloud region: where it is, whose law applies, and what runs there."""
+
+    cloud_region: str = Field(min_length=1, description="the provider's code, e.g. eu-west-1")
+    jurisdiction: str
+    location: Location
+    api: ApiTier
+    hot: HotTier
+    warm: WarmTier
+    cold: ColdTier = Field(default_factory=ColdTier)
+    costs: UnitCosts = Field(default_factory=UnitCosts)
+
+    def hot_node_names(self, region: str) -> list[str]:
+        """Names of this region's hot-tier ring nodes: ``<region>/hot-<i>``."""
+        return [f"{region}/hot-{i}" for i in range(self.hot.nodes)]
+
+
+# --------------------------------------------------------------------------- residency
+
+
+class Jurisdiction(_Model):
+    """A legal area whose users' personal data must stay in allowed regions."""
+
+    description: str = ""
+
+
+class ResidencyRule(_Model):
+    """Where a jurisdiction's personal data of some classes may be stored and processed.
+
+    A rule replaces the default (home regions only) for the data classes it names.
+    ``process_in`` defaults to ``store_in``.
+    """
+
+    jurisdiction: str
+    data_classes: list[str] = Field(default_factory=lambda: list(PERSONAL_CLASSES), min_length=1)
+    store_in: list[str] = Field(min_length=1)
+    process_in: list[str] | None = None
+
+
+class Residency(_Model):
+    """Residency policy input: the default plus per-jurisdiction rules."""
+
+    default: Literal["home_only"] = Field(
+        default="home_only",
+        description="personal data stays in its jurisdiction's regions unless a rule says otherwise",
+    )
+    rules: list[ResidencyRule] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- network
+
+
+class RttMatrix(_Model):
+    """A measured RTT matrix in milliseconds; it overrides the distance model."""
+
+    regions: list[str] = Field(min_length=1)
+    ms: list[list[float]]
+
+
+class Network(_Model):
+    """Network model: RTT from great-circle distance, overridable by a matrix.
+
+    ``rtt_ms = base_ms + 2 * distance_km * route_stretch / fiber_km_per_ms`` (see
+    :mod:`geoshard.regions.network`).
+    """
+
+    base_ms: float = Field(default=5.0, ge=0, description="fixed per-round-trip overhead")
+    fiber_km_per_ms: float = Field(default=200.0, gt=0, description="light in fibre, ~2/3 c")
+    route_stretch: float = Field(default=1.3, ge=1.0, description="path length / great-circle")
+    intra_region_ms: float = Field(default=0.5, ge=0, description="RTT inside a region")
+    client_ms: float = Field(default=10.0, ge=0, description="client to its nearest region RTT")
+    matrix: RttMatrix | None = None
+
+
+# --------------------------------------------------------------------------- shards
+
+
+class UserShards(_Model):
+    """User-hash shards: a consistent-hash ring over every region's hot-tier nodes."""
+
+    vnodes: int | None = Field(default=None, gt=0, description="points per node; None = ring default")
+    weights: dict[str, float] = Field(default_factory=dict, description="node name -> weight")
+    replication: int = Field(default=2, gt=0, description="replicas per key, primary included")
+    allow_colocated_replicas: bool = Field(
+        default=False, description="allow replication above the allowed-region count"
+    )
+    bounded_load_eps: float | None = Field(default=None, ge=0, le=10)
+
+
+class ItemShards(_Model):
+    """Item-attribute shards: items placed by the value of one attribute."""
+
+    attribute: str = Field(min_length=1)
+    shards: dict[str, str] = Field(default_factory=dict, description="attribute value -> shard")
+    default_shard: str = Field(min_length=1)
+    replication: int = Field(default=1, gt=0, description="copies of each item shard per region")
+
+
+class Shards(_Model):
+    """User and item shard maps."""
+
+    users: UserShards = Field(default_factory=UserShards)
+    items: ItemShards
+
+
+# --------------------------------------------------------------------------- caches
+
+
+class CacheLevel(_Model):
+    """One cache level: policy, capacity (items or bytes, exactly one) and TTL."""
+
+    policy: Literal["lru", "fifo", "sieve"] = "lru"
+    capacity_items: int | None = Field(default=None, gt=0)
+    capacity_bytes: int | None = Field(default=None, gt=0)
+    ttl_s: float | None = Field(default=None, gt=0)
+    service_time: ServiceTime = Field(default_factory=lambda: ConstantDist(ms=0.0))
+
+    @model_validator(mode="after")
+    def _one_capacity(self) -> CacheLevel:
+        if (self.capacity_items is None) == (self.capacity_bytes is None):
+            raise ValueError("give exactly one of capacity_items or capacity_bytes")
+        return self
+
+
+class Caches(_Model):
+    """L1 (in-process), L2 (distributed, per region) and regional caches."""
+
+    l1: CacheLevel | None = None
+    l2: CacheLevel | None = None
+    regional: CacheLevel | None = None
+
+
+# --------------------------------------------------------------------------- workload
+
+
+class Campaign(_Model):
+    """A traffic spike: the rate is multiplied while it lasts."""
+
+    name: str
+    start_s: float = Field(ge=0)
+    duration_s: float = Field(gt=0)
+    multiplier: float = Field(gt=0)
+    regions: list[str] | None = Field(default=None, description="None = every region")
+
+
+class Zipf(_Model):
+    """Zipf popularity exponents of user and item keys."""
+
+    users: float = Field(default=0.8, ge=0, le=3)
+    items: float = Field(default=1.0, ge=0, le=3)
+
+
+class Workload(_Model):
+    """Who sends what, how often."""
+
+    users: int = Field(gt=0)
+    items: int = Field(gt=0)
+    users_by_jurisdiction: dict[str, float] = Field(
+        description="share of users whose home is each jurisdiction; shares sum to 1"
+    )
+    peak_qps: dict[str, float] = Field(description="region -> peak requests per second")
+    mix: dict[str, float] = Field(description="request type -> share; shares sum to 1")
+    zipf: Zipf = Field(default_factory=Zipf)
+    items_per_recommend: int = Field(default=20, gt=0)
+    diurnal: list[float] = Field(
+        default_factory=lambda: [1.0],
+        description="rate multipliers over one simulated day, equal steps; [1.0] = flat",
+    )
+    day_s: float = Field(default=86400.0, gt=0, description="simulated seconds per diurnal cycle")
+    campaigns: list[Campaign] = Field(default_factory=list)
+    value_bytes: int = Field(default=1024, gt=0, description="mean size of a feature value")
+
+
+# --------------------------------------------------------------------------- SLOs
+
+
+class LatencySlo(_Model):
+    """Latency objectives for one request type, in milliseconds."""
+
+    p50_ms: float = Field(gt=0)
+    p99_ms: float = Field(gt=0)
+
+
+class Slo(_Model):
+    """Latency objectives and the recommend pipeline's per-stage budgets."""
+
+    latency: dict[str, LatencySlo]
+    retrieval_p99_ms: float = Field(default=50.0, gt=0)
+    stage_budgets: dict[str, float] = Field(
+        default_factory=lambda: {"sourcing": 0.2, "recall": 0.4, "integrity": 0.1, "precision": 0.3},
+        description="stage -> fraction of the recommend p99 budget",
+    )
+    attainment: float = Field(default=0.99, gt=0, le=1, description="share of requests within SLO")
+
+
+# --------------------------------------------------------------------------- faults
+
+
+class Fault(_Model):
+    """A scheduled fault.
+
+    ``target`` names a region (``region_outage``, ``latency_spike``) or a hot node
+    (``node_crash``, e.g. ``eu-west/hot-1``); a ``partition`` names two regions in ``between``.
+    """
+
+    kind: Literal["node_crash", "region_outage", "partition", "latency_spike"]
+    at_s: float = Field(ge=0)
+    duration_s: float = Field(gt=0)
+    target: str | None = None
+    between: list[str] | None = None
+    extra_ms: float = Field(default=0.0, ge=0, description="added latency for latency_spike")
+
+    @model_validator(mode="after")
+    def _targets(self) -> Fault:
+        if self.kind == "partition":
+            if not self.between or len(self.between) != 2:
+                raise ValueError("a partition needs 'between: [region_a, region_b]'")
+        elif not self.target:
+            raise ValueError(f"a {self.kind} needs 'target'")
+        if self.kind == "latency_spike" and self.extra_ms <= 0:
+            raise ValueError("a latency_spike needs extra_ms > 0")
+        return self
+
+
+class Faults(_Model):
+    """The fault schedule and how fast failures are noticed."""
+
+    detection_delay_s: float = Field(default=5.0, ge=0)
+    events: list[Fault] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- the spec
+
+
+class Spec(_Model):
+    """The whole topology. Load it with :func:`load_spec`.
+
+    Examples:
+        >>> spec = load_spec("examples/local.yaml")  # doctest: +SKIP
+        >>> spec.jurisdiction_regions("eu")          # doctest: +SKIP
+        ['eu-central', 'eu-west']
+    """
+
+    version: Literal[1] = 1
+    name: str = Field(pattern=_NAME)
+    jurisdictions: dict[str, Jurisdiction] = Field(min_length=1)
+    regions: dict[str, Region] = Field(min_length=1)
+    residency: Residency = Field(default_factory=Residency)
+    network: Network = Field(default_factory=Network)
+    shards: Shards
+    caches: Caches = Field(default_factory=Caches)
+    workload: Workload
+    slo: Slo
+    faults: Faults = Field(default_factory=Faults)
+
+    @field_validator("jurisdictions", "regions")
+    @classmethod
+    def _names(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for name in v:
+            if not re.match(_NAME, name):
+                raise ValueError(f"name '{name}' is not valid: use {_NAME_HELP}")
+        return v
+
+    # -- derived views -------------------------------------------------------------
+    def jurisdiction_regions(self, jurisdiction: str) -> list[str]:
+        """The regions whose home jurisdiction is ``jurisdiction``, sorted."""
+        return sorted(r for r, reg in self.regions.items() if reg.jurisdiction == jurisdiction)
+
+    def hot_nodes(self) -> dict[str, str]:
+        """Every hot-tier ring node, mapped to its region (``{'eu-west/hot-0': 'eu-west'}``)."""
+        return {n: r for r, reg in self.regions.items() for n in reg.hot_node_names(r)}
+
+    def total_peak_qps(self) -> float:
+        """Sum of the per-region peak request rates."""
+        return float(sum(self.workload.peak_qps.values()))
+
+    # -- cross-field checks --------------------------------------------------------
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Spec:
+        problems = list(_cross_problems(self))
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+def _unknown(kind: str, value: str, known: Mapping[str, Any] | list[str]) -> str:
+    names = list(known)
+    return f"{kind} '{value}' is not in the spec{did_you_mean(value, names)}" + (
+        "" if did_you_mean(value, names) else f" (known: {', '.join(sorted(names))})"
+    )
+
+
+def _cross_problems(s: Spec) -> Iterator[str]:
+    """Yield ``path: message`` lines for every cross-field problem."""
+    regions, jur = s.regions, s.jurisdictions
+    for name, reg in regions.items():
+        if reg.jurisdiction not in jur:
+            yield f"@regions.{name}.jurisdiction: " + _unknown("jurisdiction", reg.jurisdiction, jur)
+    for j in jur:
+        if not s.jurisdiction_regions(j):
+            yield f"@jurisdictions.{j}: jurisdiction '{j}' has no region; add a region with jurisdiction: {j} or remove it"
+    codes: dict[str, str] = {}
+    for name, reg in regions.items():
+        if reg.cloud_region in codes:
+            yield (f"@regions.{name}.cloud_region: '{reg.cloud_region}' is used by region "
+                   f"'{codes[reg.cloud_region]}' too; give each region its own cloud region")
+        codes[reg.cloud_region] = name
+
+    # residency rules
+    for i, rule in enumerate(s.residency.rules):
+        p = f"residency.rules[{i}]"
+        if rule.jurisdiction not in jur:
+            yield f"@{p}.jurisdiction: " + _unknown("jurisdiction", rule.jurisdiction, jur)
+        for k, dc in enumerate(rule.data_classes):
+            if dc not in DATA_CLASSES:
+                yield f"@{p}.data_classes[{k}]: " + _unknown("data class", dc, list(DATA_CLASSES))
+            elif dc in NON_PERSONAL_CLASSES:
+                yield (f"@{p}.data_classes[{k}]: '{dc}' is not personal data, so residency rules do "
+                       f"not apply to it; remove it (personal classes: {', '.join(PERSONAL_CLASSES)})")
+        for field in ("store_in", "process_in"):
+            for k, r in enumerate(getattr(rule, field) or []):
+                if r not in regions:
+                    yield f"@{p}.{field}[{k}]: " + _unknown("region", r, regions)
+
+    # network matrix
+    m = s.network.matrix
+    if m is not None:
+        n = len(m.regions)
+        for k, r in enumerate(m.regions):
+            if r not in regions:
+                yield f"@network.matrix.regions[{k}]: " + _unknown("region", r, regions)
+        missing = sorted(set(regions) - set(m.regions))
+        if missing:
+            yield f"@network.matrix.regions: the matrix lacks region(s) {', '.join(missing)}; list every region"
+        if len(m.ms) != n or any(len(row) != n for row in m.ms):
+            shape = f"{len(m.ms)}x{'/'.join(str(len(r)) for r in m.ms) or 0}"
+            yield f"@network.matrix.ms: the matrix must be square, {n}x{n} for {n} regions (got {shape})"
+        else:
+            for a in range(n):
+                for b in range(n):
+                    v = m.ms[a][b]
+                    if not math.isfinite(v) or v < 0:
+                        yield f"@network.matrix.ms[{a}][{b}]: RTT must be a finite number >= 0 (got {v})"
+                    elif a < b and abs(v - m.ms[b][a]) > 1e-9:
+                        yield (f"@network.matrix.ms[{a}][{b}]: the matrix must be symmetric "
+                               f"({v} vs ms[{b}][{a}]={m.ms[b][a]})")
+
+    # shards
+    nodes = s.hot_nodes()
+    for node, w in s.shards.users.weights.items():
+        if node not in nodes:
+            yield f"@shards.users.weights.{node}: " + _unknown("hot node", node, nodes)
+        elif not (w > 0 and math.isfinite(w)):
+            yield f"@shards.users.weights.{node}: weight must be a finite number > 0 (got {w})"
+    rf = s.shards.users.replication
+    if not s.shards.users.allow_colocated_replicas:
+        for j in jur:
+            allowed = _personal_store_regions(s, j)
+            if allowed and rf > len(allowed):
+                yield (f"@shards.users.replication: replication {rf} is above the {len(allowed)} "
+                       f"region(s) where '{j}' personal data may live ({', '.join(allowed)}); lower it "
+                       f"or set allow_colocated_replicas: true")
+    for j in jur:
+        n_nodes = sum(regions[r].hot.nodes for r in _personal_store_regions(s, j))
+        if n_nodes and rf > n_nodes:
+            yield (f"@shards.users.replication: replication {rf} is above the {n_nodes} hot node(s) "
+                   f"allowed for '{j}'; lower it or add nodes")
+
+    # workload
+    w = s.workload
+    for j in w.users_by_jurisdiction:
+        if j not in jur:
+            yield f"@workload.users_by_jurisdiction.{j}: " + _unknown("jurisdiction", j, jur)
+    for j, share in w.users_by_jurisdiction.items():
+        if not (0 <= share <= 1):
+            yield f"@workload.users_by_jurisdiction.{j}: share must be in [0, 1] (got {share})"
+    tot = sum(w.users_by_jurisdiction.values())
+    if abs(tot - 1) > 1e-6:
+        yield f"@workload.users_by_jurisdiction: shares must sum to 1 (got {tot:g})"
+    for r, q in w.peak_qps.items():
+        if r not in regions:
+            yield f"@workload.peak_qps.{r}: " + _unknown("region", r, regions)
+        elif not (q >= 0 and math.isfinite(q)):
+            yield f"@workload.peak_qps.{r}: rate must be a finite number >= 0 (got {q})"
+    for t, share in w.mix.items():
+        if t not in REQUEST_TYPES:
+            yield f"@workload.mix.{t}: " + _unknown("request type", t, list(REQUEST_TYPES))
+        elif not (0 <= share <= 1):
+            yield f"@workload.mix.{t}: share must be in [0, 1] (got {share})"
+    tot = sum(w.mix.values())
+    if abs(tot - 1) > 1e-6:
+        yield f"@workload.mix: shares must sum to 1 (got {tot:g})"
+    if not w.diurnal or any(not (x >= 0 and math.isfinite(x)) for x in w.diurnal):
+        yield "@workload.diurnal: give at least one finite multiplier >= 0, e.g. [1.0]"
+    for i, c in enumerate(w.campaigns):
+        for k, r in enumerate(c.regions or []):
+            if r not in regions:
+                yield f"@workload.campaigns[{i}].regions[{k}]: " + _unknown("region", r, regions)
+
+    # slo
+    for t in s.slo.latency:
+        if t not in REQUEST_TYPES:
+            yield f"@slo.latency.{t}: " + _unknown("request type", t, list(REQUEST_TYPES))
+    for t, lat in s.slo.latency.items():
+        if lat.p50_ms > lat.p99_ms:
+            yield f"@slo.latency.{t}: p50_ms ({lat.p50_ms}) must not exceed p99_ms ({lat.p99_ms})"
+    for st, frac in s.slo.stage_budgets.items():
+        if st not in STAGES:
+            yield f"@slo.stage_budgets.{st}: " + _unknown("stage", st, list(STAGES))
+        elif not (0 < frac <= 1):
+            yield f"@slo.stage_budgets.{st}: fraction must be in (0, 1] (got {frac})"
+    tot = sum(s.slo.stage_budgets.values())
+    if tot > 1 + 1e-9:
+        yield f"@slo.stage_budgets: fractions must sum to at most 1 (got {tot:g})"
+
+    # faults
+    for i, f in enumerate(s.faults.events):
+        p = f"faults.events[{i}]"
+        if f.kind in ("region_outage", "latency_spike") and f.target not in regions:
+            yield f"@{p}.target: " + _unknown("region", str(f.target), regions)
+        if f.kind == "node_crash" and f.target not in nodes:
+            yield f"@{p}.target: " + _unknown("hot node", str(f.target), nodes)
+        for k, r in enumerate(f.between or []):
+            if r not in regions:
+                yield f"@{p}.between[{k}]: " + _unknown("region", r, regions)
+
+
+def _personal_store_regions(s: Spec, jurisdiction: str) -> list[str]:
+    """Regions where *all* personal classes of ``jurisdiction`` may be stored (rules applied)."""
+    allowed: set[str] | None = None
+    for dc in PERSONAL_CLASSES:
+        regs = set(s.jurisdiction_regions(jurisdiction))
+        for rule in s.residency.rules:
+            if rule.jurisdiction == jurisdiction and dc in rule.data_classes:
+                regs = set(rule.store_in)
+        allowed = regs if allowed is None else allowed & regs
+    return sorted(r for r in (allowed or set()) if r in s.regions)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A SafeLoader that records the line of every mapping key and sequence item."""
+
+
+def _compose_lines(text: str) -> dict[tuple[str | int, ...], int]:
+    """Map every key path in a YAML document to its 1-based line number."""
+    lines: dict[tuple[str | int, ...], int] = {}
+    root = yaml.compose(text, Loader=_LineLoader)
+
+    def walk(node: yaml.Node, path: tuple[str | int, ...]) -> None:
+        lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = k.value
+                lines[path + (key,)] = k.start_mark.line + 1
+                walk(v, path + (key,))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                walk(v, path + (i,))
+
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _line_for(lines: Mapping[tuple[str | int, ...], int], path: tuple[str | int, ...]) -> int | None:
+    for cut in range(len(path), -1, -1):
+        if path[:cut] in lines:
+            return lines[path[:cut]]
+    return None
+
+
+def _fmt_path(path: tuple[str | int, ...]) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def _parse_dotted(path: str) -> tuple[str | int, ...]:
+    parts: list[str | int] = []
+    for tok in re.findall(r"[^.\[\]]+|\[\d+\]", path):
+        parts.append(int(tok[1:-1]) if tok.startswith("[") else tok)
+    return tuple(parts)
+
+
+def _model_at(path: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The pydantic model that owns the mapping at ``path`` (for did-you-mean on keys)."""
+    model: Any = Spec
+    for p in path:
+        if model is None:
+            return None
+        if isinstance(p, int):
+            continue
+        fields = getattr(model, "model_fields", None)
+        if fields is None:
+            return None
+        if p in fields:
+            model = _inner_model(fields[p].annotation)
+        else:
+            # a dict key (region name, ...): the dict's value model
+            model = model if _is_dict_owner(model) else None
+    return model
+
+
+def _inner_model(ann: Any) -> Any:
+    import typing
+
+    origin = typing.get_origin(ann)
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in typing.get_args(ann):
+        m = _inner_model(arg)
+        if m is not None:
+            if origin is dict:
+                return _DictOf(m)
+            return m
+    return None
+
+
+class _DictOf:
+    def __init__(self, model: type[BaseModel]) -> None:
+        self.model_fields = None
+        self.value = model
+
+
+def _is_dict_owner(model: Any) -> bool:
+    return isinstance(model, _DictOf)
+
+
+def _suggest_key(path: tuple[str | int, ...]) -> str:
+    """For an unknown key, suggest the closest valid field name of its owning model."""
+    owner: Any = Spec
+    for p in path[:-1]:
+        if isinstance(owner, _DictOf):
+            owner = owner.value
+            continue
+        if isinstance(p, int):
+            continue
+        fields = getattr(owner, "model_fields", None)
+        if not fields or p not in fields:
+            return ""
+        owner = _inner_model(fields[p].annotation)
+        if owner is None:
+            return ""
+    if isinstance(owner, _DictOf):
+        return ""
+    fields = getattr(owner, "model_fields", None)
+    if not fields:
+        return ""
+    hint = did_you_mean(str(path[-1]), list(fields))
+    return hint or f"; valid keys here: {', '.join(fields)}"
+
+
+def _problems_from(err: ValidationError, lines: Mapping[tuple[str | int, ...], int],
+                   source: str, data: Any) -> list[str]:
+    out: list[str] = []
+    for e in err.errors(include_url=False):
+        loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x in _DISCRIMINATOR_TAGS))
+        msg = str(e["msg"])
+        if e["type"] == "value_error" and "@" in msg:
+            # our cross-field problems: "@path: message" lines
+            for line in msg.removeprefix("Value error, ").split("\n"):
+                if not line.startswith("@"):
+                    continue
+                p, _, m = line[1:].partition(": ")
+                tup = _parse_dotted(p)
+                where = _line_for(lines, tup)
+                out.append(f"{source}:{where or '?'}: {_fmt_path(tup)}: {m}")
+            continue
+        msg = msg.removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = f"unknown key '{loc[-1]}'{_suggest_key(loc)}"
+        elif e["type"] == "missing":
+            msg = f"required key '{loc[-1]}' is missing; add it"
+        elif e["type"] == "union_tag_invalid":
+            tag = str((e.get("ctx") or {}).get("tag", ""))
+            tags = list(_DISCRIMINATOR_TAGS)
+            msg = f"unknown dist '{tag}'{did_you_mean(tag, tags) or '; use one of ' + ', '.join(tags)}"
+        elif e["type"] == "literal_error":
+            choices = re.findall(r"'([^']*)'", str((e.get("ctx") or {}).get("expected", "")))
+            msg = f"{_plain(msg)} (got {e.get('input')!r}){did_you_mean(str(e.get('input')), choices)}"
+        elif "input" in e and not isinstance(e["input"], (dict, list)):
+            msg = f"{_plain(msg)} (got {e['input']!r})"
+        where = _line_for(lines, loc)
+        out.append(f"{source}:{where or '?'}: {_fmt_path(loc)}: {msg}")
+    return _drop_explained_missing(out)
+
+
+_PLAIN = [
+    (r"^Input should be greater than or equal to ", "must be >= "),
+    (r"^Input should be greater than ", "must be > "),
+    (r"^Input should be less than or equal to ", "must be <= "),
+    (r"^Input should be less than ", "must be < "),
+    (r"^Input should be ", "must be "),
+]
+
+
+def _plain(msg: str) -> str:
+    """Pydantic's wording, said the way our messages say it (``must be > 0``)."""
+    for pat, rep in _PLAIN:
+        msg = re.sub(pat, rep, msg)
+    return msg
+
+
+def _drop_explained_missing(problems: list[str]) -> list[str]:
+    """Drop "required key 'x' is missing" when a typo of 'x' beside it already says so."""
+    suggested = {
+        m.group(1) + "." + m.group(2)
+        for p in problems
+        if (m := re.search(r": (\S*)\.[^.\s]+: unknown key .*did you mean '([^']+)'", p))
+    }
+    keep = []
+    for p in problems:
+        m = re.search(r": (\S*)\.([^.\s]+): required key", p)
+        if m and f"{m.group(1)}.{m.group(2)}" in suggested:
+            continue
+        keep.append(p)
+    return keep
+
+
+_DISCRIMINATOR_TAGS = {"exponential", "constant", "lognormal", "gamma"}
+
+
+def parse_spec(text: str, source: str = "<spec>") -> Spec:
+    """Parse and validate a spec from YAML text.
+
+    Args:
+        text: the YAML document.
+        source: a name for messages (the file path).
+
+    Raises:
+        SpecError: with one problem line per error, each naming source, line and key path.
+    """
+    try:
+        data = yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader
+        lines = _compose_lines(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(f"{where}: the file is not valid YAML: {problem}; fix the syntax") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}:1: the spec must be a YAML mapping with keys such as "
+                        f"'name', 'regions', 'jurisdictions' (got {type(data).__name__})")
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as exc:
+        problems = _problems_from(exc, lines, source, data)
+        head = f"{source}: {len(problems)} problem(s) in the spec"
+        raise SpecError(head + "\n" + "\n".join(f"  {p}" for p in problems), problems) from None
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Load and validate a spec file.
+
+    Raises:
+        SpecError: when the file is missing, is not YAML, or does not validate.
+
+    Examples:
+        >>> load_spec("examples/global.yaml").name  # doctest: +SKIP
+        'global'
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{p}: no such spec file; check the path (examples/ has local.yaml and global.yaml)") from None
+    except OSError as exc:
+        raise SpecError(f"{p}: cannot read the spec: {exc.strerror}") from None
+    return parse_spec(text, str(p))
+
+
+def spec_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the spec (what ``geoshard schema`` prints)."""
+    return Spec.model_json_schema()
