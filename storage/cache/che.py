@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import brentq
-
 from geoshard.errors import ConfigError, InputError
 
 __all__ = [
@@ -98,6 +96,15 @@ def _solve(p: FloatArray, capacity: float, occupancy: object) -> float:
     hi = capacity
     while f(hi) < 0:
         hi *= 2.0
+    try:
+        # scipy is a dev/planner extra, not a runtime dependency of geoshard: import late.
+        from scipy.optimize import brentq
+    except ImportError:  # pragma: no cover - exercised only without scipy
+        lo = 0.0
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if f(mid) < 0 else (lo, mid)
+        return 0.5 * (lo + hi)
     return float(brentq(f, 0.0, hi, xtol=1e-9 * hi, rtol=1e-12, maxiter=500))
 
 
