@@ -1,0 +1,160 @@
+"""Replica placement on the ring under region constraints.
+
+Replicas of a key are found by walking the ring from the key (:meth:`HashRing.walk`),
+keeping only healthy nodes in the allowed regions (the key's jurisdiction), and
+preferring distinct regions: the walk first takes nodes whose region is not yet used;
+only when fewer allowed regions have healthy nodes than the replication factor does it
+fill up with further nodes in ring order. A node outside the allowed regions is never
+returned, whatever the health of the others: the caller decides what to do when the
+list is short or empty (the router raises ``NoHealthyReplicaError``).
+
+Pure logic: health is an input (``down``), never a probe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from types import MappingProxyType
+
+from geoshard.errors import ConfigError, did_you_mean
+from geoshard.shards.hashing import Key
+from geoshard.shards.ring import HashRing
+
+__all__ = ["Placement"]
+
+
+class Placement:
+    """Region-aware replica placement over a :class:`HashRing`.
+
+    Args:
+        ring: the ring.
+        node_region: the region of every node on the ring (extra entries are ignored).
+        regions: every region name that may appear in ``allowed_regions``, including
+            regions with no node on this ring; defaults to the regions of
+            ``node_region``. Used to reject misspelt region names.
+
+    Raises:
+        ConfigError: a ring node has no region, or a region name is not a non-empty str.
+
+    Examples:
+        >>> ring = HashRing(["a1", "a2", "b1", "c1"])
+        >>> placement = Placement(ring, {"a1": "eu", "a2": "eu", "b1": "us", "c1": "ap"})
+        >>> sorted(placement.replicas("user:7", 2, {"eu", "us"}, down={"b1"}))
+        ['a1', 'a2']
+    """
+
+    __slots__ = ("_ring", "_node_region", "_regions")
+
+    def __init__(self, ring: HashRing, node_region: Mapping[str, str],
+                 regions: Iterable[str] | None = None) -> None:
+        missing = [n for n in ring.nodes if n not in node_region]
+        if missing:
+            raise ConfigError(f"node_region has no region for ring node(s) "
+                              f"{', '.join(repr(n) for n in missing)}; map every node to "
+                              f"a region.")
+        mapping = {n: node_region[n] for n in ring.nodes}
+        known = set(mapping.values()) | set(regions or ())
+        for region in known:
+            if not isinstance(region, str) or not region:
+                raise ConfigError(f"region {region!r} must be a non-empty str.")
+        self._ring = ring
+        self._node_region: Mapping[str, str] = MappingProxyType(mapping)
+        self._regions = frozenset(known)
+
+    @property
+    def ring(self) -> HashRing:
+        """The ring replicas are placed on."""
+        return self._ring
+
+    @property
+    def node_region(self) -> Mapping[str, str]:
+        """Read-only mapping ``node -> region`` for the ring's nodes."""
+        return self._node_region
+
+    @property
+    def regions(self) -> frozenset[str]:
+        """Every region name this placement accepts in ``allowed_regions``."""
+        return self._regions
+
+    def _eligible(self, key: Key, allowed_regions: Collection[str],
+                  down: Collection[str]) -> list[str]:
+        if isinstance(allowed_regions, str):
+            raise ConfigError(f"allowed_regions(={allowed_regions!r}) must be a collection "
+                              f"of region names, not one str.")
+        for region in allowed_regions:
+            if region not in self._regions:
+                raise ConfigError(f"region {region!r} is not known to this placement"
+                                  f"{did_you_mean(str(region), self._regions)}")
+        allowed = frozenset(allowed_regions)
+        region_of = self._node_region
+        return [n for n in self._ring.walk(key)
+                if region_of[n] in allowed and n not in down]
+
+    def _pick(self, eligible: list[str], r: int) -> list[str]:
+        if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+            raise ConfigError(f"r(={r!r}) must be an int >= 1.")
+        region_of = self._node_region
+        picked: list[str] = []
+        used: set[str] = set()
+        for node in eligible:
+            if region_of[node] not in used:
+                used.add(region_of[node])
+                picked.append(node)
+                if len(picked) == r:
+                    return picked
+        chosen = set(picked)
+        for node in eligible:
+            if node not in chosen:
+                picked.append(node)
+                if len(picked) == r:
+                    break
+        return picked
+
+    def replicas(self, key: Key, r: int, allowed_regions: Collection[str],
+                 down: Collection[str] = frozenset()) -> list[str]:
+        """Return up to ``r`` replica nodes for ``key``, primary first.
+
+        Walks the ring from the key over healthy nodes in ``allowed_regions``; first
+        takes one node per region in ring order, then, if fewer than ``r`` such regions
+        exist, further nodes in ring order.
+
+        Args:
+            key: the key.
+            r: the replication factor, ``>= 1``.
+            allowed_regions: regions the key's data may live in.
+            down: nodes to skip (unhealthy or draining).
+
+        Returns:
+            Distinct nodes, all in allowed regions and not down; shorter than ``r`` (even
+            empty) when too few qualify.
+
+        Raises:
+            ConfigError: ``r < 1`` or an unknown region (with a did-you-mean suggestion).
+            InputError: the key is bad.
+        """
+        return self._pick(self._eligible(key, allowed_regions, down), r)
+
+    def failover_order(self, key: Key, r: int, allowed_regions: Collection[str],
+                       down: Collection[str] = frozenset()) -> list[str]:
+        """Return every candidate node for ``key``: the replicas, then the rest in ring order.
+
+        A router tries the nodes in this order; it never leaves ``allowed_regions``.
+
+        Args:
+            key: the key.
+            r: the replication factor, ``>= 1``.
+            allowed_regions: regions the key's data may live in.
+            down: nodes to leave out.
+
+        Returns:
+            ``replicas(key, r, ...)`` followed by every other healthy node in the allowed
+            regions, in ring order from the key.
+
+        Raises:
+            ConfigError: ``r < 1`` or an unknown region.
+            InputError: the key is bad.
+        """
+        eligible = self._eligible(key, allowed_regions, down)
+        first = self._pick(eligible, r)
+        chosen = set(first)
+        return first + [n for n in eligible if n not in chosen]
