@@ -1,0 +1,41 @@
+"""Shared pytest configuration.
+
+Fixtures that start real servers live in plugin modules beside this file, one per
+server kind, so each can grow on its own:
+
+* ``fixtures_redis``: standalone ``redis-server`` and a 3-primary / 3-replica Redis Cluster.
+* ``fixtures_pg``: a PostgreSQL server from ``initdb`` / ``pg_ctl`` in a temp dir.
+
+Every fixture picks free loopback ports and stops its processes even when a test fails.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytest_plugins = [
+    name for name in ("fixtures_redis", "fixtures_pg")
+    if importlib.util.find_spec(name) is not None
+]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The repository root (examples/, benchmarks/ ...)."""
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` beside the checkout (or ``$GEOSHARD_SHARED_DATA``)."""
+    import os
+
+    d = Path(os.environ.get("GEOSHARD_SHARED_DATA", REPO.parent / "shared" / "data"))
+    if not d.is_dir():
+        pytest.skip(f"shared test data not found at {d}; set GEOSHARD_SHARED_DATA")
+    return d
