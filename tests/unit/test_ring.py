@@ -70,9 +70,9 @@ def test_batch_hash_equals_single_hash() -> None:
 KNOWN_RING = ["node-a", "node-b", "node-c", "node-d"]
 KNOWN_OWNERS = {
     0: "node-c",
-    1: "node-a",
-    42: "node-c",
-    2**64 - 1: "node-b",
+    1: "node-b",
+    42: "node-d",
+    2**64 - 1: "node-c",
     "user:0": "node-a",
     "user:42": "node-a",
     "héllo": "node-c",
