@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+
 from geoshard.errors import ConfigError, InputError
 
 __all__ = [
@@ -49,7 +50,8 @@ def zipf_popularities(n_objects: int, alpha: float) -> FloatArray:
     if not alpha >= 0:
         raise ConfigError(f"alpha(={alpha}) must be >= 0.")
     weights = np.arange(1, n_objects + 1, dtype=np.float64) ** -float(alpha)
-    return weights / weights.sum()
+    out: FloatArray = weights / weights.sum()
+    return out
 
 
 def irm_requests(
@@ -80,7 +82,8 @@ def _as_popularities(popularities: npt.ArrayLike) -> FloatArray:
     total = p.sum()
     if total <= 0:
         raise InputError("popularities sum to 0; give at least one positive value.")
-    return p / total
+    out: FloatArray = p / total
+    return out
 
 
 def _check_cache_capacity(capacity: float) -> None:
@@ -206,4 +209,5 @@ def lru_miss_stream_popularities(popularities: npt.ArrayLike, capacity: float) -
     if t == float("inf"):
         raise InputError("the cache holds every object; its miss stream is empty.")
     m = p * np.exp(-p * t)
-    return m / m.sum()
+    out: FloatArray = m / m.sum()
+    return out

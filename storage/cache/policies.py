@@ -283,6 +283,7 @@ class _DictPolicy(CachePolicy):
                          ttl_s=ttl_s)
         self._data: OrderedDict[Hashable, int] = OrderedDict()
         self._expire_at: dict[Hashable, float] | None = {} if ttl_s is not None else None
+        self._plain_items = not self._in_bytes and ttl_s is None
 
     def __contains__(self, key: object) -> bool:
         return key in self._data
@@ -342,7 +343,8 @@ class _DictPolicy(CachePolicy):
         return evicted
 
     def access(self, key: Hashable, size: int = 1, now: float = 0.0) -> bool:
-        # Inlined lookup + admit: this is the hot path of every trace replay.
+        # Inlined lookup (+ admit for the common item-count, no-TTL case): this is the
+        # hot path of every trace replay and of the simulator.
         data = self._data
         if key in data:
             if self._expire_at is None or self._expire_at[key] > now:
@@ -353,26 +355,16 @@ class _DictPolicy(CachePolicy):
             self._drop(key)
             self._expirations += 1
         self._misses += 1
-        if size < 0:
-            raise InputError(f"size(={size}) of key {key!r} must be >= 0.")
-        cost = size if self._in_bytes else 1
-        capacity = self._capacity
-        if cost > capacity:
-            return False
-        used = self._used + cost
-        if used > capacity:
-            expire_at = self._expire_at
-            popitem = data.popitem
-            while used > capacity:
-                victim, victim_cost = popitem(last=False)
-                used -= victim_cost
+        if self._plain_items and size >= 0:
+            # every object costs 1 and capacity >= 1: at most one victim
+            if len(data) >= self._capacity:
+                data.popitem(last=False)
                 self._evictions += 1
-                if expire_at is not None:
-                    del expire_at[victim]
-        data[key] = cost
-        self._used = used
-        if self._expire_at is not None:
-            self._expire_at[key] = now + self._ttl_s  # type: ignore[operator]
+            else:
+                self._used += 1
+            data[key] = 1
+        else:
+            self.admit(key, size, now)
         return False
 
 
