@@ -23,7 +23,7 @@ import xxhash
 
 from geoshard.errors import InputError
 
-__all__ = ["Key", "MAX_INT_KEY", "hash_key", "hash_keys", "hash_str", "splitmix64"]
+__all__ = ["MAX_INT_KEY", "Key", "hash_key", "hash_keys", "hash_str", "splitmix64"]
 
 Key = int | str
 """A ring key: a non-negative ``int`` below ``2**64`` or a ``str``."""

@@ -41,7 +41,7 @@ class ItemShardMap:
         's0'
     """
 
-    __slots__ = ("_attribute", "_map", "_default")
+    __slots__ = ("_attribute", "_default", "_map")
 
     def __init__(self, attribute: str, value_to_shard: Mapping[str, str],
                  default_shard: str) -> None:

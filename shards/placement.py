@@ -43,7 +43,7 @@ class Placement:
         ['a1', 'a2']
     """
 
-    __slots__ = ("_ring", "_node_region", "_regions")
+    __slots__ = ("_node_region", "_regions", "_ring")
 
     def __init__(self, ring: HashRing, node_region: Mapping[str, str],
                  regions: Iterable[str] | None = None) -> None:

@@ -112,8 +112,16 @@ class HashRing:
         ('a', 'b', 'c', 'd')
     """
 
-    __slots__ = ("_weights", "_vnodes", "_nodes", "_points", "_point_node",
-                 "_points_list", "_owner_list", "_index")
+    __slots__ = (
+        "_index",
+        "_nodes",
+        "_owner_list",
+        "_point_node",
+        "_points",
+        "_points_list",
+        "_vnodes",
+        "_weights",
+    )
 
     _weights: Mapping[str, float]
     _vnodes: int
@@ -194,8 +202,7 @@ class HashRing:
         pts = self._points.astype(np.float64)
         arcs = np.diff(pts, prepend=pts[-1] - 2.0**64)  # arc ending at each point
         share = np.bincount(self._point_node, weights=arcs, minlength=len(self._nodes))
-        share /= share.sum()
-        return dict(zip(self._nodes, share.tolist(), strict=True))
+        return dict(zip(self._nodes, (share / share.sum()).tolist(), strict=True))
 
     def __len__(self) -> int:
         return len(self._nodes)

@@ -232,8 +232,8 @@ def test_bad_vnodes(vnodes: object, match: str) -> None:
     (-1.0, r"weight\(=-1\.0\) of node 'a' must be a finite number > 0"),
     (math.nan, r"weight\(=nan\) of node 'a' must be a finite number > 0"),
     (math.inf, r"weight\(=inf\) of node 'a' must be a finite number > 0"),
-    (0, r"weight\(=0\) of node 'a' must be a finite number > 0; to drain a node use "
-        r"without_node\('a'\)"),
+    (0, (r"weight\(=0\) of node 'a' must be a finite number > 0; to drain a node use "
+         r"without_node\('a'\)")),
     ("2", r"weight\(='2'\) of node 'a' must be a number > 0"),
 ])
 def test_bad_weight(weight: object, match: str) -> None:
