@@ -515,18 +515,21 @@ def _cross_problems(s: Spec) -> Iterator[str]:
         elif not (w > 0 and math.isfinite(w)):
             yield f"@shards.users.weights.{node}: weight must be a finite number > 0 (got {w})"
     rf = s.shards.users.replication
-    if not s.shards.users.allow_colocated_replicas:
-        for j in jur:
-            allowed = _personal_store_regions(s, j)
-            if allowed and rf > len(allowed):
-                yield (f"@shards.users.replication: replication {rf} is above the {len(allowed)} "
-                       f"region(s) where '{j}' personal data may live ({', '.join(allowed)}); lower it "
-                       f"or set allow_colocated_replicas: true")
     for j in jur:
-        n_nodes = sum(regions[r].hot.nodes for r in _personal_store_regions(s, j))
-        if n_nodes and rf > n_nodes:
-            yield (f"@shards.users.replication: replication {rf} is above the {n_nodes} hot node(s) "
-                   f"allowed for '{j}'; lower it or add nodes")
+        for dc in PERSONAL_CLASSES:
+            allowed = _personal_store_regions(s, j, dc)
+            if not allowed:
+                continue
+            if not s.shards.users.allow_colocated_replicas and rf > len(allowed):
+                yield (f"@shards.users.replication: replication {rf} is above the {len(allowed)} "
+                       f"region(s) where '{j}' {dc} may live ({', '.join(allowed)}); lower it "
+                       f"or set allow_colocated_replicas: true")
+                break
+            n_nodes = sum(regions[r].hot.nodes for r in allowed)
+            if rf > n_nodes:
+                yield (f"@shards.users.replication: replication {rf} is above the {n_nodes} hot "
+                       f"node(s) allowed for '{j}' {dc}; lower it or add nodes")
+                break
 
     # workload
     w = s.workload
@@ -587,16 +590,13 @@ def _cross_problems(s: Spec) -> Iterator[str]:
                 yield f"@{p}.between[{k}]: " + _unknown("region", r, regions)
 
 
-def _personal_store_regions(s: Spec, jurisdiction: str) -> list[str]:
-    """Regions where *all* personal classes of ``jurisdiction`` may be stored (rules applied)."""
-    allowed: set[str] | None = None
-    for dc in PERSONAL_CLASSES:
-        regs = set(s.jurisdiction_regions(jurisdiction))
-        for rule in s.residency.rules:
-            if rule.jurisdiction == jurisdiction and dc in rule.data_classes:
-                regs = set(rule.store_in)
-        allowed = regs if allowed is None else allowed & regs
-    return sorted(r for r in (allowed or set()) if r in s.regions)
+def _personal_store_regions(s: Spec, jurisdiction: str, data_class: str) -> list[str]:
+    """Regions where ``jurisdiction``'s ``data_class`` may be stored (last matching rule wins)."""
+    regs = set(s.jurisdiction_regions(jurisdiction))
+    for rule in s.residency.rules:
+        if rule.jurisdiction == jurisdiction and data_class in rule.data_classes:
+            regs = set(rule.store_in)
+    return sorted(r for r in regs if r in s.regions)
 
 
 # --------------------------------------------------------------------------- loading

@@ -1,0 +1,226 @@
+"""The Router: residency-bounded, distinct-region, deterministic routes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from geoshard.cli import app
+from geoshard.cluster.routing import Health, Router
+from geoshard.errors import ConfigError, InputError, NoHealthyReplicaError
+from geoshard.keys import UserKey
+from geoshard.spec import PERSONAL_CLASSES, Spec, load_spec
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# --------------------------------------------------------------------------- random topologies
+def _spec(regions: dict[str, tuple[str, int]], rules: list[dict[str, Any]], rf: int) -> Spec:
+    """A minimal valid spec: region -> (jurisdiction, hot nodes)."""
+    jur = sorted({j for j, _ in regions.values()})
+    doc = {
+        "name": "prop",
+        "jurisdictions": {j: {} for j in jur},
+        "regions": {
+            r: {"cloud_region": f"c-{r}", "jurisdiction": j,
+                "location": {"lat": (i * 17) % 80, "lon": (i * 53) % 170},
+                "api": {"servers": 1}, "hot": {"nodes": n, "memory_gb": 1}, "warm": {"nodes": 1}}
+            for i, (r, (j, n)) in enumerate(sorted(regions.items()))
+        },
+        "residency": {"rules": rules},
+        "shards": {"users": {"replication": rf, "allow_colocated_replicas": True, "vnodes": 64},
+                   "items": {"attribute": "category", "default_shard": "items"}},
+        "workload": {"users": 1000, "items": 100,
+                     "users_by_jurisdiction": {j: 1 / len(jur) for j in jur},
+                     "peak_qps": {r: 1 for r in regions},
+                     "mix": {"feature_read": 1.0}},
+        "slo": {"latency": {"feature_read": {"p50_ms": 1, "p99_ms": 2}}},
+    }
+    return Spec.model_validate(doc)
+
+
+@st.composite
+def topologies(draw: st.DrawFn) -> tuple[Spec, Health, str, int, str]:
+    n_regions = draw(st.integers(2, 6))
+    jurs = ["j" + str(i) for i in range(draw(st.integers(1, min(3, n_regions))))]
+    regions: dict[str, tuple[str, int]] = {}
+    for i in range(n_regions):
+        # every jurisdiction gets at least one region
+        j = jurs[i] if i < len(jurs) else draw(st.sampled_from(jurs))
+        regions[f"r{i}"] = (j, draw(st.integers(1, 4)))
+    rules = []
+    if draw(st.booleans()):
+        j = draw(st.sampled_from(jurs))
+        store = draw(st.lists(st.sampled_from(sorted(regions)), min_size=1, max_size=3, unique=True))
+        classes = draw(st.lists(st.sampled_from(PERSONAL_CLASSES), min_size=1, max_size=4, unique=True))
+        rules.append({"jurisdiction": j, "data_classes": classes, "store_in": store})
+    # the spec refuses a replication factor above the allowed hot nodes: stay within it
+    probe = Router(_spec(regions, rules, 1))
+    max_rf = min(sum(1 for r in probe.node_region.values()
+                     if r in probe.residency.allowed_regions(j, dc, "store"))
+                 for j in jurs for dc in PERSONAL_CLASSES)
+    spec = _spec(regions, rules, draw(st.integers(1, max(1, min(4, max_rf)))))
+    nodes = sorted(spec.hot_nodes())
+    down = draw(st.lists(st.sampled_from(nodes + sorted(regions)), max_size=6, unique=True))
+    return (spec, Health.of(down), draw(st.sampled_from(jurs)), draw(st.integers(0, 2**63 - 1)),
+            draw(st.sampled_from(PERSONAL_CLASSES)))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(topologies())
+def test_router_never_leaves_allowed_regions(case: tuple[Spec, Health, str, int, str]) -> None:
+    spec, health, jur, uid, dc = case
+    router = Router(spec)
+    allowed = router.residency.allowed_regions(jur, dc, "store")
+    healthy = [n for n, r in router.node_region.items() if r in allowed and health.is_up(n, r)]
+    key = UserKey(jur, uid)
+    if not healthy:
+        with pytest.raises(NoHealthyReplicaError, match="does not leave the jurisdiction"):
+            router.route(key, "write", health, dc)
+        return
+    route = router.route(key, "write", health, dc)
+    assert route.replicas, "a healthy allowed node exists, so a route must exist"
+    assert all(router.node_region[n] in allowed for n in route.replicas)
+    assert all(health.is_up(n, router.node_region[n]) for n in route.replicas)
+    assert len(set(route.replicas)) == len(route.replicas)
+    assert len(route.replicas) == min(router.replication, len(healthy))
+    # distinct regions whenever enough exist
+    live_regions = {router.node_region[n] for n in healthy}
+    want = min(router.replication, len(live_regions))
+    assert len(set(route.regions[:want])) == want
+
+
+@settings(max_examples=100, deadline=None)
+@given(topologies())
+def test_entry_region_is_allowed_to_process(case: tuple[Spec, Health, str, int, str]) -> None:
+    spec, health, jur, uid, dc = case
+    router = Router(spec)
+    allowed = router.residency.allowed_regions(jur, dc, "process")
+    client = sorted(spec.regions)[uid % len(spec.regions)]
+    if all(r in health.down_regions for r in allowed):
+        with pytest.raises(NoHealthyReplicaError):
+            router.entry_region(client, UserKey(jur, uid), health, dc)
+        return
+    entry = router.entry_region(client, UserKey(jur, uid), health, dc)
+    assert entry in allowed and entry not in health.down_regions
+    # nearest among the candidates
+    rtt = router.network.rtt_ms
+    assert all(rtt(client, entry) <= rtt(client, r) for r in allowed if r not in health.down_regions)
+
+
+_ROUTES_SCRIPT = """
+import json, sys
+from geoshard.spec import load_spec
+from geoshard.cluster.routing import Router, Health
+r = Router.from_spec(load_spec(sys.argv[1]))
+h = Health.of(["eu-central/hot-1", "us-east/hot-0"])
+print(json.dumps([r.route(f"{j}:{i}", "read", h).replicas for j in ("eu", "us") for i in range(0, 400000, 997)]))
+"""
+
+
+def test_routes_identical_across_hash_seeds() -> None:
+    spec = str(REPO / "examples" / "local.yaml")
+    outs = []
+    for seed in ("0", "123", "4242"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        proc = subprocess.run([sys.executable, "-c", _ROUTES_SCRIPT, spec], env=env,
+                              capture_output=True, text=True, check=True, timeout=120)
+        outs.append(json.loads(proc.stdout))
+    assert outs[0] == outs[1] == outs[2]
+    assert len(outs[0]) > 500
+    # and the same as this process
+    router = Router.from_spec(load_spec(spec))
+    h = Health.of(["eu-central/hot-1", "us-east/hot-0"])
+    assert outs[0][0] == list(router.route("eu:0", "read", h).replicas)
+
+
+def test_failover_stays_in_jurisdiction_and_prefers_other_region() -> None:
+    router = Router.from_spec(load_spec(REPO / "examples" / "local.yaml"))
+    base = router.route("eu:42")
+    assert set(base.regions) == {"eu-west", "eu-central"}
+    down_region = base.regions[0]
+    moved = router.route("eu:42", health=Health.of([down_region]))
+    assert moved.failed_over
+    assert all(r != down_region and r.startswith("eu-") for r in moved.regions)
+    assert moved.skipped and all(why == "region down" for _, why in moved.skipped)
+
+
+def test_no_allowed_region_left_raises_and_never_routes_elsewhere() -> None:
+    router = Router.from_spec(load_spec(REPO / "examples" / "local.yaml"))
+    with pytest.raises(NoHealthyReplicaError, match="eu-central, eu-west is down"):
+        router.route("eu:7", "write", Health.of(["eu-west", "eu-central"]))
+    # US data may live in us-east and eu-west (a rule in local.yaml): with us-east down it goes to eu-west
+    r = router.route("us:7", "write", Health.of(["us-east"]))
+    assert set(r.regions) == {"eu-west"}
+
+
+@pytest.mark.parametrize("key,exc,pattern", [
+    ("eu-42", InputError, "malformed"),
+    ("eu:-1", InputError, "malformed"),
+    ("eu:99999999999999999999", InputError, "malformed"),
+    ("zz:1", ConfigError, "names jurisdiction 'zz', which is not in the spec"),
+    ("EU:1", InputError, "malformed"),
+])
+def test_bad_keys(key: str, exc: type[Exception], pattern: str) -> None:
+    router = Router.from_spec(load_spec(REPO / "examples" / "local.yaml"))
+    with pytest.raises(exc, match=pattern):
+        router.route(key)
+
+
+def test_item_data_is_not_routed_by_the_user_ring() -> None:
+    router = Router.from_spec(load_spec(REPO / "examples" / "local.yaml"))
+    with pytest.raises(ConfigError, match="item data is routed with Router.item_shard"):
+        router.route("eu:1", data_class="item_catalog")
+    assert router.item_shard({"category": "books"}) == "items-b"
+    assert router.item_shard({"category": "garden"}) == "items-c"
+
+
+# --------------------------------------------------------------------------- CLI
+def test_cli_route_json_explains_failover() -> None:
+    spec = str(REPO / "examples" / "local.yaml")
+    res = CliRunner().invoke(app, ["route", spec, "--user", "eu:42", "--down", "eu-west", "--json"])
+    assert res.exit_code == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["entry_region"] == "eu-central"
+    assert all(r["region"] == "eu-central" for r in data["replicas"])
+    assert data["replicas"][0]["role"] == "primary"
+
+
+def test_cli_route_unknown_down_target() -> None:
+    res = CliRunner().invoke(app, ["route", str(REPO / "examples" / "local.yaml"),
+                                   "--user", "eu:42", "--down", "eu-wst"])
+    assert res.exit_code == 2
+    assert "did you mean 'eu-west'" in res.stderr
+
+
+def test_cli_route_with_no_allowed_region_exits_1() -> None:
+    res = CliRunner().invoke(app, ["route", str(REPO / "examples" / "local.yaml"), "--user", "eu:42",
+                                   "--down", "eu-west", "--down", "eu-central"])
+    assert res.exit_code == 1
+    assert "does not leave the jurisdiction" in res.stderr
+
+
+def test_cli_rebalance_add_moves_about_ideal() -> None:
+    res = CliRunner().invoke(app, ["rebalance", str(REPO / "examples" / "local.yaml"),
+                                   "--add", "eu-west/hot-3", "--keys", "200000", "--json"])
+    assert res.exit_code == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["moved_between_old_nodes"] == 0
+    assert abs(data["ideal_fraction"] - 1 / 10) < 1e-9
+    assert data["ratio_to_ideal"] <= 1.10
+    assert all(m["to"] == "eu-west/hot-3" for m in data["top_moves"])
+
+
+def test_cli_rebalance_needs_exactly_one_change() -> None:
+    res = CliRunner().invoke(app, ["rebalance", str(REPO / "examples" / "local.yaml")])
+    assert res.exit_code == 2
+    assert "exactly one of --add NODE or --remove NODE" in res.stderr
