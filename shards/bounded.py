@@ -131,8 +131,8 @@ def assign_bounded(ring: HashRing, keys: Iterable[Key] | np.ndarray,
     nodes = ring.nodes
     caps = bounded_capacities((ring.weights[n] for n in nodes), len(hashes), eps)
     point_node = ring.point_nodes
-    pos = ring.positions_of_hashes(hashes)
-    primary = point_node[pos]
+    primary = ring.owners_of_hashes(hashes)
+    pos = np.empty(0, dtype=np.intp)  # ring positions of the pending keys, from round 1
     assigned = primary.copy()
     remaining = caps.copy()
     pending = np.arange(len(hashes))
@@ -154,7 +154,11 @@ def assign_bounded(ring: HashRing, keys: Iterable[Key] | np.ndarray,
             accept[order[rank >= remaining[group]]] = False
         assigned[pending[accept]] = target[accept]
         remaining -= np.minimum(asked, remaining)
-        pending, pos = pending[~accept], pos[~accept]
+        if rounds == 1:
+            pending = pending[~accept]
+            pos = ring.positions_of_hashes(hashes[pending])
+        else:
+            pending, pos = pending[~accept], pos[~accept]
         if pending.size:
             open_points = np.flatnonzero(remaining[point_node] > 0)
             nxt = np.searchsorted(open_points, pos + 1, side="left")

@@ -113,6 +113,7 @@ class HashRing:
     """
 
     __slots__ = (
+        "_buckets",
         "_index",
         "_nodes",
         "_owner_list",
@@ -131,6 +132,7 @@ class HashRing:
     _points_list: list[int]
     _owner_list: list[str]
     _index: Mapping[str, int]
+    _buckets: tuple[int, np.ndarray] | None
 
     def __init__(self, nodes: Mapping[str, float] | Iterable[str],
                  vnodes: int = DEFAULT_VNODES) -> None:
@@ -154,6 +156,7 @@ class HashRing:
         self._points_list = self._points.tolist()
         self._owner_list = [names[i] for i in self._point_node.tolist()]
         self._index = MappingProxyType({n: i for i, n in enumerate(names)})
+        self._buckets = None
 
     @classmethod
     def _derived(cls, weights: dict[str, float], vnodes: int) -> HashRing:
@@ -354,8 +357,33 @@ class HashRing:
 
         Hash a key set once and evaluate many rings on it (planner sweeps, rebalance).
         """
-        pos = self.positions_of_hashes(hashes)
-        return self._point_node[pos]
+        hashes = np.asarray(hashes, dtype=np.uint64)
+        shift, table = self._bucket_table()
+        owners = table[hashes >> np.uint64(shift)]
+        mixed = np.flatnonzero(owners < 0)
+        if mixed.size:
+            owners[mixed] = self._point_node[self.positions_of_hashes(hashes[mixed])]
+        return owners
+
+    def _bucket_table(self) -> tuple[int, np.ndarray]:
+        """Owner per top-bits bucket of the hash space, -1 where a bucket has two owners.
+
+        Most buckets hold no owner change, so most keys are resolved by one gather
+        instead of a binary search; built on first batch use (about 16 buckets per point).
+        """
+        if self._buckets is None:
+            points, node = self._points, self._point_node
+            bits = min(22, max(8, int(len(points) - 1).bit_length() + 4))
+            shift = 64 - bits
+            per_bucket = np.bincount((points >> np.uint64(shift)).astype(np.intp),
+                                     minlength=1 << bits)
+            after = np.cumsum(per_bucket)  # index of the first point past each bucket
+            first = after - per_bucket  # index of the first point in (or past) each bucket
+            changes = np.concatenate(([0], np.cumsum(node != np.roll(node, -1))))
+            uniform = changes[after] == changes[first]
+            table = np.where(uniform, node[first % len(points)], -1).astype(np.int32)
+            self._buckets = (shift, table)
+        return self._buckets
 
     def positions_of_hashes(self, hashes: np.ndarray) -> np.ndarray:
         """Return the index of the owning point (into the sorted points) for each hash."""

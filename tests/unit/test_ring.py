@@ -303,3 +303,19 @@ def test_bad_counts_and_eps() -> None:
     for eps in (-0.1, math.nan):
         with pytest.raises(ConfigError, match=rf"eps\(={eps}\) must be a finite number >= 0"):
             ring.assign_bounded([1, 2], eps=eps)
+
+
+@pytest.mark.parametrize("vnodes", [1, 3, 256])
+def test_batch_lookup_is_exact_at_points_and_bucket_edges(vnodes: int) -> None:
+    # The batch path resolves most keys through a top-bits bucket table; probe the
+    # places where that could go wrong: every point, its neighbours, every bucket edge.
+    ring = HashRing([f"n{i}" for i in range(7)], vnodes=vnodes)
+    points = np.asarray(ring._points, dtype=np.uint64)
+    shift, _ = ring._bucket_table()
+    edges = np.arange(1 << (64 - shift), dtype=np.uint64) << np.uint64(shift)
+    with np.errstate(over="ignore"):
+        probes = np.concatenate([points, points - np.uint64(1), points + np.uint64(1),
+                                 edges, edges - np.uint64(1),
+                                 np.array([0, 2**64 - 1], dtype=np.uint64)])
+    expected = ring._point_node[np.searchsorted(points, probes) % len(points)]
+    assert (ring.owners_of_hashes(probes) == expected).all()
