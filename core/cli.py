@@ -230,6 +230,28 @@ def rebalance(
     out.print(t)
 
 
+# --------------------------------------------------------------------------- terraform
+@app.command()
+@handles_errors
+def terraform(
+    spec: SpecArg,
+    out_path: Annotated[Path | None, typer.Option("--out", help="write here (default: stdout)")] = None,
+    project: Annotated[str | None, typer.Option(help="name prefix of AWS resources")] = None,
+) -> None:
+    """Write the Terraform variables (terraform.tfvars.json) for terraform/examples/global."""
+    from geoshard.cluster.terraform import tfvars_from_spec
+    from geoshard.spec import load_spec
+
+    data = tfvars_from_spec(load_spec(spec), project)
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    if out_path is None:
+        sys.stdout.write(text)
+        return
+    out_path.write_text(text)
+    print(f"wrote {out_path}: {len(data['regions'])} regions, "
+          f"{len(data['jurisdictions'])} jurisdictions", file=sys.stderr)
+
+
 def main() -> None:
     """Entry point of the ``geoshard`` console script."""
     app()

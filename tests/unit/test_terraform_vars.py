@@ -1,0 +1,62 @@
+"""`geoshard terraform`: the spec becomes Terraform variables without being rewritten."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from geoshard.cli import app
+from geoshard.cluster.terraform import node_type_for, tfvars_from_spec
+from geoshard.errors import ConfigError
+from geoshard.spec import load_spec
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_global_spec_gives_six_regions_and_residency_lists() -> None:
+    data = tfvars_from_spec(load_spec(REPO / "examples" / "global.yaml"))
+    assert len(data["regions"]) == 6
+    assert data["regions"]["eu-west"]["aws_region"] == "eu-west-1"
+    assert data["regions"]["eu-west"]["redis"]["num_shards"] == 48
+    assert data["jurisdictions"] == {"eu": ["eu-central-1", "eu-west-1"],
+                                     "us": ["us-east-1", "us-west-2"],
+                                     "apac": ["ap-northeast-1", "ap-southeast-1"]}
+    cidrs = [r["vpc_cidr"] for r in data["regions"].values()]
+    assert len(set(cidrs)) == len(cidrs)
+
+
+def test_residency_rule_widens_the_bucket_regions() -> None:
+    data = tfvars_from_spec(load_spec(REPO / "examples" / "local.yaml"))
+    assert data["jurisdictions"]["us"] == ["eu-west-1", "us-east-1"]  # local.yaml's rule
+    assert data["jurisdictions"]["eu"] == ["eu-central-1", "eu-west-1"]
+
+
+@pytest.mark.parametrize("gib,expected", [(0.25, "cache.t4g.micro"), (13.07, "cache.r7g.large"),
+                                          (52, "cache.r7g.2xlarge"), (400, "cache.r7g.16xlarge")])
+def test_node_type_is_smallest_that_fits(gib: float, expected: str) -> None:
+    assert node_type_for(gib) == expected
+
+
+def test_node_type_too_big() -> None:
+    with pytest.raises(ConfigError, match=r"hot\.memory_gb\(=1000\) is above the largest ElastiCache node"):
+        node_type_for(1000)
+
+
+def test_cli_writes_the_file(tmp_path: Path) -> None:
+    out = tmp_path / "terraform.tfvars.json"
+    res = CliRunner().invoke(app, ["terraform", str(REPO / "examples" / "global.yaml"), "--out", str(out)])
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(out.read_text())["project"] == "geoshard-global"
+
+
+def test_committed_example_tfvars_is_what_the_spec_generates() -> None:
+    example = REPO / "terraform" / "examples" / "global" / "terraform.example.tfvars.json"
+    if not example.exists():
+        pytest.fail(f"{example} is missing")
+    committed = json.loads(example.read_text())
+    generated = tfvars_from_spec(load_spec(REPO / "examples" / "global.yaml"), committed.get("project"))
+    assert committed == generated, ("terraform.example.tfvars.json is stale: regenerate it with "
+                                    "geoshard terraform examples/global.yaml --out ...")
