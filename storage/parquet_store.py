@@ -178,14 +178,18 @@ class ParquetColdStore(ColdStore):
         name = f"{prefix}-{uuid.uuid4().hex}.parquet"
         tmp = f"{directory}/.{name}.tmp"
         comp = None if self.config.compression == "none" else self.config.compression
-        with self.fs.open_output_stream(tmp) as out:
-            pq.write_table(table, out, compression=comp)
-        if self._local and self.config.fsync:
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        try:
+            with self.fs.open_output_stream(tmp) as out:
+                pq.write_table(table, out, compression=comp)
+            if self._local and self.config.fsync:
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        except BaseException:
+            self._remove_quietly(tmp)
+            raise
         return tmp
 
     def _publish(self, tmp: str) -> str:
