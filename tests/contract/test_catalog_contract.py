@@ -1,0 +1,105 @@
+"""The catalog contract, run over SQLite and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from geoshard.errors import InputError, ResidencyError
+from geoshard.keys import DataKey, UserKey
+from geoshard.regions.residency import ResidencyPolicy
+from geoshard.spec import Spec, load_spec
+from geoshard.storage.catalog import MIGRATIONS, SqlCatalog, SqlCatalogConfig
+
+
+@pytest.fixture(scope="module")
+def spec(repo_root: Path) -> Spec:
+    return load_spec(repo_root / "examples" / "local.yaml")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog(request: pytest.FixtureRequest, tmp_path: Path, spec: Spec) -> Iterator[SqlCatalog]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    else:
+        base = request.getfixturevalue("postgres_url")
+        db = f"t_{uuid.uuid4().hex[:12]}"
+        admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            c.execute(sa.text(f"CREATE DATABASE {db}"))
+        admin.dispose()
+        url = base.rsplit("/", 1)[0] + f"/{db}"
+    cat = SqlCatalog(SqlCatalogConfig(url=url), "eu-west", ResidencyPolicy.from_spec(spec))
+    yield cat
+    cat.close()
+
+
+def test_schema_is_at_the_latest_version(catalog: SqlCatalog) -> None:
+    assert catalog.version == len(MIGRATIONS)
+
+
+def test_register_and_list_topology(catalog: SqlCatalog, spec: Spec) -> None:
+    catalog.register_spec(spec)
+    catalog.register_spec(spec)  # idempotent
+    assert [r.name for r in catalog.list_regions()] == ["eu-central", "eu-west", "us-east"]
+    assert catalog.list_regions()[1].jurisdiction == "eu"
+    hot = catalog.list_nodes(region="eu-west", tier="hot")
+    assert [n.name for n in hot] == ["eu-west/hot-0", "eu-west/hot-1", "eu-west/hot-2"]
+    assert len(catalog.list_nodes(tier="warm")) == 3
+    catalog.set_node_health("eu-west/hot-1", False)
+    assert not catalog.list_nodes(region="eu-west", tier="hot")[1].healthy
+
+
+def test_placements_replace_per_shard(catalog: SqlCatalog, spec: Spec) -> None:
+    catalog.register_spec(spec)
+    catalog.record_placement("items-a", ["eu-west/hot-0", "us-east/hot-0"], epoch=1)
+    catalog.record_placement("items-a", ["eu-central/hot-2"], epoch=2)
+    assert [(p.node, p.rank, p.epoch) for p in catalog.placements("items-a")] == [
+        ("eu-central/hot-2", 0, 2)]
+    with pytest.raises(InputError, match="node 'mars/hot-0' is not in the catalog"):
+        catalog.record_placement("items-a", ["mars/hot-0"], epoch=3)
+    assert len(catalog.placements("items-a")) == 1
+
+
+def test_tier_membership_counts_accesses(catalog: SqlCatalog) -> None:
+    k = DataKey("user_features", UserKey("eu", 7))
+    catalog.record_access(k, "hot", now_s=10.0)
+    catalog.record_access(k, "hot", now_s=20.0)
+    catalog.set_tier(k, "cold", now_s=30.0)
+    m = catalog.membership(k)
+    assert m is not None and (m.tier, m.access_count, m.last_access_s) == ("cold", 2, 30.0)
+    assert [x.key for x in catalog.members("cold")] == ["user_features:eu:7"]
+    assert catalog.membership(DataKey("user_features", UserKey("eu", 8))) is None
+    assert catalog.forget(k) and catalog.membership(k) is None
+
+
+def test_membership_rows_follow_residency(spec: Spec, tmp_path: Path) -> None:
+    us = SqlCatalog(SqlCatalogConfig(url=f"sqlite:///{tmp_path / 'us.db'}"), "us-east",
+                    ResidencyPolicy.from_spec(spec))
+    with pytest.raises(ResidencyError, match="eu user_features may not be stored in 'us-east'"):
+        us.record_access(DataKey("user_features", UserKey("eu", 1)), "hot", now_s=1.0)
+    assert us.members() == []
+    us.close()
+
+
+def test_audit_events_round_trip(catalog: SqlCatalog) -> None:
+    a = catalog.record_audit(jurisdiction="eu", data_class="interactions", region="us-east",
+                             purpose="store", allowed=False, action="cold.append", at_s=1.0)
+    b = catalog.record_audit(jurisdiction="us", data_class="interactions", region="eu-west",
+                             purpose="store", allowed=True, action="cold.append", at_s=2.0)
+    assert b > a
+    evs = catalog.audit_events()
+    assert [(e.jurisdiction, e.allowed) for e in evs] == [("eu", False), ("us", True)]
+    assert [e.id for e in catalog.audit_events(jurisdiction="us")] == [b]
+    with pytest.raises(InputError, match="purpose 'keep' must be 'store' or 'process'"):
+        catalog.record_audit(jurisdiction="eu", data_class="interactions", region="eu-west",
+                             purpose="keep", allowed=True, action="x", at_s=3.0)
+
+
+def test_bad_tier_is_refused(catalog: SqlCatalog) -> None:
+    with pytest.raises(InputError, match="tier 'lukewarm' is unknown"):
+        catalog.record_access(DataKey("item_catalog", "sku-1"), "lukewarm", now_s=1.0)
