@@ -131,6 +131,7 @@ class Router:
         self.replication = users.replication
         items = spec.shards.items
         self.items = ItemShardMap(items.attribute, items.shards, items.default_shard)
+        self._down_cache: dict[Health, frozenset[str]] = {}
 
     @classmethod
     def from_spec(cls, spec: Spec) -> Router:
@@ -151,9 +152,16 @@ class Router:
                 f" (known: {', '.join(self.spec.jurisdictions)})")
 
     def _down_nodes(self, health: Health) -> frozenset[str]:
+        """Nodes that are down under ``health`` (memoised: health changes rarely)."""
         if not health:
             return frozenset()
-        return frozenset(n for n, r in self.node_region.items() if not health.is_up(n, r))
+        down = self._down_cache.get(health)
+        if down is None:
+            down = frozenset(n for n, r in self.node_region.items() if not health.is_up(n, r))
+            if len(self._down_cache) >= 256:
+                self._down_cache.clear()
+            self._down_cache[health] = down
+        return down
 
     # ------------------------------------------------------------------ routing
     def route(self, key: UserKey | str, op: Op = "read", health: Health = ALL_UP,

@@ -13,7 +13,7 @@ Pure logic: health is an input (``down``), never a probe.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from types import MappingProxyType
 
 from geoshard.errors import ConfigError, did_you_mean
@@ -43,7 +43,7 @@ class Placement:
         ['a1', 'a2']
     """
 
-    __slots__ = ("_node_region", "_regions", "_ring")
+    __slots__ = ("_live_cache", "_node_region", "_regions", "_ring")
 
     def __init__(self, ring: HashRing, node_region: Mapping[str, str],
                  regions: Iterable[str] | None = None) -> None:
@@ -60,6 +60,7 @@ class Placement:
         self._ring = ring
         self._node_region: Mapping[str, str] = MappingProxyType(mapping)
         self._regions = frozenset(known)
+        self._live_cache: dict[tuple[frozenset[str], frozenset[str]], int] = {}
 
     @property
     def ring(self) -> HashRing:
@@ -77,7 +78,8 @@ class Placement:
         return self._regions
 
     def _eligible(self, key: Key, allowed_regions: Collection[str],
-                  down: Collection[str]) -> list[str]:
+                  down: Collection[str]) -> Iterator[str]:
+        """Healthy nodes in allowed regions, lazily, in ring order from the key."""
         if isinstance(allowed_regions, str):
             raise ConfigError(f"allowed_regions(={allowed_regions!r}) must be a collection "
                               f"of region names, not one str.")
@@ -87,28 +89,48 @@ class Placement:
                                   f"{did_you_mean(str(region), self._regions)}")
         allowed = frozenset(allowed_regions)
         region_of = self._node_region
-        return [n for n in self._ring.walk(key)
-                if region_of[n] in allowed and n not in down]
+        return (n for n in self._ring.walk(key) if region_of[n] in allowed and n not in down)
 
-    def _pick(self, eligible: list[str], r: int) -> list[str]:
+    def _live_regions(self, allowed_regions: Collection[str], down: Collection[str]) -> int:
+        """How many allowed regions have at least one healthy node (bounds the walk).
+
+        Memoised per (allowed, down): callers such as the router and the simulator ask
+        with the same few sets millions of times.
+        """
+        key = (frozenset(allowed_regions), frozenset(down))
+        live = self._live_cache.get(key)
+        if live is None:
+            allowed, dead = key
+            live = len({r for n, r in self._node_region.items() if r in allowed and n not in dead})
+            if len(self._live_cache) >= 1024:
+                self._live_cache.clear()
+            self._live_cache[key] = live
+        return live
+
+    def _pick(self, eligible: Iterator[str], r: int, live_regions: int) -> tuple[list[str], list[str]]:
+        """Take one node per region in ring order, then fill with further nodes.
+
+        Returns the picked nodes and the nodes passed over so far (in ring order), so a
+        caller can continue the walk. Stops as soon as the answer is known: ``r`` distinct
+        regions, or every live region covered and enough nodes passed over to fill up.
+        """
         if isinstance(r, bool) or not isinstance(r, int) or r < 1:
             raise ConfigError(f"r(={r!r}) must be an int >= 1.")
         region_of = self._node_region
         picked: list[str] = []
+        passed: list[str] = []
         used: set[str] = set()
+        want_regions = min(r, live_regions)
         for node in eligible:
-            if region_of[node] not in used:
+            if region_of[node] not in used and len(used) < want_regions:
                 used.add(region_of[node])
                 picked.append(node)
-                if len(picked) == r:
-                    return picked
-        chosen = set(picked)
-        for node in eligible:
-            if node not in chosen:
-                picked.append(node)
-                if len(picked) == r:
-                    break
-        return picked
+            else:
+                passed.append(node)
+            if len(used) == want_regions and len(picked) + len(passed) >= r:
+                break
+        fill = passed[: max(0, r - len(picked))]
+        return picked + fill, passed[len(fill):]
 
     def replicas(self, key: Key, r: int, allowed_regions: Collection[str],
                  down: Collection[str] = frozenset()) -> list[str]:
@@ -132,7 +154,9 @@ class Placement:
             ConfigError: ``r < 1`` or an unknown region (with a did-you-mean suggestion).
             InputError: the key is bad.
         """
-        return self._pick(self._eligible(key, allowed_regions, down), r)
+        live = self._live_regions(allowed_regions, down)
+        chosen, _ = self._pick(self._eligible(key, allowed_regions, down), r, live)
+        return chosen
 
     def failover_order(self, key: Key, r: int, allowed_regions: Collection[str],
                        down: Collection[str] = frozenset()) -> list[str]:
@@ -155,6 +179,5 @@ class Placement:
             InputError: the key is bad.
         """
         eligible = self._eligible(key, allowed_regions, down)
-        first = self._pick(eligible, r)
-        chosen = set(first)
-        return first + [n for n in eligible if n not in chosen]
+        first, passed = self._pick(eligible, r, self._live_regions(allowed_regions, down))
+        return first + passed + list(eligible)
