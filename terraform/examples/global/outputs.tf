@@ -36,6 +36,6 @@ output "personal_data_buckets_by_jurisdiction" {
   description = "Cold (personal data) bucket names per jurisdiction; every one lives in a region listed for that jurisdiction."
   value = {
     for jurisdiction in distinct([for region in local.deployed : region.jurisdiction]) :
-    jurisdiction => [for region in local.deployed : region.cold_bucket_name if region.jurisdiction == jurisdiction]
+    jurisdiction => sort([for region in local.deployed : region.cold_bucket_name if region.jurisdiction == jurisdiction])
   }
 }

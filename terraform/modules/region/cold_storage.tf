@@ -162,7 +162,7 @@ resource "aws_s3_bucket" "access_logs" {
   #checkov:skip=CKV_AWS_144:Data residency. The access logs name object keys and requester IPs, which are personal data; they stay in the region.
   #checkov:skip=CKV_AWS_18:This is the access-log target; logging it into itself would loop and into another bucket would only move the question.
   #checkov:skip=CKV_AWS_145:S3 server access logging delivers only to buckets whose default encryption is SSE-S3 (AES256), not SSE-KMS.
-  bucket        = "${var.project}-${var.name}-s3-access-logs-${local.account_id}"
+  bucket        = "${var.project}-${var.name}-logs-${local.account_id}"
   force_destroy = false
 
   tags = merge(local.tags, { Tier = "logs", PersonalData = "true" })

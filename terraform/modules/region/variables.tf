@@ -21,6 +21,11 @@ variable "name" {
     condition     = can(regex("^[a-z][a-z0-9-]{1,20}$", var.name))
     error_message = "name must be 2-21 characters of lowercase letters, digits and '-', starting with a letter (a spec region name such as 'eu-west')."
   }
+
+  validation {
+    condition     = length("${var.project}-${var.name}") <= 40
+    error_message = "'${var.project}-${var.name}' is ${length("${var.project}-${var.name}")} characters; project and name together must stay within 39 so the ElastiCache replication group ID fits 40."
+  }
 }
 
 variable "aws_region" {
