@@ -252,6 +252,9 @@ def terraform(
           f"{len(data['jurisdictions'])} jurisdictions", file=sys.stderr)
 
 
+from geoshard.cli_sim import simulate as _simulate; app.command(name="simulate")(_simulate)  # noqa: E402, E702
+
+
 def main() -> None:
     """Entry point of the ``geoshard`` console script."""
     app()

@@ -221,6 +221,7 @@ class Simulation:
         self.ts_lookups = [0] * nsec
         self.ts_hits = [0] * nsec
         self.arrived = 0
+        self.served_by: dict[tuple[str, str], int] = {}
 
     # ------------------------------------------------------------------ building blocks
     def _cache(self, lvl: Any) -> CachePolicy:
@@ -412,6 +413,9 @@ class Simulation:
         leg = 0.5 * (self.client_ms + (self._hop(creg, entry) if creg != entry else
                                        (self.spike.get(entry, 0.0) if self.spike else 0.0)))
         self._audit(j, dc, entry, "process")
+        if t0 >= self.warm_ms:
+            k = (creg, entry)
+            self.served_by[k] = self.served_by.get(k, 0) + 1
         if leg > 0.0:
             yield env.timeout(leg)
         yield from self._use(api, t0)
@@ -545,9 +549,15 @@ class Simulation:
                 return _FAIL
             self._audit(j, "user_features", nreg, "store")
             hop = self._hop(entry, nreg)
-            yield env.timeout(pending + hop * 0.5)
-            yield from self._use(self.hot[node], t0)
-            pending = hop * 0.5
+            pool = self.hot[node]
+            if pool.service.constant == 0.0:
+                # a zero-time server never queues: skip its three events (exact)
+                pending += hop
+            else:
+                if pending + hop > 0.0:
+                    yield env.timeout(pending + hop * 0.5)
+                yield from self._use(pool, t0)
+                pending = hop * 0.5
             now_s = env.now / 1000.0
         else:
             self.ts_hits[sec] += 1

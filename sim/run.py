@@ -209,9 +209,18 @@ def _result(spec: Spec, eff: Spec, sim: Simulation, seed: int, scale: float, dur
             "cost_per_hour_usd": cost,
             "slo": {"passed": not failures, "failures": failures},
             "health_epochs": sim.epochs,
+            "entry_regions": _entry_table(sim),
         },
         "faults": faults,
     }
+
+
+def _entry_table(sim: Simulation) -> dict[str, dict[str, int]]:
+    """client region -> entry (processing) region -> requests, after warm-up."""
+    out: dict[str, dict[str, int]] = {}
+    for (c, e), n in sorted(sim.served_by.items()):
+        out.setdefault(c, {})[e] = n
+    return out
 
 
 def _lat(h: LogHistogram, failed: int, within: int) -> dict[str, Any]:

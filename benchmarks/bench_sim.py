@@ -1,0 +1,142 @@
+"""Simulator speed and memory, against bare SimPy measured in the same run.
+
+* ``full_path_req_per_s``: simulated requests per wall second of ``geoshard.sim`` on the
+  full path of ``examples/local.yaml`` (routing, caches, faults, audit, metrics).
+* ``bare_mm8_req_per_s``: an open M/M/8 queue in bare SimPy, one process per request
+  (sim-anchors §4 model (b)); ``bare_timeout_events_per_s``: a one-process timeout loop.
+* ``peak_rss_mib``: peak RSS of a subprocess simulating 10 M requests (1 M with
+  ``--quick``) of ``examples/local.yaml``.
+
+Ratios: ``full_path_vs_bare_mm8`` (goal 0.6) and ``rss_budget_over_peak`` =
+1 GiB / peak RSS (goal 1.0).
+
+Usage::
+
+    python benchmarks/bench_sim.py [--json] [--quick]
+"""
+
+from __future__ import annotations
+
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import simpy
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import Report, log, median_seconds, parser  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+LOCAL = REPO / "examples" / "local.yaml"
+
+
+def bare_mm8(n: int) -> None:
+    """Open M/M/8 with lambda 6.4, mu 1: one generator process per request."""
+    env = simpy.Environment()
+    res = simpy.Resource(env, capacity=8)
+    rnd = random.Random(1)
+
+    def customer() -> object:
+        with res.request() as req:
+            yield req
+            yield env.timeout(rnd.expovariate(1.0))
+
+    def source() -> object:
+        for _ in range(n):
+            yield env.timeout(rnd.expovariate(6.4))
+            env.process(customer())
+
+    env.process(source())
+    env.run()
+
+
+def bare_loop(n: int) -> None:
+    """One process yielding ``n`` timeouts."""
+    env = simpy.Environment()
+
+    def p() -> object:
+        for _ in range(n):
+            yield env.timeout(1)
+
+    env.process(p())
+    env.run()
+
+
+def full_path(duration_s: float) -> int:
+    """Run the simulator on local.yaml; return simulated requests (construction excluded)."""
+    from geoshard.sim.engine import Simulation
+    from geoshard.spec import load_spec
+
+    sim = Simulation(load_spec(LOCAL), seed=1, duration_s=duration_s, warmup_s=0.0)
+    sim.run()
+    return sim.arrived
+
+
+def _rss_child(requests: int) -> None:
+    from geoshard.sim.engine import Simulation
+    from geoshard.spec import load_spec
+
+    spec = load_spec(LOCAL)
+    qps = sum(spec.workload.peak_qps.values())
+    sim = Simulation(spec, seed=1, duration_s=requests / qps, warmup_s=0.0)
+    sim.run()
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"{sim.arrived} {peak_kib}")
+
+
+def main() -> int:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--rss-child", type=int, default=0, help=argparse_hidden())
+    args = p.parse_args()
+    if args.rss_child:
+        _rss_child(args.rss_child)
+        return 0
+    quick = args.quick
+    rep = Report("sim")
+    n_mm8 = 50_000 if quick else 200_000
+    n_loop = 200_000 if quick else 1_000_000
+    dur = 30.0 if quick else 120.0
+    reps = 3 if quick else 5
+    log("bare SimPy M/M/8 ...")
+    t_mm8 = median_seconds(lambda: bare_mm8(n_mm8), repeat=reps)
+    log("bare SimPy timeout loop ...")
+    t_loop = median_seconds(lambda: bare_loop(n_loop), repeat=reps)
+    log("full path (examples/local.yaml) ...")
+    counts: list[int] = []
+    times = []
+    full_path(2.0)  # warm-up
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        counts.append(full_path(dur))
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    t_full = times[len(times) // 2]
+    full_rate = counts[0] / t_full
+    mm8_rate = n_mm8 / t_mm8
+    rep.metrics["bare_mm8_req_per_s"] = round(mm8_rate)
+    rep.metrics["bare_timeout_events_per_s"] = round(n_loop / t_loop)
+    rep.metrics["full_path_req_per_s"] = round(full_rate)
+    rep.metrics["full_path_requests"] = counts[0]
+    rss_n = 1_000_000 if quick else 10_000_000
+    log(f"peak RSS for {rss_n:,} simulated requests (subprocess) ...")
+    out = subprocess.run([sys.executable, __file__, "--rss-child", str(rss_n)], check=True,
+                         capture_output=True, text=True).stdout.split()
+    arrived, peak_kib = int(out[0]), int(out[1])
+    peak_mib = peak_kib / 1024
+    rep.metrics["rss_requests"] = arrived
+    rep.metrics["peak_rss_mib"] = round(peak_mib, 1)
+    rep.ratio("full_path_vs_bare_mm8", full_rate / mm8_rate, 0.6)
+    rep.ratio("rss_budget_over_peak", 1024 / peak_mib, 1.0)
+    return rep.emit(args.json)
+
+
+def argparse_hidden() -> str:
+    """Help text of the internal --rss-child flag."""
+    return "internal: run the RSS child with this many requests"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
