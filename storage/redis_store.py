@@ -70,6 +70,7 @@ __all__ = [
     "RedisClusterHotStoreConfig",
     "RedisHotStore",
     "RedisHotStoreConfig",
+    "ResendNeeded",
     "RetryExhaustedError",
     "RetryPolicy",
     "RetryStats",
@@ -536,8 +537,12 @@ class _Cmd:
     asking: bool = False
 
 
-class _Redirect(rex.ConnectionError):
-    """Some commands of a batch must be re-sent (moved, asked, node down): retryable."""
+class ResendNeeded(rex.ConnectionError):
+    """Some commands of a cluster batch must be re-sent (moved, asked, node down).
+
+    Raised inside the retry loop, so it is retried; the underlying errors are counted
+    in :attr:`RetryStats.errors` by their own class names.
+    """
 
 
 class RedisClusterHotStore(_RedisStoreBase):
@@ -630,16 +635,19 @@ class RedisClusterHotStore(_RedisStoreBase):
             nm.nodes_cache[name] = node
         return node
 
-    def _run_batch(self, names: Sequence[str], build: Callable[[list[int], dict[int, str]],
-                   dict[str, list[_Cmd]]], *, write: bool, op: str) -> list[Any]:
+    def _run_batch(self, names: Sequence[str],
+                   build: Callable[[list[int], dict[int, str], set[int]], dict[str, list[_Cmd]]],
+                   *, write: bool, op: str) -> list[Any]:
         """Send commands grouped per node; re-send only failed ones under the policy.
 
-        ``build(pending, asking)`` returns ``node name -> commands`` for the pending batch
-        positions (``asking`` maps a position to the node an ASK redirected it to).
+        ``build(pending, asking, split)`` returns ``node name -> commands`` for the pending
+        batch positions; ``asking`` maps a position to the node an ASK redirected it to,
+        ``split`` holds positions to send one key per command (after TRYAGAIN).
         """
         results: list[Any] = [None] * len(names)
         pending = list(range(len(names)))
         asking: dict[int, str] = {}
+        split: set[int] = set()
         durable = write and self.config.durable_writes
         short: list[tuple[str, int]] = []
 
@@ -648,7 +656,7 @@ class RedisClusterHotStore(_RedisStoreBase):
             failed: list[int] = []
             first: tuple[str, BaseException] | None = None
             refresh = False
-            for node_name, cmds in build(pending, asking).items():
+            for node_name, cmds in build(pending, asking, split).items():
                 try:
                     conn = self._client.get_redis_connection(self._node(node_name))
                     pipe = conn.pipeline(transaction=False)
@@ -665,6 +673,7 @@ class RedisClusterHotStore(_RedisStoreBase):
                         raise
                     failed.extend(i for c in cmds for i in c.idxs)
                     first = first or (node_name, exc)
+                    self.retry_stats.record_error(exc)
                     refresh = True
                     continue
                 pos = 0
@@ -677,6 +686,10 @@ class RedisClusterHotStore(_RedisStoreBase):
                     elif isinstance(reply, rex.AskError):
                         for i in cmd.idxs:
                             asking[i] = f"{reply.host}:{reply.port}"
+                    elif isinstance(reply, rex.TryAgainError) and len(cmd.idxs) > 1:
+                        # A multi-key MGET in a slot being migrated: resend key by key,
+                        # each then gets its value or an ASK.
+                        split.update(cmd.idxs)
                     elif isinstance(reply, RETRYABLE_ERRORS):
                         refresh = refresh or isinstance(reply, (rex.ReadOnlyError,
                                                                 rex.ClusterDownError))
@@ -694,6 +707,7 @@ class RedisClusterHotStore(_RedisStoreBase):
                         continue
                     failed.extend(cmd.idxs)
                     first = first or (node_name, reply)
+                    self.retry_stats.record_error(reply)
                 if durable:
                     acked = replies[-1]
                     if isinstance(acked, Exception):
@@ -706,7 +720,7 @@ class RedisClusterHotStore(_RedisStoreBase):
                 if refresh:
                     self._refresh()
                 where, exc = first or ("?", None)
-                raise _Redirect(f"{len(pending)} of {len(names)} commands to re-send; first "
+                raise ResendNeeded(f"{len(pending)} of {len(names)} commands to re-send; first "
                                 f"error at {where}: {type(exc).__name__}: {exc}")
 
         self._run(attempt, op)
@@ -738,7 +752,8 @@ class RedisClusterHotStore(_RedisStoreBase):
             return []
         batch = self.config.batch_size
 
-        def build(pending: list[int], asking: dict[int, str]) -> dict[str, list[_Cmd]]:
+        def build(pending: list[int], asking: dict[int, str],
+                  split: set[int]) -> dict[str, list[_Cmd]]:
             by_node: dict[str, dict[int, list[int]]] = {}
             out: dict[str, list[_Cmd]] = {}
             for i in pending:
@@ -747,6 +762,9 @@ class RedisClusterHotStore(_RedisStoreBase):
                         _Cmd([i], ("GET", names[i]), asking=True))
                     continue
                 node = self._slot_node(names[i], read=True)
+                if i in split:
+                    out.setdefault(node, []).append(_Cmd([i], ("GET", names[i])))
+                    continue
                 by_node.setdefault(node, {}).setdefault(key_slot(names[i].encode()), []).append(i)
             for node, slots in by_node.items():
                 cmds = out.setdefault(node, [])
@@ -759,7 +777,8 @@ class RedisClusterHotStore(_RedisStoreBase):
 
     def _per_key(self, names: Sequence[str], args_of: Callable[[int], tuple[Any, ...]],
                  *, write: bool, read: bool, op: str) -> list[Any]:
-        def build(pending: list[int], asking: dict[int, str]) -> dict[str, list[_Cmd]]:
+        def build(pending: list[int], asking: dict[int, str],
+                  split: set[int]) -> dict[str, list[_Cmd]]:
             out: dict[str, list[_Cmd]] = {}
             for i in pending:
                 node = asking.get(i) or self._slot_node(names[i], read=read)

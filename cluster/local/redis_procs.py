@@ -467,7 +467,24 @@ class RedisClusterProcs:
                     return False
             masters = {n.address for n in nodes if self.role(n) == "master"}
             self._why = f"{len(masters)} masters of {self.primaries}"
-            return len(masters) >= self.primaries
+            if len(masters) < self.primaries:
+                return False
+            # Every node must also *know* the replicas (gossip lags the replication
+            # link), or clients that load CLUSTER SLOTS from it see no replicas.
+            want = 1 + min(self.replicas_per_primary,
+                           (len(nodes) - self.primaries) // self.primaries)
+            for node in nodes:
+                client = node.client(timeout_s=1.0)
+                try:
+                    ranges = client.execute_command("CLUSTER SLOTS")
+                finally:
+                    client.close()
+                thin = [r for r in ranges if len(r) - 2 < want]
+                if thin:
+                    self._why = (f"{node.address} lists {len(thin[0]) - 2} of {want} nodes for "
+                                 f"slots {thin[0][0]}-{thin[0][1]}")
+                    return False
+            return True
         except Exception as exc:  # noqa: BLE001 - a node not ready yet: poll again
             self._why = f"{type(exc).__name__}: {exc}"
             return False
