@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Report, log, parser  # noqa: E402
+from _common import Report, log, parser
 
-from geoshard.keys import DataKey  # noqa: E402
-from geoshard.storage.milvus_store import (  # noqa: E402
+from geoshard.keys import DataKey
+from geoshard.storage.milvus_store import (
     MilvusIndexConfig,
     MilvusVectorStore,
     MilvusVectorStoreConfig,

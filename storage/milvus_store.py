@@ -65,6 +65,10 @@ _RESERVED = frozenset({"pk", "data_class", "owner", "vec"})
 _SERVER_SCHEMES = ("http://", "https://", "tcp://", "grpc://", "unix:")
 
 
+def _params(**kw: float | str) -> dict[str, int | float | str]:
+    return dict(kw)
+
+
 class MilvusIndexConfig(BaseModel):
     """The vector index: type, metric-independent build params and search params.
 
@@ -74,8 +78,8 @@ class MilvusIndexConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     type: str = Field(default="HNSW", description="FLAT, IVF_FLAT, IVF_SQ8, HNSW, HNSW_SQ, AUTOINDEX")
-    params: dict[str, int | float | str] = Field(default_factory=lambda: {"M": 16, "efConstruction": 200})
-    search_params: dict[str, int | float | str] = Field(default_factory=lambda: {"ef": 128})
+    params: dict[str, int | float | str] = Field(default_factory=lambda: _params(M=16, efConstruction=200))
+    search_params: dict[str, int | float | str] = Field(default_factory=lambda: _params(ef=128))
 
 
 class MilvusVectorStoreConfig(BackendConfig):

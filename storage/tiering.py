@@ -82,7 +82,7 @@ class DemotionResult:
 
 
 def _date_of(now_s: float) -> str:
-    return dt.datetime.fromtimestamp(now_s, tz=dt.timezone.utc).date().isoformat()
+    return dt.datetime.fromtimestamp(now_s, tz=dt.UTC).date().isoformat()
 
 
 class TierManager:

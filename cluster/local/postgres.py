@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 from geoshard.errors import BackendError
 
@@ -113,7 +114,7 @@ class PostgresServer:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
                               cwd=str(self.tmp), check=False)
 
-    def start(self) -> PostgresServer:
+    def start(self) -> Self:
         """initdb, start and wait until the server accepts connections.
 
         Raises:
@@ -193,7 +194,7 @@ class PostgresServer:
         except ProcessLookupError:
             pass
 
-    def __enter__(self) -> PostgresServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -44,7 +44,7 @@ def stores(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 
 
 def _count(store: VectorStore) -> int:
-    counter: Callable[[], int] = getattr(store, "count")
+    counter: Callable[[], int] = store.count
     return counter()
 
 

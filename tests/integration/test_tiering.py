@@ -14,10 +14,14 @@ from geoshard.keys import DataKey, UserKey
 from geoshard.regions.residency import ResidencyPolicy
 from geoshard.spec import load_spec
 from geoshard.storage.catalog import SqlCatalog, SqlCatalogConfig
-from geoshard.storage.milvus_store import MilvusIndexConfig, MilvusVectorStore, MilvusVectorStoreConfig
+from geoshard.storage.milvus_store import (
+    MilvusIndexConfig,
+    MilvusVectorStore,
+    MilvusVectorStoreConfig,
+)
 from geoshard.storage.parquet_store import ParquetColdStore, ParquetColdStoreConfig
 from geoshard.storage.redis_store import RedisHotStore, RedisHotStoreConfig
-from geoshard.storage.tiering import TierManager, TieringPolicy, decode_embedding, encode_embedding
+from geoshard.storage.tiering import TieringPolicy, TierManager, decode_embedding, encode_embedding
 
 pytestmark = pytest.mark.integration
 T0 = 1_714_550_400.0  # 2024-05-01T08:00:00Z

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from geoshard.keys import DataKey, UserKey
+from geoshard.keys import DataKey
 from geoshard.storage.parquet_store import ParquetColdStore, ParquetColdStoreConfig
 from geoshard.storage.redis_store import RedisHotStore, RedisHotStoreConfig
 
