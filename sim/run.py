@@ -224,11 +224,13 @@ def _entry_table(sim: Simulation) -> dict[str, dict[str, int]]:
 
 
 def _lat(h: LogHistogram, failed: int, within: int) -> dict[str, Any]:
+    from .report import cdf_points  # report imports matplotlib lazily; no cycle
+
     p50, p95, p99, p999 = h.quantiles((0.5, 0.95, 0.99, 0.999))
     n = h.count + failed
     return {"count": h.count, "failed": failed, "p50_ms": _r(p50, 5), "p95_ms": _r(p95, 5),
             "p99_ms": _r(p99, 5), "p999_ms": _r(p999, 5), "mean_ms": _r(h.mean, 6),
-            "slo_attainment": _r(within / n) if n else 0.0}
+            "slo_attainment": _r(within / n) if n else 0.0, "cdf": cdf_points(h)}
 
 
 def _timeseries(sim: Simulation, eff: Spec) -> list[dict[str, Any]]:
