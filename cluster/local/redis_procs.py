@@ -109,8 +109,12 @@ def _redis_client(host: str, port: int, timeout_s: float) -> redis.Redis:
         import redis
     except ImportError:  # pragma: no cover - the storage extra is missing
         raise BackendError("redis-py is not installed; pip install 'geoshard[storage]'") from None
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # No client-side retries: the callers' wait loops are the only (bounded) retry.
     return redis.Redis(host=host, port=port, socket_timeout=timeout_s,
-                       socket_connect_timeout=timeout_s)
+                       socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
 
 
 def _wait_until(check: Callable[[], bool], *, timeout_s: float, interval_s: float,
@@ -244,7 +248,7 @@ class RedisServer:
             except BackendError as exc:
                 last = str(exc)
                 self._terminate()
-                if "in use" not in last:
+                if "(port in use)" not in last:
                     break
         raise BackendError(last)
 
@@ -255,9 +259,9 @@ class RedisServer:
             for _ in range(int(self.startup_timeout_s / 0.02) + 1):
                 if self._proc is None or self._proc.poll() is not None:
                     tail = self.log_tail()
-                    in_use = "in use" if "Address already in use" in tail else ""
+                    in_use = " (port in use)" if "Address already in use" in tail else ""
                     raise BackendError(
-                        f"redis-server on {self.address} exited at startup {in_use}"
+                        f"redis-server on {self.address} exited at startup{in_use} "
                         f"(see {self.log_path}):\n{tail}")
                 try:
                     if client.ping():
@@ -269,6 +273,8 @@ class RedisServer:
                 time.sleep(0.02)
         finally:
             client.close()
+        if self._proc is not None and self._proc.poll() is not None:
+            return self._wait_ping()  # it exited meanwhile: report that, with the log
         raise BackendError(f"redis-server on {self.address} did not answer PING within "
                            f"{self.startup_timeout_s:.1f} s (see {self.log_path})")
 
@@ -548,36 +554,47 @@ class RedisClusterProcs:
                 client.close()
         raise BackendError(f"no running node reports a primary for slot {slot}")
 
+    def _slots_of(self, node: RedisServer) -> list[int]:
+        """First slot of every range ``node`` served, from its own nodes.conf (works after a kill)."""
+        assert node.workdir is not None
+        for line in (node.workdir / "nodes.conf").read_text().splitlines():
+            fields = line.split()
+            if len(fields) > 8 and "myself" in fields[2]:
+                return [int(r.split("-")[0]) for r in fields[8:] if not r.startswith("[")]
+        return []
+
     def wait_failover(self, killed: RedisServer, timeout_s: float = 30.0) -> RedisServer:
-        """After ``killed`` (a primary) died, wait until a replica took over its slots.
+        """After ``killed`` (a primary) died, wait until a running node serves its slots and
+        every running node reports ``cluster_state:ok``.
 
         Returns:
             The promoted node.
 
         Raises:
-            BackendError: no promotion and healthy cluster within ``timeout_s``.
+            BackendError: ``killed`` served no slots, or no promotion within ``timeout_s``.
         """
+        slots = self._slots_of(killed)
+        if not slots:
+            raise BackendError(f"{killed.address} served no slots; nothing to fail over")
         survivors = [n for n in self.nodes if n is not killed and n.running]
         promoted: list[RedisServer] = []
 
         def done() -> bool:
             try:
-                masters = [n for n in survivors if self.role(n) == "master"]
-                if len(masters) < self.primaries:
+                owner = self.node_for_slot(slots[0])
+                if owner is killed or not owner.running:
                     return False
                 for node in survivors:
                     if self._node_info(node, "cluster").get("cluster_state") != "ok":
                         return False
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - mid-election: poll again
                 return False
-            promoted[:] = masters
+            promoted[:] = [owner]
             return True
 
-        before = {n.address for n in survivors if self.role(n) == "master"}
         _wait_until(done, timeout_s=timeout_s, interval_s=0.1,
-                    what=f"a replica to replace killed primary {killed.address}")
-        new = [n for n in promoted if n.address not in before]
-        return new[0] if new else promoted[0]
+                    what=f"a replica to take over the slots of killed primary {killed.address}")
+        return promoted[0]
 
     def stop(self) -> None:
         """Kill every process (SIGCONT first if paused) and remove the temp dir. Idempotent."""
