@@ -79,7 +79,7 @@ def _mask(text: str) -> str:
             blank(i, j)
             i = j
         elif text.startswith("<<", i) and (m := re.match(r"<<-?([A-Za-z_]+)\n", text[i:])):
-            end = re.compile(rf"^\s*{m.group(1)}\s*$", re.M)
+            end = re.compile(rf"^\s*{m.group(1)}\s*$", re.MULTILINE)
             e = end.search(text, i + m.end())
             j = n if e is None else e.end()
             blank(i + 2, j)
@@ -131,12 +131,12 @@ def _close(masked: str, open_at: int) -> int:
     raise ValueError(f"unbalanced braces after offset {open_at}")
 
 
-_HEADER = re.compile(rf'^[ \t]*({_IDENT})((?:[ \t]+"[^"\n]*")*)[ \t]*\{{', re.M)
+_HEADER = re.compile(rf'^[ \t]*({_IDENT})((?:[ \t]+"[^"\n]*")*)[ \t]*\{{', re.MULTILINE)
 
 
 def _top_level(text: str, masked: str) -> list[tuple[str, tuple[str, ...], str, int]]:
     """Blocks at nesting depth 0 of ``text``: (kind, labels, body, offset)."""
-    found = []
+    found: list[tuple[str, tuple[str, ...], str, int]] = []
     pos = 0
     while True:
         m = _HEADER.search(masked, pos)
