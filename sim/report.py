@@ -41,7 +41,6 @@ from typing import TYPE_CHECKING, Any
 from .metrics import LogHistogram, bucket_value
 
 if TYPE_CHECKING:
-    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 __all__ = [
@@ -124,7 +123,7 @@ def cdf_points(hist: LogHistogram, max_points: int = 200) -> list[list[float]]:
         cum.append(seen)
     total = cum[-1]
     if len(keys) <= max_points:
-        chosen = range(len(keys))
+        chosen = list(range(len(keys)))
     else:
         # the reported quantiles always lie on the curve
         levels = [q for _, q in _QUANTILE_KEYS]
@@ -206,7 +205,7 @@ def _write_csv(path: Path, fields: Sequence[str], rows: Iterable[dict[str, Any]]
 
 # --------------------------------------------------------------------------- plots
 
-_RC = {
+_RC: dict[str, Any] = {
     "svg.hashsalt": "geoshard",
     "path.simplify": True,
     "font.size": 9,
@@ -234,76 +233,99 @@ def _slo_targets(result: dict[str, Any]) -> dict[str, dict[str, float]]:
     return (result.get("spec") or {}).get("slo", {}).get("latency", {}) or {}
 
 
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """1-2-5 ticks covering ``[lo, hi]`` (a log axis with readable labels)."""
+    ticks: list[float] = []
+    e = math.floor(math.log10(lo)) if lo > 0 else 0
+    while True:
+        for m in (1, 2, 5):
+            v = m * 10.0**e
+            if v > hi:
+                return ticks
+            if v >= lo:
+                ticks.append(v)
+        e += 1
+
+
 def _plot_latency_cdf(result: dict[str, Any]) -> bytes:
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     types = _ordered_types(result["metrics"].get("requests", {}))
     targets = _slo_targets(result)
-    fig = _new_figure(12.0, 4.6)
+    fig = _new_figure(12.0, 4.8)
     if not types:
         ax = fig.add_subplot()
         ax.text(0.5, 0.5, "no requests completed after the warm-up", ha="center", va="center",
                 transform=ax.transAxes)
         ax.set_axis_off()
         return _png(fig)
-    axes = fig.subplots(1, len(types), squeeze=False)[0]
-    regions = sorted({r for _, per in types for r in per if r != "all"})
+    axes = fig.subplots(1, len(types), squeeze=False, sharey=True)[0]
+    regions = [r for r in dict.fromkeys(r for _, per in types for r in per) if r != "all"]
     colour = {r: f"C{i % 10}" for i, r in enumerate(regions)}
     approx = False
-    y_top = 0.9999
-    y_ticks = [0.1, 0.5, 0.9, 0.99, 0.999, 0.9999]
+    y_lo, y_top = 0.02, 0.9999
     for ax, (t, per) in zip(axes, types):
         xs_all: list[float] = []
         for region, lat in per.items():
             pts = lat.get("cdf")
+            style: dict[str, Any] = {"drawstyle": "steps-post"}
             if not pts:
                 pts = _cdf_from_summary(lat)
                 approx = approx or bool(pts)
+                style = {"marker": "o", "ms": 3}
             pts = [p for p in pts if p[0] > 0]
             if not pts:
                 continue
             xs = [p[0] for p in pts]
             # logit cannot show 0 or 1: the last step is drawn up to the top of the axis
-            ys = [min(max(p[1], 1e-6), y_top) for p in pts]
+            ys = [min(max(p[1], y_lo / 2), y_top) for p in pts]
             xs_all += xs
             if region == "all":
-                ax.step(xs, ys, where="post", color="black", lw=2.0, label="all regions", zorder=3)
+                ax.plot(xs, ys, color="black", lw=2.0, label="all regions", zorder=3, **style)
             else:
-                ax.step(xs, ys, where="post", color=colour[region], lw=1.2, alpha=0.9,
-                        label=region)
+                ax.plot(xs, ys, color=colour[region], lw=1.2, alpha=0.85, label=region, **style)
         target = targets.get(t) or {}
-        if target.get("p99_ms"):
-            ax.axvline(target["p99_ms"], color="crimson", ls="--", lw=1.2,
-                       label=f"SLO p99 {target['p99_ms']:g} ms")
-        if target.get("p50_ms"):
-            ax.axvline(target["p50_ms"], color="crimson", ls=":", lw=1.0,
-                       label=f"SLO p50 {target['p50_ms']:g} ms")
+        for key, ls, name in (("p99_ms", "--", "p99"), ("p50_ms", ":", "p50")):
+            v = target.get(key)
+            if v:
+                ax.axvline(v, color="crimson", ls=ls, lw=1.2)
+                ax.text(v, y_lo, f" SLO {name} {v:g} ms", rotation=90, color="crimson",
+                        fontsize=7, ha="right", va="bottom")
         ax.axhline(0.99, color="grey", lw=0.6)
         ax.set_xscale("log")
         ax.set_yscale("logit", nonpositive="clip")
-        ax.set_ylim(0.05, y_top)
-        ax.yaxis.set_major_locator(FixedLocator(y_ticks))
+        ax.set_ylim(y_lo, y_top)
+        ax.yaxis.set_major_locator(FixedLocator([0.1, 0.5, 0.9, 0.99, 0.999, 0.9999]))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v * 100:g} %"))
         ax.yaxis.set_minor_locator(NullLocator())
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))
         if xs_all:
             lo, hi = min(xs_all), max(xs_all)
-            if target.get("p99_ms"):
-                hi = max(hi, float(target["p99_ms"]))
-            ax.set_xlim(lo / 1.3, hi * 1.3)
+            for key in ("p50_ms", "p99_ms"):
+                if target.get(key):
+                    lo, hi = min(lo, float(target[key])), max(hi, float(target[key]))
+            lo, hi = lo / 1.25, hi * 1.25
+            ax.set_xlim(lo, hi)
+            ticks = _log_ticks(lo, hi)
+            if len(ticks) < 3:  # a narrow range: label the minor decades too
+                ticks = [v for v in (m * 10.0**e for e in range(-3, 6) for m in range(1, 10))
+                         if lo <= v <= hi]
+            ax.xaxis.set_major_locator(FixedLocator(ticks))
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))
         ax.set_title(t)
         ax.set_xlabel("latency (ms, log scale)")
-    axes[0].set_ylabel("requests at or below (logit scale)")
-    handles, labels = [], []
-    for ax in axes:
+    axes[0].set_ylabel("completed requests at or below (logit scale)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes[1:]:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
-    fig.legend(handles, labels, loc="outside right upper")
-    note = " (approximate: drawn through p50/p95/p99/p99.9 only)" if approx else ""
-    fig.suptitle(f"Latency CDF by client region, completed requests after warm-up{note}; "
-                 "failed requests count only against attainment", fontsize=10)
+    fig.legend(handles, labels, loc="outside right upper", title="client region")
+    title = "Latency CDF by client region (after warm-up)"
+    if approx:
+        title += "; approximate: drawn through p50, p95, p99 and p99.9 only"
+    fig.suptitle(title, fontsize=11)
     return _png(fig)
 
 
@@ -323,7 +345,7 @@ def _plot_timeseries(result: dict[str, Any], timeseries: list[dict[str, Any]]) -
         ax_err.bar(t, [r["errors"] for r in timeseries], width=1.0, color="C3",
                    label="errors/s")
         ax_hit.plot(t, [r["hit_ratio"] for r in timeseries], color="C4", lw=1.2,
-                    label="L1 hit ratio")
+                    label="cache hit ratio")
     else:
         ax_p99.text(0.5, 0.5, "empty time series", ha="center", va="center",
                     transform=ax_p99.transAxes)
@@ -346,8 +368,8 @@ def _plot_timeseries(result: dict[str, Any], timeseries: list[dict[str, Any]]) -
     for c in (spec.get("workload") or {}).get("campaigns") or []:
         a, d = float(c.get("start_s", 0)), float(c.get("duration_s", 0))
         ax_req.axvspan(a, min(a + d, duration), color="gold", alpha=0.18, lw=0)
-        ax_req.text(a + 0.3, 0.97, f"campaign {c.get('name', '')} x{c.get('multiplier', '')}",
-                    transform=ax_req.get_xaxis_transform(), va="top", fontsize=7,
+        ax_req.text(a, 0.04, f" campaign {c.get('name', '')} x{c.get('multiplier', '')}",
+                    transform=ax_req.get_xaxis_transform(), va="bottom", fontsize=7,
                     color="darkgoldenrod")
     faults = result.get("faults") or []
     for i, f in enumerate(faults):
@@ -373,15 +395,14 @@ def _plot_timeseries(result: dict[str, Any], timeseries: list[dict[str, Any]]) -
     ax_p99.set_ylabel("p99 (ms)")
     ax_req.set_ylabel("requests/s\n(scaled model)")
     ax_err.set_ylabel("errors/s")
-    ax_hit.set_ylabel("L1 hit ratio")
+    ax_hit.set_ylabel("user-feature\nlookups served\nby a cache")
     ax_hit.set_ylim(0, 1)
     ax_err.set_ylim(bottom=0)
     ax_req.set_ylim(bottom=0)
     ax_hit.set_xlabel("simulated time (s)")
     for ax in axes:
-        handles, labels = ax.get_legend_handles_labels()
-        if handles:
-            ax.legend(loc="upper right")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best")
     extra = ""
     if faults:
         extra = "; shaded: faults, dashed: router detects, dotted: router sees recovery"
@@ -430,7 +451,7 @@ def _render_plots(result: dict[str, Any], timeseries: list[dict[str, Any]]) -> d
     import matplotlib
 
     matplotlib.use("Agg")
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(_RC):  # type: ignore[arg-type]
         return {
             "latency_cdf.png": _plot_latency_cdf(result),
             "timeseries.png": _plot_timeseries(result, timeseries),
@@ -531,11 +552,11 @@ def _html(result: dict[str, Any], timeseries: list[dict[str, Any]],
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>Simulation of <code>{_e(name)}</code></h1>",
-        f'<p class="sub">seed {_e(result.get("seed"))} · scale {_e(result.get("scale"))} · '
-        f'{_e(_fmt(result.get("duration_s")))} simulated s (warm-up '
-        f'{_e(_fmt(result.get("warmup_s")))} s) · {_e(_fmt(m.get("arrivals")))} arrivals · '
-        f'result schema v{_e(result.get("schema_version"))} · geoshard '
-        f'{_e((result.get("versions") or {}).get("geoshard", "?"))}</p>',
+        (f'<p class="sub">seed {_e(result.get("seed"))} · scale {_e(result.get("scale"))} · '
+         f'{_e(_fmt(result.get("duration_s")))} simulated s (warm-up '
+         f'{_e(_fmt(result.get("warmup_s")))} s) · {_e(_fmt(m.get("arrivals")))} arrivals · '
+         f'result schema v{_e(result.get("schema_version"))} · geoshard '
+         f'{_e((result.get("versions") or {}).get("geoshard", "?"))}</p>'),
     ]
     # verdict
     fails = list(slo.get("failures") or [])
