@@ -177,10 +177,7 @@ def _ordered_types(requests: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]
 def _node_kind(name: str) -> str:
     """``api``, ``hot`` or ``warm`` from a pool name such as ``eu-west/hot-2``."""
     tail = name.rsplit("/", 1)[-1]
-    for kind in ("api", "hot", "warm"):
-        if tail == kind or tail.startswith(kind + "-"):
-            return kind
-    return "other"
+    return next((kind for kind in ("api", "hot", "warm") if tail.startswith(kind)), "other")
 
 
 def _node_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -437,7 +434,7 @@ def _plot_utilisation(result: dict[str, Any]) -> bytes:
     ax.grid(axis="y", visible=False)
     kinds = [k for k in ("api", "hot", "warm", "other") if any(r["kind"] == k for r in shown)]
     handles = [Patch(color=_KIND_COLOURS[k], label=k) for k in kinds]
-    ax.legend(handles=[*handles, limit], loc="lower right")
+    fig.legend(handles=[*handles, limit], loc="outside lower center", ncols=len(handles) + 1)
     hot_n = sum(1 for r in rows if (r["utilisation"] or 0.0) > HOT_UTILISATION)
     if len(rows) > len(shown):
         title = f"Busiest {len(shown)} of {len(rows)} nodes by utilisation (all in nodes.csv)"
@@ -558,6 +555,11 @@ def _html(result: dict[str, Any], timeseries: list[dict[str, Any]],
          f'result schema v{_e(result.get("schema_version"))} · geoshard '
          f'{_e((result.get("versions") or {}).get("geoshard", "?"))}</p>'),
     ]
+    nav = [("residency", "residency"), ("requests", "requests"), ("counts", "errors"),
+           ("caches", "caches"), ("cost", "cost"), ("faults", "faults"), ("nodes", "nodes"),
+           ("assumptions", "assumptions"), ("plots", "plots"), ("machine", "machine")]
+    p.append('<p class="muted">' + " · ".join(f'<a href="#{a}">{t}</a>' for a, t in nav)
+             + "</p>")
     # verdict
     fails = list(slo.get("failures") or [])
     if slo.get("passed", not fails):
@@ -647,8 +649,9 @@ def _html(result: dict[str, Any], timeseries: list[dict[str, Any]],
         [f"scaled model / scale ({_fmt(result.get('scale'))})", "—", "—", "—",
          cost.get("full_scale_extrapolated")],
     ]))
-    p.append('<p class="muted">Node counts round up at small scales, so the extrapolation '
-             "over-estimates; the full-scale spec row is the price of the real topology.</p>")
+    p.append('<p class="muted">At small scales node counts are rounded (at least one per '
+             "pool), so the extrapolation can be far off; the full-scale spec row prices the "
+             "real topology.</p>")
     # faults
     faults = result.get("faults") or []
     p.append('<h2 id="faults">Faults</h2>')
