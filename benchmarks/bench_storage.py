@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Report, log, parser  # noqa: E402
+from _common import Report, log, parser
 
 HERE = Path(__file__).resolve().parent
 
@@ -131,9 +131,9 @@ def main() -> int:
     chosen = args.section or list(SECTIONS)
     report = Report("bench_storage")
     report.metrics["sections"] = [name for name in SECTIONS if name in chosen]
-    for name in SECTIONS:
+    for name, section in SECTIONS.items():
         if name in chosen:
-            SECTIONS[name](report, args)
+            section(report, args)
     return report.emit(args.json)
 
 

@@ -42,7 +42,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import redis
 import redis.exceptions as rex
@@ -452,8 +452,8 @@ class RedisHotStore(_RedisStoreBase):
     def get(self, key: DataKey) -> bytes | None:
         """The value, or None when absent or expired."""
         name = self.key_name(key)
-        value: bytes | None = self._run(lambda: self._client.get(name), f"GET {name}")
-        return value
+        value = self._run(lambda: self._client.get(name), f"GET {name}")
+        return cast("bytes | None", value)
 
     def get_many(self, keys: Sequence[DataKey]) -> list[bytes | None]:
         """Values in the order of ``keys`` (None for absent): MGETs in one pipeline."""
@@ -464,7 +464,7 @@ class RedisHotStore(_RedisStoreBase):
 
         def run() -> list[bytes | None]:
             if len(chunks) == 1:
-                return list(self._client.mget(chunks[0]))
+                return cast("list[bytes | None]", list(self._client.mget(chunks[0])))
             pipe = self._client.pipeline(transaction=False)
             for chunk in chunks:
                 pipe.mget(chunk)
@@ -719,9 +719,9 @@ class RedisClusterHotStore(_RedisStoreBase):
             if pending:
                 if refresh:
                     self._refresh()
-                where, exc = first or ("?", None)
+                where, err = first or ("?", None)
                 raise ResendNeeded(f"{len(pending)} of {len(names)} commands to re-send; first "
-                                f"error at {where}: {type(exc).__name__}: {exc}")
+                                   f"error at {where}: {type(err).__name__}: {err}")
 
         self._run(attempt, op)
         if short:

@@ -25,7 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from geoshard.errors import BackendError, ConfigError
 
@@ -266,7 +266,7 @@ class RedisServer:
                 try:
                     if client.ping():
                         return
-                except Exception:  # noqa: BLE001 - not up yet; any error means retry
+                except Exception:  # noqa: BLE001, S110 - not up yet; any error means poll again
                     pass
                 if time.monotonic() >= deadline:
                     break
@@ -338,8 +338,9 @@ class RedisServer:
         """A new redis-py client for this server (the caller closes it)."""
         return _redis_client(self.host, self.port, timeout_s)
 
-    def __enter__(self) -> RedisServer:
-        return self.start()
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
@@ -548,7 +549,7 @@ class RedisClusterProcs:
                     if start <= slot <= end:
                         host = primary[0].decode() if isinstance(primary[0], bytes) else primary[0]
                         return by_addr[f"{host}:{int(primary[1])}"]
-            except Exception:  # noqa: BLE001 - try the next node
+            except Exception:  # noqa: BLE001, S112 - try the next node
                 continue
             finally:
                 client.close()
@@ -615,8 +616,9 @@ class RedisClusterProcs:
         """Keyword arguments for a geoshard cluster store config (``startup_nodes``)."""
         return {"startup_nodes": self.startup_nodes}
 
-    def __enter__(self) -> RedisClusterProcs:
-        return self.start()
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -14,13 +14,13 @@ from geoshard.cluster.local.redis_procs import (
     redis_binary,
 )
 from geoshard.errors import BackendError, ConfigError
+from geoshard.keys import DataKey
 from geoshard.storage.redis_store import (
     DurabilityError,
     RedisHotStore,
     RedisHotStoreConfig,
     RetryExhaustedError,
 )
-from geoshard.keys import DataKey
 
 pytestmark = pytest.mark.integration
 
