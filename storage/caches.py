@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from geoshard.errors import BackendError, ConfigError
 from geoshard.keys import DataKey
 from geoshard.regions.residency import ResidencyPolicy
-from geoshard.spec import Caches, CacheLevel
+from geoshard.spec import CacheLevel, Caches
 from geoshard.storage.base import HotStore, Tier, validate_value
 from geoshard.storage.cache import CachePolicy, HierarchyStats, make_policy
 
