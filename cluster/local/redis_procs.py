@@ -250,6 +250,7 @@ class RedisServer:
                 self._terminate()
                 if "(port in use)" not in last:
                     break
+        self.stop()  # removes our temp dir: a failed start leaves nothing behind
         raise BackendError(last)
 
     def _wait_ping(self) -> None:
