@@ -1,7 +1,8 @@
 """The Router: which replicas serve a key, and where a request enters.
 
-``Router.route(key, op, health)`` returns the ordered replicas of a user's data, primary
-first. It is pure: health is an argument, never a network call, so the simulator and
+``Router.route(key, op, health, near=...)`` returns the ordered replicas of a user's data:
+primary first for writes, nearest to ``near`` (the entry region) first for reads. It is
+pure: health is an argument, never a network call, so the simulator and
 the running API call the very same object and get the very same answer.
 
 How a route is chosen:
@@ -81,7 +82,8 @@ class Route:
         key: the user key.
         op: read or write.
         data_class: the data class routed.
-        replicas: node names, primary first (all in allowed regions, all healthy).
+        replicas: node names in the order to use them (all in allowed regions, all
+            healthy): primary first for writes; nearest first for reads given ``near``.
         regions: the region of each replica.
         allowed_regions: where this data may be stored.
         preferred: the replicas when everything is up (to show failover).
@@ -99,7 +101,7 @@ class Route:
 
     @property
     def primary(self) -> str:
-        """The first replica: writes go here first, reads prefer it."""
+        """The first replica: the primary for a write, the one to read for a read."""
         return self.replicas[0]
 
     @property
@@ -165,22 +167,44 @@ class Router:
 
     # ------------------------------------------------------------------ routing
     def route(self, key: UserKey | str, op: Op = "read", health: Health = ALL_UP,
-              data_class: str = "user_features") -> Route:
-        """The ordered replicas for ``key``'s ``data_class``, primary first.
+              data_class: str = "user_features", near: str | None = None) -> Route:
+        """The ordered replicas for ``key``'s ``data_class``: the one to use first.
+
+        Both operations get the same replica set (the ring places the R replicas on
+        distinct allowed regions, so each allowed region holds a copy whenever enough
+        exist). The order depends on the operation:
+
+        * ``op="write"``: primary first, then the other replicas in ring order (a write
+          goes to the primary, which replicates to the others); ``near`` is ignored.
+        * ``op="read"`` with ``near`` (a region name, usually the entry region): the
+          replicas sorted by RTT from ``near``, stable (equal RTTs keep ring order), so
+          ``replicas[0]`` is the nearest copy, the one to read. ``preferred`` is
+          ordered the same way, so :attr:`Route.failed_over` still means "the replica
+          to use is not the one it would be with everything up".
+        * ``op="read"`` without ``near``: ring order, primary first (as a write).
 
         Args:
             key: a user key (``UserKey`` or ``'eu:42'``).
-            op: ``read`` or ``write`` (both get the same replica set; a write goes to all).
+            op: ``read`` or ``write``.
             health: what is down; only healthy nodes are returned.
             data_class: a personal data class (``user_features`` by default).
+            near: for reads, order the replicas by RTT from this region.
 
         Raises:
             InputError: a malformed key.
-            ConfigError: an unknown jurisdiction or data class.
+            ConfigError: an unknown jurisdiction, data class or ``near`` region.
             NoHealthyReplicaError: no healthy node in any allowed region.
+
+        Examples:
+            >>> router = Router.from_spec(load_spec("examples/local.yaml"))   # doctest: +SKIP
+            >>> router.route("eu:42", "read", near="eu-central").regions[0]  # doctest: +SKIP
+            'eu-central'
         """
         if op not in ("read", "write"):
             raise ConfigError(f"op '{op}' is unknown; use 'read' or 'write'")
+        if near is not None and near not in self.spec.regions:
+            raise ConfigError(f"region '{near}' (near=) is not in the spec"
+                              f"{did_you_mean(str(near), self.spec.regions)}")
         uk = self.parse_key(key)
         self._check_jurisdiction(uk)
         if data_class not in PERSONAL_CLASSES:
@@ -203,9 +227,19 @@ class Router:
                 if n in down:
                     reg = self.node_region[n]
                     skipped.append((n, "region down" if reg in health.down_regions else "node down"))
+        if op == "read" and near is not None:
+            replicas = self._nearest_first(near, replicas)
+            preferred = self._nearest_first(near, preferred)
         return Route(uk, op, data_class, tuple(replicas),
                      tuple(self.node_region[n] for n in replicas),
                      tuple(sorted(allowed)), tuple(preferred), tuple(skipped))
+
+    def _nearest_first(self, near: str, nodes: list[str]) -> list[str]:
+        """``nodes`` by RTT from ``near`` (stable: equal RTTs keep their order)."""
+        if len(nodes) < 2:
+            return list(nodes)
+        rtt, region = self.network.rtt_ms, self.node_region
+        return sorted(nodes, key=lambda n: rtt(near, region[n]))
 
     def entry_region(self, client_region: str, key: UserKey | str, health: Health = ALL_UP,
                      data_class: str = "user_features") -> str:

@@ -28,9 +28,13 @@ Semantics worth knowing:
   fallback at the deadline); the abandoned work still loads its resource. This costs no
   extra events; a ``timeout | process`` race would cost two per stage and give the same
   latencies, except that later stages start a little later here.
-* Writes are semi-synchronous: primary then the next replica in the route, acked when
-  both have applied it (replication >= 2); further replicas are applied asynchronously.
-  A write that cannot reach two replicas is failed, never acked.
+* Reads (a full cache miss) go to the route's replica nearest the entry region
+  (``Router.route(..., near=entry)``), usually a copy in the entry region itself.
+* Writes: acked when the primary and its in-region Redis replica have applied it
+  (``WAIT 1``: one intra-region hop + the replica's service time; ``hot.replicas == 0``:
+  the primary alone). The ring replicas in other regions are written asynchronously
+  (half an RTT from the primary's region, then their node's queue; they load the queue
+  but not the request's latency). A write whose primary is unreachable fails, never acks.
 * Overload: when the entry API queue is longer than ``spill_queue_factor x workers``,
   the request spills to the nearest other region that may process the data; when no
   such region has room and the queue exceeds ``shed_queue`` it is shed (429).
@@ -187,6 +191,11 @@ class Simulation:
         self.item_shard = [self.router.item_shard({items.attribute: cat}) for cat in self.item_cats]
         self.stream = ArrivalStream(spec, self.duration_ms, next(self._rngs),
                                     [next(self._rngs), next(self._rngs)])
+        # each primary's in-region Redis replica (hot.replicas >= 1): acks a write (WAIT 1)
+        # after one intra-region hop and its own service time; a pure delay (it serves no reads)
+        self.hot_replica_ms: dict[str, Sampler | None] = {
+            r: (Sampler(reg.hot.service_time, next(self._rngs)) if reg.hot.replicas >= 1 else None)
+            for r, reg in spec.regions.items()}
         # health: real state now, and what the router believes
         self.known = Health()
         self.known_partitions: frozenset[frozenset[str]] = frozenset()
@@ -197,7 +206,7 @@ class Simulation:
         self._active: list[tuple[int, Any]] = []          # real faults in force
         self._known_active: list[tuple[int, Any]] = []    # faults the router knows about
         self.epochs = 0
-        self._routes: dict[tuple[int, str], tuple[tuple[str, ...], tuple[str, ...]] | None] = {}
+        self._routes: dict[tuple[int, str, str | None], tuple[tuple[str, ...], tuple[str, ...]] | None] = {}
         self._entries: dict[tuple[str, str, str], str | None] = {}
         self._spill_cands: dict[tuple[str, str, str], list[str]] = {}
         self._store_memo: dict[tuple[str, str, str], bool] = {}
@@ -267,8 +276,10 @@ class Simulation:
     def _cut(self, a: str, b: str) -> bool:
         return a != b and frozenset((a, b)) in self.partitions
 
-    def _route(self, uid: int, j: str, dc: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
-        k = (uid, dc)
+    def _route(self, uid: int, j: str, dc: str,
+               near: str | None) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        """A read route nearest ``near`` first, or (``near=None``) a write route, primary first."""
+        k = (uid, dc, near)
         try:
             return self._routes[k]
         except KeyError:
@@ -276,7 +287,8 @@ class Simulation:
         from geoshard.keys import UserKey
 
         try:
-            rt = self.router.route(UserKey(j, uid), "read", self.known, dc)
+            rt = self.router.route(UserKey(j, uid), "write" if near is None else "read",
+                                   self.known, dc, near=near)
             val: tuple[tuple[str, ...], tuple[str, ...]] | None = (rt.replicas, rt.regions)
         except NoHealthyReplicaError:
             val = None
@@ -359,6 +371,12 @@ class Simulation:
                     yield timeout(dt)
                 self.arrived += 1
                 proc(req(t, ri, ti, uid, item, draw))
+
+    def _replicate(self, pool: Pool, delay: float, t0: float) -> Generator[simpy.Event, Any, None]:
+        """An asynchronous copy: travels ``delay`` ms, then queues at ``pool`` like any write."""
+        if delay > 0.0:
+            yield self.env.timeout(delay)
+        yield from self._use(pool, t0)
 
     def _use(self, pool: Pool, t0: float) -> Generator[simpy.Event, Any, None]:
         """Queue for ``pool``, hold a server for one service time, release it."""
@@ -532,7 +550,7 @@ class Simulation:
                 else:
                     misses["regional"] += 1
         if found is None:
-            route = self._route(uid, j, "user_features")
+            route = self._route(uid, j, "user_features", entry)
             if route is None:
                 return _FAIL
             node = nreg = None
@@ -575,31 +593,33 @@ class Simulation:
 
     def _write(self, t0: float, j: str, uid: int, key: str, entry: str, draw: int,
                pending: float) -> Generator[simpy.Event, Any, float]:
-        """An interaction write: primary, then one replica (semi-sync), the rest async."""
+        """An interaction write: primary + its in-region Redis replica (``WAIT 1``), ring
+        replicas in other regions asynchronously."""
         env = self.env
-        route = self._route(uid, j, "interactions")
+        route = self._route(uid, j, "interactions", None)
         if route is None:
             return _FAIL
         targets = [(n, r) for n, r in zip(*route) if not self._known_cut(entry, r)]
-        need = 2 if self.router.replication >= 2 else 1
-        if len(targets) < min(need, len(route[0])) or not targets:
+        if not targets:
             return _FAIL
-        here = entry
-        sync, rest = targets[:need], targets[need:]
-        for node, nreg in sync:  # chain: entry -> primary -> replica, ack back to entry
-            if node in self.down_nodes or nreg in self.down_regions or self._cut(here, nreg):
-                yield env.timeout(pending + self.opt.timeout_ms)
-                return _FAIL
-            self._audit(j, "interactions", nreg, "store")
-            yield env.timeout(pending + self._hop(here, nreg) * 0.5)
-            pending = 0.0
-            yield from self._use(self.hot[node], t0)
-            here = nreg
-        pending = self._hop(here, entry) * 0.5
-        for node, nreg in rest:
-            if node not in self.down_nodes and nreg not in self.down_regions:
-                self._audit(j, "interactions", nreg, "store")
-                env.process(self._use(self.hot[node], t0))
+        node, preg = targets[0]
+        if node in self.down_nodes or preg in self.down_regions or self._cut(entry, preg):
+            yield env.timeout(pending + self.opt.timeout_ms)
+            return _FAIL
+        self._audit(j, "interactions", preg, "store")
+        yield env.timeout(pending + self._hop(entry, preg) * 0.5)
+        yield from self._use(self.hot[node], t0)
+        pending = 0.0
+        rep_ms = self.hot_replica_ms[preg]
+        if rep_ms is not None:  # WAIT 1: the in-region replica confirms before the ack
+            self._audit(j, "interactions", preg, "store")
+            pending = self.rtt[(preg, preg)] + rep_ms()
+        pending += self._hop(preg, entry) * 0.5
+        for n, r in zip(*route):  # the ring replicas elsewhere: asynchronous, off the latency
+            if n == node or n in self.down_nodes or r in self.down_regions or self._cut(preg, r):
+                continue
+            self._audit(j, "interactions", r, "store")
+            env.process(self._replicate(self.hot[n], self._hop(preg, r) * 0.5, t0))
         # the write changes the user's features: drop them from the shared caches and
         # from the L1 of the server that took the write (other L1s expire by TTL)
         l2, l3 = self.l2, self.l3

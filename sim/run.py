@@ -39,7 +39,8 @@ from .engine import CACHE_LEVELS, EngineOptions, Simulation
 from .metrics import RELATIVE_ERROR_BOUND, LogHistogram
 from .workload import scale_spec
 
-__all__ = ["SCHEMA_VERSION", "TIMESERIES_FIELDS", "cost_per_hour", "simulate_spec", "write_run"]
+__all__ = ["SCHEMA_VERSION", "TIMESERIES_FIELDS", "cost_per_hour", "durability_note", "simulate_spec",
+           "write_run"]
 
 SCHEMA_VERSION = 1
 TIMESERIES_FIELDS = ("t_s", "requests", "errors", "p99_ms", "hit_ratio", "in_fault")
@@ -61,6 +62,22 @@ def cost_per_hour(spec: Spec) -> dict[str, float]:
         hot += c.hot_node_hour * reg.hot.nodes * (1 + reg.hot.replicas)
         warm += c.warm_node_hour * reg.warm.nodes
     return {"api": _r(api), "hot": _r(hot), "warm": _r(warm), "total": _r(api + hot + warm)}
+
+
+def durability_note(spec: Spec) -> str:
+    """One sentence on how reads and writes use the replicas (stored in the assumptions)."""
+    with_rep = sorted(r for r, reg in spec.regions.items() if reg.hot.replicas >= 1)
+    without = sorted(r for r, reg in spec.regions.items() if reg.hot.replicas < 1)
+    ack = ("writes are acknowledged when the primary and its in-region Redis replica have "
+           "applied them (WAIT 1: one intra-region hop + the replica's service time)")
+    if without and with_rep:
+        ack += f"; in {', '.join(without)} (hot.replicas 0) after the primary alone"
+    elif without:
+        ack = "writes are acknowledged after the primary alone (hot.replicas 0)"
+    return (f"durability: {ack}; the copies on the other ring replicas (other regions) are "
+            "written asynchronously (they load those nodes' queues, not the request's "
+            "latency), so a region lost before replication loses those writes there; reads "
+            "that miss every cache go to the route's replica nearest the entry region")
 
 
 def simulate_spec(spec: Spec, *, seed: int = 1, duration_s: float = 60.0, scale: float = 1.0,
@@ -101,6 +118,7 @@ def simulate_spec(spec: Spec, *, seed: int = 1, duration_s: float = 60.0, scale:
                            + ": their jurisdiction has no users in users_by_jurisdiction")
     assumptions.append(f"latency quantiles come from log-bucketed histograms: relative error "
                        f"<= {RELATIVE_ERROR_BOUND:.4%}; means are exact")
+    assumptions.append(durability_note(eff))
     assumptions.append(f"measurements start after a warm-up of {warmup_s:g} s; the time series "
                        "covers the whole run")
     sim.run(on_second)

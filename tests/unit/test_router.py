@@ -97,6 +97,18 @@ def test_router_never_leaves_allowed_regions(case: tuple[Spec, Health, str, int,
     live_regions = {router.node_region[n] for n in healthy}
     want = min(router.replication, len(live_regions))
     assert len(set(route.regions[:want])) == want
+    # a read near any region: the same replicas, nearest first, still only allowed regions
+    rtt = router.network.rtt_ms
+    for near in sorted(spec.regions):
+        read = router.route(key, "read", health, dc, near=near)
+        assert sorted(read.replicas) == sorted(route.replicas)
+        assert all(router.node_region[n] in allowed for n in read.replicas)
+        assert all(health.is_up(n, router.node_region[n]) for n in read.replicas)
+        d = [rtt(near, r) for r in read.regions]
+        assert d == sorted(d)
+        assert rtt(near, read.regions[0]) == min(rtt(near, r) for r in route.regions)
+    # a write ignores near: primary first, ring order
+    assert router.route(key, "write", health, dc, near=sorted(spec.regions)[-1]).replicas == route.replicas
 
 
 @settings(max_examples=100, deadline=None)
@@ -152,6 +164,35 @@ def test_failover_stays_in_jurisdiction_and_prefers_other_region() -> None:
     assert moved.failed_over
     assert all(r != down_region and r.startswith("eu-") for r in moved.regions)
     assert moved.skipped and all(why == "region down" for _, why in moved.skipped)
+
+
+def test_read_near_a_region_reads_the_replica_there() -> None:
+    router = Router.from_spec(load_spec(REPO / "examples" / "local.yaml"))
+    seen_swap = False
+    for uid in range(200):
+        key = f"eu:{uid}"
+        write = router.route(key, "write")
+        assert set(write.regions) == {"eu-west", "eu-central"}  # one copy per EU region
+        for near in ("eu-central", "eu-west"):
+            read = router.route(key, "read", near=near)
+            assert read.regions[0] == near and read.primary == read.replicas[0]
+            assert sorted(read.replicas) == sorted(write.replicas)
+            assert not read.failed_over  # reordering alone is not a failover
+            # the write order is unchanged by near: primary first, ring order
+            assert router.route(key, "write", near=near).replicas == write.replicas
+        seen_swap |= write.regions[0] != "eu-central"
+    assert seen_swap  # some primaries are in eu-west, and the read still stays in eu-central
+    # without near a read keeps ring order (primary first)
+    assert router.route("eu:42", "read").replicas == router.route("eu:42", "write").replicas
+    # us data may be stored in us-east and eu-west: read near eu-central -> eu-west (nearer)
+    r = router.route("us:5", "read", near="eu-central")
+    assert r.regions[0] == "eu-west" and set(r.regions) == {"us-east", "eu-west"}
+
+
+def test_read_near_an_unknown_region_is_a_config_error() -> None:
+    router = Router.from_spec(load_spec(REPO / "examples" / "local.yaml"))
+    with pytest.raises(ConfigError, match="did you mean 'eu-west'"):
+        router.route("eu:1", "read", near="eu-wst")
 
 
 def test_no_allowed_region_left_raises_and_never_routes_elsewhere() -> None:
