@@ -44,8 +44,20 @@ def node_type_for(memory_gb: float) -> str:
                       f"({biggest[0]}, {biggest[1]} GiB); add nodes with less memory each")
 
 
-def tfvars_from_spec(spec: Spec, project: str | None = None) -> dict[str, Any]:
+def tfvars_from_spec(spec: Spec, project: str | None = None,
+                     warnings: list[str] | None = None) -> dict[str, Any]:
     """The ``terraform.tfvars.json`` document for ``spec``.
+
+    Milvus: with ``warm.external_endpoint`` set, the region uses that Milvus (Distributed
+    through its Helm chart, or managed) and the module creates no Milvus compute;
+    without it the module runs Milvus standalone, which is exactly one task, so
+    ``desired_count`` is 1 and a warning says that ``warm.nodes`` above 1 needs an
+    external endpoint.
+
+    Args:
+        spec: the topology.
+        project: name prefix of AWS resources (default ``geoshard-<spec name>``).
+        warnings: when given, human-readable warnings are appended to it.
 
     Raises:
         ConfigError: a region that does not fit ElastiCache limits.
@@ -56,6 +68,10 @@ def tfvars_from_spec(spec: Spec, project: str | None = None) -> dict[str, Any]:
         if r.hot.nodes > _MAX_SHARDS or r.hot.replicas > _MAX_REPLICAS:
             raise ConfigError(f"regions.{name}.hot: {r.hot.nodes} shards x {r.hot.replicas} replicas "
                               f"is beyond ElastiCache ({_MAX_SHARDS} shards, {_MAX_REPLICAS} replicas)")
+        if not r.warm.external_endpoint and r.warm.nodes > 1 and warnings is not None:
+            warnings.append(f"regions.{name}.warm: {r.warm.nodes} Milvus nodes but no "
+                            "external_endpoint; Terraform runs Milvus standalone (1 task). Set "
+                            "warm.external_endpoint to a Milvus Distributed endpoint to deploy it")
         regions[name] = {
             "aws_region": r.cloud_region,
             "jurisdiction": r.jurisdiction,
@@ -64,8 +80,9 @@ def tfvars_from_spec(spec: Spec, project: str | None = None) -> dict[str, Any]:
             "redis": {"num_shards": r.hot.nodes, "replicas_per_shard": r.hot.replicas,
                       "node_type": node_type_for(r.hot.memory_gb)},
             "api": {"desired_count": r.api.servers, "cpu": 1024, "memory": 2048},
-            "milvus": {"desired_count": r.warm.nodes, "cpu": 4096, "memory": 16384,
-                       "external_endpoint": ""},
+            "milvus": {"desired_count": r.warm.nodes if r.warm.external_endpoint else 1,
+                       "cpu": 4096, "memory": 16384,
+                       "external_endpoint": r.warm.external_endpoint},
             "cold": {"transition_ia_days": 30, "transition_glacier_days": 180},
         }
     jurisdictions: dict[str, list[str]] = {}

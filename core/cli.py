@@ -242,7 +242,10 @@ def terraform(
     from geoshard.cluster.terraform import tfvars_from_spec
     from geoshard.spec import load_spec
 
-    data = tfvars_from_spec(load_spec(spec), project)
+    warnings: list[str] = []
+    data = tfvars_from_spec(load_spec(spec), project, warnings)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
     if out_path is None:
         sys.stdout.write(text)

@@ -139,6 +139,11 @@ class WarmTier(_Model):
 
     nodes: int = Field(gt=0, description="Milvus query nodes")
     workers: int = Field(default=4, gt=0, description="concurrent searches per node")
+    external_endpoint: str = Field(
+        default="",
+        description="URI of a Milvus Distributed / managed Milvus in this region; empty = "
+        "the deployment runs Milvus standalone (one task)",
+    )
     service_time: ServiceTime = Field(default_factory=lambda: LognormalDist(mean_ms=5.0))
 
 

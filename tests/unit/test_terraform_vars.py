@@ -60,3 +60,22 @@ def test_committed_example_tfvars_is_what_the_spec_generates() -> None:
     generated = tfvars_from_spec(load_spec(REPO / "examples" / "global.yaml"), committed.get("project"))
     assert committed == generated, ("terraform.example.tfvars.json is stale: regenerate it with "
                                     "geoshard terraform examples/global.yaml --out ...")
+
+
+def test_milvus_standalone_is_one_task_and_warns() -> None:
+    warnings: list[str] = []
+    data = tfvars_from_spec(load_spec(REPO / "examples" / "global.yaml"), warnings=warnings)
+    assert all(r["milvus"]["desired_count"] == 1 for r in data["regions"].values())
+    assert len(warnings) == 6 and "external_endpoint" in warnings[0]
+
+
+def test_milvus_external_endpoint_keeps_the_node_count() -> None:
+    text = (REPO / "examples" / "pair.yaml").read_text().replace(
+        "    warm: {nodes: 2}\n", "    warm: {nodes: 2, external_endpoint: 'https://milvus.internal:19530'}\n", 1)
+    from geoshard.spec import parse_spec
+
+    data = tfvars_from_spec(parse_spec(text))
+    east = data["regions"]["us-east"]["milvus"]
+    assert east == {"desired_count": 2, "cpu": 4096, "memory": 16384,
+                    "external_endpoint": "https://milvus.internal:19530"}
+    assert data["regions"]["us-west"]["milvus"]["desired_count"] == 1
