@@ -29,9 +29,11 @@ Examples:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
+
+import numpy as np
 
 from geoshard.errors import ConfigError, NoHealthyReplicaError, did_you_mean
 from geoshard.keys import UserKey
@@ -233,6 +235,60 @@ class Router:
         return Route(uk, op, data_class, tuple(replicas),
                      tuple(self.node_region[n] for n in replicas),
                      tuple(sorted(allowed)), tuple(preferred), tuple(skipped))
+
+    def replicas_batch(self, jurisdiction: str, user_ids: Sequence[int] | np.ndarray,
+                       op: Op = "read", health: Health = ALL_UP,
+                       data_class: str = "user_features", near: str | None = None,
+                       ) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+        """``(route.replicas, route.regions)`` of :meth:`route` for many users of one jurisdiction.
+
+        The same answers as calling :meth:`route` per key (same ordering rules for
+        ``op`` and ``near``), hashed and looked up vectorised; for simulators and bulk
+        tools that route millions of keys.
+
+        Raises:
+            InputError: a bad user id.
+            ConfigError: an unknown jurisdiction, data class or ``near`` region.
+            NoHealthyReplicaError: no healthy node in any allowed region (then no key of
+                the jurisdiction has a route).
+        """
+        if op not in ("read", "write"):
+            raise ConfigError(f"op '{op}' is unknown; use 'read' or 'write'")
+        if near is not None and near not in self.spec.regions:
+            raise ConfigError(f"region '{near}' (near=) is not in the spec"
+                              f"{did_you_mean(str(near), self.spec.regions)}")
+        self._check_jurisdiction(UserKey(jurisdiction, 0))
+        if data_class not in PERSONAL_CLASSES:
+            raise ConfigError(f"data class '{data_class}' is not user data routed by the ring"
+                              f"{did_you_mean(data_class, PERSONAL_CLASSES)}")
+        ids = np.asarray(user_ids, dtype=np.int64)
+        if ids.size and int(ids.min()) < 0:
+            UserKey(jurisdiction, int(ids.min()))  # raises InputError naming the value
+        allowed = self.residency.allowed_regions(jurisdiction, data_class, "store")
+        reps = self.placement.replicas_batch(ids, self.replication, allowed)
+        down = self._down_nodes(health)
+        if down:
+            bad = [i for i, rp in enumerate(reps) if down.intersection(rp)]
+            if bad:
+                fixed = self.placement.replicas_batch(ids[bad], self.replication, allowed, down)
+                for i, rp in zip(bad, fixed):
+                    reps[i] = rp
+        memo: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        out = []
+        reorder = op == "read" and near is not None
+        region = self.node_region
+        for rp in reps:
+            v = memo.get(rp)
+            if v is None:
+                if not rp:
+                    raise NoHealthyReplicaError(
+                        f"no healthy replica for {jurisdiction} {data_class}: every node in the "
+                        f"allowed region(s) {', '.join(sorted(allowed))} is down; the router "
+                        f"does not leave the jurisdiction. Restore a node or region there")
+                nodes = tuple(self._nearest_first(near, list(rp))) if reorder else rp  # type: ignore[arg-type]
+                v = memo[rp] = (nodes, tuple(region[n] for n in nodes))
+            out.append(v)
+        return out
 
     def _nearest_first(self, near: str, nodes: list[str]) -> list[str]:
         """``nodes`` by RTT from ``near`` (stable: equal RTTs keep their order)."""

@@ -17,7 +17,9 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from types import MappingProxyType
 
 from geoshard.errors import ConfigError, did_you_mean
-from geoshard.shards.hashing import Key
+import numpy as np
+
+from geoshard.shards.hashing import Key, hash_keys
 from geoshard.shards.ring import HashRing
 
 __all__ = ["Placement"]
@@ -43,7 +45,7 @@ class Placement:
         ['a1', 'a2']
     """
 
-    __slots__ = ("_live_cache", "_node_region", "_regions", "_ring")
+    __slots__ = ("_live_cache", "_node_region", "_regions", "_ring", "_tables")
 
     def __init__(self, ring: HashRing, node_region: Mapping[str, str],
                  regions: Iterable[str] | None = None) -> None:
@@ -61,6 +63,10 @@ class Placement:
         self._node_region: Mapping[str, str] = MappingProxyType(mapping)
         self._regions = frozenset(known)
         self._live_cache: dict[tuple[frozenset[str], frozenset[str]], int] = {}
+        # (allowed, down, r) -> {ring position of the key -> replicas}: the answer depends
+        # on the key only through the ring point its walk starts at, so there are at most
+        # point_count answers per (allowed, down, r)
+        self._tables: dict[tuple[frozenset[str], frozenset[str], int], dict[int, tuple[str, ...]]] = {}
 
     @property
     def ring(self) -> HashRing:
@@ -138,7 +144,10 @@ class Placement:
 
         Walks the ring from the key over healthy nodes in ``allowed_regions``; first
         takes one node per region in ring order, then, if fewer than ``r`` such regions
-        exist, further nodes in ring order.
+        exist, further nodes in ring order. The answer depends on the key only through
+        the ring point the walk starts at, so it is memoised per (start point,
+        ``allowed_regions``, ``down``, ``r``) when both sets are frozensets (at most
+        ``ring.point_count`` entries per combination).
 
         Args:
             key: the key.
@@ -154,9 +163,57 @@ class Placement:
             ConfigError: ``r < 1`` or an unknown region (with a did-you-mean suggestion).
             InputError: the key is bad.
         """
-        live = self._live_regions(allowed_regions, down)
-        chosen, _ = self._pick(self._eligible(key, allowed_regions, down), r, live)
+        allowed = allowed_regions if type(allowed_regions) is frozenset else None
+        dead = down if type(down) is frozenset else None
+        if allowed is None or dead is None or isinstance(r, bool) or not isinstance(r, int):
+            live = self._live_regions(allowed_regions, down)
+            chosen, _ = self._pick(self._eligible(key, allowed_regions, down), r, live)
+            return chosen
+        tk = (allowed, dead, r)
+        table = self._tables.get(tk)
+        pos = self._ring._position(key)  # validates the key
+        if table is not None:
+            hit = table.get(pos)
+            if hit is not None:
+                return list(hit)
+        # first time for this start point: the full walk (validates regions and r)
+        live = self._live_regions(allowed, dead)
+        chosen, _ = self._pick(self._eligible(key, allowed, dead), r, live)
+        if table is None:
+            if len(self._tables) >= 64:
+                self._tables.clear()
+            table = self._tables[tk] = {}
+        table[pos] = tuple(chosen)
         return chosen
+
+    def replicas_batch(self, keys: np.ndarray | list[int], r: int, allowed_regions: Collection[str],
+                       down: Collection[str] = frozenset()) -> list[tuple[str, ...]]:
+        """:meth:`replicas` for many integer keys at once: ``[tuple(replicas(k, ...)) for k in keys]``.
+
+        Hashes and finds the ring points vectorised, then answers from the per-start-point
+        memo (walking the ring only for start points not seen before).
+
+        Raises:
+            ConfigError: ``r < 1`` or an unknown region.
+            InputError: a key is bad.
+        """
+        arr = np.asarray(keys)
+        if arr.size == 0:
+            return []
+        allowed, dead = frozenset(allowed_regions), frozenset(down)
+        pos = self._ring.positions_of_hashes(hash_keys(arr)).tolist()
+        table = self._tables.get((allowed, dead, r))
+        out: list[tuple[str, ...]] = []
+        klist: list[int] | None = None
+        for i, p in enumerate(pos):
+            hit = table.get(p) if table is not None else None
+            if hit is None:
+                if klist is None:
+                    klist = arr.tolist()
+                hit = tuple(self.replicas(klist[i], r, allowed, dead))  # validates, memoises
+                table = self._tables.get((allowed, dead, r))
+            out.append(hit)
+        return out
 
     def failover_order(self, key: Key, r: int, allowed_regions: Collection[str],
                        down: Collection[str] = frozenset()) -> list[str]:

@@ -44,13 +44,14 @@ class Sampler:
             skip zero-length delays).
     """
 
-    __slots__ = ("_dist", "_rng", "_batch", "_buf", "constant")
+    __slots__ = ("_dist", "_rng", "_batch", "_buf", "_pop", "constant")
 
     def __init__(self, dist: Dist, rng: np.random.Generator, batch: int = 4096) -> None:
         self._dist = dist
         self._rng = rng
         self._batch = batch
         self._buf: list[float] = []
+        self._pop = self._buf.pop
         self.constant: float | None = float(dist.ms) if isinstance(dist, ConstantDist) else None
 
     def _draw(self, n: int) -> np.ndarray:
@@ -70,7 +71,8 @@ class Sampler:
         """One draw, in milliseconds."""
         if self.constant is not None:
             return self.constant
-        buf = self._buf
-        if not buf:
-            buf.extend(self._draw(self._batch).tolist())
-        return buf.pop()
+        try:
+            return self._pop()
+        except IndexError:
+            self._buf.extend(self._draw(self._batch).tolist())
+            return self._pop()

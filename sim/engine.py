@@ -10,15 +10,22 @@ queues are SimPy resources, networks and caches are sampled delays.
 
 Clock unit: milliseconds (``env.now``). Cache TTLs get seconds (``now / 1000``).
 
-Lean path (few SimPy events per request): pure delays (RTTs, cache service times, the
-integrity check) are accumulated and paid in one ``timeout`` just before the next
-queue; a request costs ``2 + 3 x (queues visited)`` events.
+Lean path (few SimPy events per request, no process per request): a request is a small
+callback state machine (:class:`_Req`) that is itself the SimPy event it waits on, on
+the environment's own heap; pools are FIFO c-server queues (:class:`Pool`) driven by
+those callbacks with exactly ``simpy.Resource`` semantics. Pure delays (RTTs, cache
+service times, the integrity check) are accumulated and paid in one wake-up just before
+the next queue, so a request costs ``2 + 2 x (queues visited)`` events (arrival, entry,
+then per queue one wake-up to join it and one service end; the wake-up is skipped when
+there is no delay to pay). Cache hits, routing and auditing are plain Python decisions.
 
 Semantics worth knowing:
 
-* Routes are memoised per (user, data class) and entry regions per (client region,
-  jurisdiction, data class); the memo is cleared whenever the router's view of health
-  changes (a *health epoch*).
+* Routes are memoised per (user, op, entry region for reads) and entry regions per
+  (client region, jurisdiction, data class); the memo is cleared whenever the router's
+  view of health changes (a *health epoch*). The users of each arrival batch are routed
+  in one vectorised ``Router.replicas_batch`` call (the same answers as ``route``).
+* Cache keys are the integer user ids (unique across jurisdictions).
 * Faults change the real state at once; the router learns ``detection_delay_s`` later.
   In between, requests that reach a dead region/node or cross a partition wait
   ``timeout_ms`` and fail (``stale_route_errors``); a recommend whose sourcing hits a
@@ -42,7 +49,11 @@ Semantics worth knowing:
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections import deque
+from collections.abc import Generator, Iterator
+from heapq import heappush
+from math import floor as _floor
+from math import log as _log
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +66,7 @@ from geoshard.spec import REQUEST_TYPES, STAGES, Spec
 from geoshard.storage.cache import CachePolicy, make_policy
 
 from .dists import Sampler
-from .metrics import LogHistogram, bucket
+from .metrics import _INV_LOG_G, _ZERO, LogHistogram
 from .workload import ArrivalStream
 
 __all__ = ["CACHE_LEVELS", "EngineOptions", "Pool", "Simulation"]
@@ -86,27 +97,76 @@ class EngineOptions:
 class Pool:
     """A FIFO queue of ``capacity`` servers (an API pool, a hot node, a warm pool).
 
+    Exactly the semantics of ``simpy.Resource`` + a service ``timeout`` (first come,
+    first served, work-conserving), driven by callbacks on the SimPy event heap instead of
+    a process per request: a request that finds a free server costs one event (its
+    service end), a waiting one is started by the release of the server it waits for.
+
     Attributes:
         name: ``<region>/api``, ``<region>/hot-<i>`` or ``<region>/warm``.
         region: where it runs.
-        res: the SimPy resource.
+        busy: servers in use; queue: waiting requests (FIFO).
         service: its service-time sampler (ms).
         busy_ms, wait_ms, grants, max_queue: measured after warm-up.
     """
 
-    __slots__ = ("name", "region", "res", "capacity", "service", "busy_ms", "wait_ms",
+    __slots__ = ("name", "region", "capacity", "busy", "queue", "service", "busy_ms", "wait_ms",
                  "grants", "max_queue", "spill_at")
 
     def __init__(self, env: simpy.Environment, name: str, region: str, capacity: int,
                  service: Sampler, spill_at: float = float("inf")) -> None:
         self.name, self.region, self.capacity = name, region, capacity
-        self.res = simpy.Resource(env, capacity=capacity)
+        self.busy = 0                 # servers in use
+        self.queue: deque[Any] = deque()  # waiting requests, FIFO
         self.service = service
         self.busy_ms = 0.0
         self.wait_ms = 0.0
         self.grants = 0
         self.max_queue = 0
         self.spill_at = spill_at
+
+
+class _Req:
+    """One request in flight: its state, and the SimPy event it currently waits on."""
+
+    __slots__ = ("callbacks", "_ok", "t0", "ri", "ti", "uid", "j", "entry", "draw", "leg",
+                 "pending", "credit", "degraded", "v0", "pool", "cont", "t_enq", "after",
+                 "l1", "found", "node", "nreg", "hop", "route")
+
+    def __init__(self, t0: float, ri: int, ti: int, uid: int, j: str, entry: str,
+                 draw: int) -> None:
+        self._ok = True
+        self.t0, self.ri, self.ti, self.uid, self.j, self.entry, self.draw = \
+            t0, ri, ti, uid, j, entry, draw
+        self.pending = 0.0
+        self.credit = 0.0
+        self.degraded = False
+        self.leg = 0.0
+
+
+class _Job:
+    """Background work (an asynchronous replica write) queued at ``node``."""
+
+    __slots__ = ("callbacks", "_ok", "t0", "node", "pool", "cont", "t_enq")
+
+    def __init__(self, t0: float, node: Pool) -> None:
+        self._ok = True
+        self.t0, self.node = t0, node
+
+
+class _Arrivals:
+    """The arrival chain's event: the arrival due next (``pending``) and the rest (``it``)."""
+
+    __slots__ = ("callbacks", "_ok", "it", "pending")
+
+    def __init__(self, it: Iterator[tuple[float, int, int, int, int]]) -> None:
+        self._ok = True
+        self.it = it
+        self.pending: tuple[float, int, int, int, int] | None = None
+
+
+def _nothing(_: Any) -> None:
+    return None
 
 
 @dataclass
@@ -206,7 +266,8 @@ class Simulation:
         self._active: list[tuple[int, Any]] = []          # real faults in force
         self._known_active: list[tuple[int, Any]] = []    # faults the router knows about
         self.epochs = 0
-        self._routes: dict[tuple[int, str, str | None], tuple[tuple[str, ...], tuple[str, ...]] | None] = {}
+        self._read_routes: dict[str, dict[int, tuple[tuple[str, ...], tuple[str, ...]] | None]] = {}
+        self._write_routes: dict[int, tuple[tuple[str, ...], tuple[str, ...]] | None] = {}
         self._entries: dict[tuple[str, str, str], str | None] = {}
         self._spill_cands: dict[tuple[str, str, str], list[str]] = {}
         self._store_memo: dict[tuple[str, str, str], bool] = {}
@@ -231,6 +292,19 @@ class Simulation:
         self.ts_hits = [0] * nsec
         self.arrived = 0
         self.served_by: dict[tuple[str, str], int] = {}
+        # requests are callback state machines on SimPy's own event heap
+        self._heap = env._queue
+        self._eid = env._eid
+        self._cb_release = [self._released]
+        self._cb_api1 = [self._at_api1]
+        self._cb_stale = [self._stale]
+        self._cb_warm = [self._at_warm]
+        self._cb_api2 = [self._at_api2]
+        self._cb_hot = [self._at_hot]
+        self._cb_fetch_dead = [self._fetch_dead]
+        self._cb_primary = [self._at_primary]
+        self._cb_job = [self._job_arrive]
+        self._cb_arrival = [self._next_arrival]
 
     # ------------------------------------------------------------------ building blocks
     def _cache(self, lvl: Any) -> CachePolicy:
@@ -241,9 +315,10 @@ class Simulation:
             kw["capacity_bytes"] = lvl.capacity_bytes
         return make_policy(lvl.policy, **kw)
 
-    def _audit(self, j: str, dc: str, region: str, purpose: str) -> bool:
-        """Audit one store/fill/processing step of personal data; True when allowed."""
-        self.audit_checks += 1
+    def _audit(self, j: str, dc: str, region: str, purpose: str, n: int = 1) -> bool:
+        """Audit ``n`` store/fill/processing steps of personal data (same data, region and
+        purpose); True when allowed."""
+        self.audit_checks += n
         k = (j, dc, region, purpose)
         ok = self._audit_memo.get(k)
         if ok is None:
@@ -254,7 +329,7 @@ class Simulation:
                 ok = False
             self._audit_memo[k] = ok
         if not ok:
-            self.audit_violations += 1
+            self.audit_violations += n
             if len(self.audit_examples) < 10:
                 self.audit_examples.append(
                     f"t={self.env.now / 1000:.3f}s {purpose} {j} {dc} in {region}")
@@ -276,24 +351,34 @@ class Simulation:
     def _cut(self, a: str, b: str) -> bool:
         return a != b and frozenset((a, b)) in self.partitions
 
-    def _route(self, uid: int, j: str, dc: str,
-               near: str | None) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
-        """A read route nearest ``near`` first, or (``near=None``) a write route, primary first."""
-        k = (uid, dc, near)
+    def _read_route(self, uid: int, j: str, near: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        """The user's features route, nearest ``near`` first (memoised per health epoch)."""
+        memo = self._read_routes.get(near)
+        if memo is None:
+            memo = self._read_routes[near] = {}
         try:
-            return self._routes[k]
+            return memo[uid]
         except KeyError:
-            pass
+            val = memo[uid] = self._ask_router(uid, j, "user_features", "read", near)
+            return val
+
+    def _write_route(self, uid: int, j: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        """The user's interactions route, primary first (memoised per health epoch)."""
+        try:
+            return self._write_routes[uid]
+        except KeyError:
+            val = self._write_routes[uid] = self._ask_router(uid, j, "interactions", "write", None)
+            return val
+
+    def _ask_router(self, uid: int, j: str, dc: str, op: str,
+                    near: str | None) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
         from geoshard.keys import UserKey
 
         try:
-            rt = self.router.route(UserKey(j, uid), "write" if near is None else "read",
-                                   self.known, dc, near=near)
-            val: tuple[tuple[str, ...], tuple[str, ...]] | None = (rt.replicas, rt.regions)
+            rt = self.router.route(UserKey(j, uid), op, self.known, dc, near=near)  # type: ignore[arg-type]
         except NoHealthyReplicaError:
-            val = None
-        self._routes[k] = val
-        return val
+            return None
+        return (rt.replicas, rt.regions)
 
     def _entry(self, creg: str, j: str, dc: str, uid: int) -> str | None:
         k = (creg, j, dc)
@@ -328,18 +413,28 @@ class Simulation:
 
     def _new_epoch(self) -> None:
         self.epochs += 1
-        self._routes.clear()
+        self._read_routes.clear()
+        self._write_routes.clear()
         self._entries.clear()
         self._spill_cands.clear()
 
     # ------------------------------------------------------------------ metrics
     def _done(self, t0: float, ri: int, ti: int, lat: float) -> None:
-        b = bucket(lat)
+        # LogHistogram.add_bucket, inlined (two histograms per request)
+        b = _floor(_log(lat) * _INV_LOG_G) if lat > 0.0 else _ZERO
         sec = int(t0 // 1000.0)
         self.ts_req[sec] += 1
-        self.ts_hist[sec].add_bucket(b, lat)
+        h = self.ts_hist[sec]
+        c = h.counts
+        c[b] = c.get(b, 0) + 1
+        h.count += 1
+        h.total += lat
         if t0 >= self.warm_ms:
-            self.hist[ti][ri].add_bucket(b, lat)
+            h = self.hist[ti][ri]
+            c = h.counts
+            c[b] = c.get(b, 0) + 1
+            h.count += 1
+            h.total += lat
             if lat <= self.p99_target[ti]:
                 self.within[ti][ri] += 1
 
@@ -359,47 +454,53 @@ class Simulation:
                 elif reason == "no_region":
                     c.no_allowed_region += 1
 
-    # ------------------------------------------------------------------ processes
-    def _arrivals(self) -> Generator[simpy.Event, Any, None]:
-        env, proc, req = self.env, self.env.process, self._request
-        timeout = env.timeout
-        for batch in self.stream.batches():
-            for t, ri, ti, uid, item, draw in zip(batch.t_ms, batch.region, batch.rtype,
-                                                  batch.user, batch.item, batch.draw):
-                dt = t - env.now
-                if dt > 0:
-                    yield timeout(dt)
-                self.arrived += 1
-                proc(req(t, ri, ti, uid, item, draw))
+    # ------------------------------------------------------------------ requests
+    # A request is a small state machine (:class:`_Req`) that is itself the SimPy event
+    # it waits on: ``_wake`` puts it on the environment's heap with the callback of its
+    # next step. Pools are FIFO c-server queues driven by those callbacks.
+    def _wake(self, ev: Any, delay: float, cb: list[Any]) -> None:
+        ev.callbacks = cb
+        heappush(self._heap, (self.env._now + delay, 1, next(self._eid), ev))
 
-    def _replicate(self, pool: Pool, delay: float, t0: float) -> Generator[simpy.Event, Any, None]:
-        """An asynchronous copy: travels ``delay`` ms, then queues at ``pool`` like any write."""
-        if delay > 0.0:
-            yield self.env.timeout(delay)
-        yield from self._use(pool, t0)
+    def _acquire(self, ev: Any, pool: Pool, cont: Any) -> None:
+        """Queue ``ev`` at ``pool`` (FIFO); ``cont(ev)`` runs when its service ends."""
+        ev.pool = pool
+        ev.cont = cont
+        if pool.busy < pool.capacity:  # a free server means an empty queue (FIFO)
+            pool.busy += 1
+            s = pool.service()
+            if ev.t0 >= self.warm_ms:
+                pool.busy_ms += s
+                pool.grants += 1
+            ev.callbacks = self._cb_release
+            heappush(self._heap, (self.env._now + s, 1, next(self._eid), ev))
+        else:
+            q = pool.queue
+            ev.t_enq = self.env._now
+            q.append(ev)
+            if ev.t0 >= self.warm_ms and len(q) > pool.max_queue:
+                pool.max_queue = len(q)
 
-    def _use(self, pool: Pool, t0: float) -> Generator[simpy.Event, Any, None]:
-        """Queue for ``pool``, hold a server for one service time, release it."""
-        env = self.env
-        res = pool.res
-        req = res.request()
-        q = len(res.queue)
-        if q > pool.max_queue and t0 >= self.warm_ms:
-            pool.max_queue = q
-        t_req = env.now
-        yield req
-        s = pool.service()
-        if t0 >= self.warm_ms:
-            pool.wait_ms += env.now - t_req
-            pool.busy_ms += s
-            pool.grants += 1
-        if s > 0.0:
-            yield env.timeout(s)
-        res.release(req)
+    def _released(self, ev: Any) -> None:
+        """``ev``'s service at its pool ended: start the next in line, continue ``ev``."""
+        pool = ev.pool
+        q = pool.queue
+        if q:
+            nxt = q.popleft()
+            now = self.env._now
+            s = pool.service()
+            if nxt.t0 >= self.warm_ms:
+                pool.wait_ms += now - nxt.t_enq
+                pool.busy_ms += s
+                pool.grants += 1
+            nxt.callbacks = self._cb_release
+            heappush(self._heap, (now + s, 1, next(self._eid), nxt))
+        else:
+            pool.busy -= 1
+        ev.cont(ev)
 
-    def _request(self, t0: float, ri: int, ti: int, uid: int, item: int,
-                 draw: int) -> Generator[simpy.Event, Any, None]:
-        env = self.env
+    def _arrive(self, t0: float, ri: int, ti: int, uid: int, draw: int) -> None:
+        """One client request at ``t0`` (== now): entry, spill/shed, then the first leg."""
         creg = self.regions[ri]
         j = self.jur[creg]
         dc = "interactions" if ti == _WR else "user_features"
@@ -408,220 +509,288 @@ class Simulation:
             self._fail(t0, ri, ti, "no_region")
             return
         api = self.api[entry]
-        if len(api.res.queue) > api.spill_at:
+        if len(api.queue) > api.spill_at:
             alt = None
             for r in self._candidates(creg, j, dc):
                 if r != entry and not self._known_cut(creg, r) and \
-                        len(self.api[r].res.queue) <= self.api[r].spill_at:
+                        len(self.api[r].queue) <= self.api[r].spill_at:
                     alt = r
                     break
             if alt is not None:
                 entry, api = alt, self.api[alt]
                 if t0 >= self.warm_ms:
                     self.counts.spilled += 1
-            elif len(api.res.queue) > self.opt.shed_queue:
+            elif len(api.queue) > self.opt.shed_queue:
                 self._fail(t0, ri, ti, "shed")
                 return
+        req = _Req(t0, ri, ti, uid, j, entry, draw)
         if entry in self.down_regions or self._cut(creg, entry):
-            yield env.timeout(self.opt.timeout_ms)
-            self._fail(t0, ri, ti, "stale")
+            self._wake(req, self.opt.timeout_ms, self._cb_stale)
             return
         # one leg of the client's round trip (client RTT + inter-region RTT when the entry
         # is not the client's region); the other leg is paid when the response leaves
-        leg = 0.5 * (self.client_ms + (self._hop(creg, entry) if creg != entry else
-                                       (self.spike.get(entry, 0.0) if self.spike else 0.0)))
+        if creg != entry:
+            leg = 0.5 * (self.client_ms + self._hop(creg, entry))
+        else:
+            leg = 0.5 * (self.client_ms + (self.spike.get(entry, 0.0) if self.spike else 0.0))
+        req.leg = leg
         self._audit(j, dc, entry, "process")
         if t0 >= self.warm_ms:
             k = (creg, entry)
             self.served_by[k] = self.served_by.get(k, 0) + 1
         if leg > 0.0:
-            yield env.timeout(leg)
-        yield from self._use(api, t0)
-        key = f"{j}:{uid}"
-        pending = 0.0
-        if ti == _FR:
-            pending = yield from self._fetch(t0, j, uid, key, entry, draw, 0.0, False)
-            if pending == _FAIL:
-                self._fail(t0, ri, ti, "stale")
-                return None
-            self._done(t0, ri, ti, env.now + pending + leg - t0)
-        elif ti == _WR:
-            pending = yield from self._write(t0, j, uid, key, entry, draw, 0.0)
-            if pending == _FAIL:
-                self._fail(t0, ri, ti, "stale")
-                return None
-            self._done(t0, ri, ti, env.now + pending + leg - t0)
+            self._wake(req, leg, self._cb_api1)
         else:
-            credit = 0.0
-            degraded = False
-            budget = self.budget
-            # sourcing: the user's features (personal), cached or from the hot tier
-            v0 = env.now + pending
-            pending = yield from self._fetch(t0, j, uid, key, entry, draw, pending, True)
-            if pending < 0.0:  # dead node: the stage gives up at its budget
-                pending = max(0.0, v0 + budget["sourcing"] - env.now)
-                degraded = True
-            d = env.now + pending - v0
-            if d > budget["sourcing"]:
-                credit += d - budget["sourcing"]
-                self._degrade("sourcing", t0)
-                degraded = True
-            # recall: ANN search on the entry region's warm pool (item shard of the item)
-            self._audit(j, "user_embeddings", entry, "process")
-            v0 = env.now + pending
-            if pending > 0.0:
-                yield env.timeout(pending)
-            yield from self._use(self.warm[entry], t0)
-            pending = 0.0
-            d = env.now - v0
-            if d > budget["recall"]:
-                credit += d - budget["recall"]
-                self._degrade("recall", t0)
-                degraded = True
-            # integrity: availability, residency, dedupe, rules (a small constant)
-            pending += self.opt.integrity_ms
-            if self.opt.integrity_ms > budget["integrity"]:
-                credit += self.opt.integrity_ms - budget["integrity"]
-                self._degrade("integrity", t0)
-                degraded = True
-            # precision: ranking on the API's CPU
-            v0 = env.now + pending
-            if pending > 0.0:
-                yield env.timeout(pending)
-            yield from self._use(api, t0)
-            d = env.now - v0
-            if d > budget["precision"]:
-                credit += d - budget["precision"]
-                self._degrade("precision", t0)
-                degraded = True
-            if degraded and t0 >= self.warm_ms:
-                self.counts.degraded += 1
-            # the response travels back to the client
-            self._done(t0, ri, ti, env.now + leg - t0 - credit)
-        return None
+            self._acquire(req, api, self._api1_done)
+
+    def _at_api1(self, req: _Req) -> None:
+        self._acquire(req, self.api[req.entry], self._api1_done)
+
+    def _stale(self, req: _Req) -> None:
+        self._fail(req.t0, req.ri, req.ti, "stale")
+
+    def _api1_done(self, req: _Req) -> None:
+        ti = req.ti
+        if ti == _FR:
+            req.after = self._fr_sourced
+            self._fetch(req)
+        elif ti == _WR:
+            self._write(req)
+        else:
+            req.v0 = self.env._now
+            req.after = self._rec_sourced
+            self._fetch(req)
+
+    def _fr_sourced(self, req: _Req) -> None:
+        if req.pending == _FAIL:
+            self._fail(req.t0, req.ri, _FR, "stale")
+        else:
+            self._done(req.t0, req.ri, _FR, self.env._now + req.pending + req.leg - req.t0)
+
+    # recommend: sourcing -> recall (warm pool) -> integrity -> precision (API again)
+    def _rec_sourced(self, req: _Req) -> None:
+        now = self.env._now
+        b = self.budget["sourcing"]
+        pending = req.pending
+        if pending < 0.0:  # dead node: the stage gives up at its budget
+            pending = max(0.0, req.v0 + b - now)
+            req.degraded = True
+        d = now + pending - req.v0
+        if d > b:
+            req.credit += d - b
+            self._degrade("sourcing", req.t0)
+            req.degraded = True
+        self._audit(req.j, "user_embeddings", req.entry, "process")
+        req.v0 = now + pending
+        if pending > 0.0:
+            self._wake(req, pending, self._cb_warm)
+        else:
+            self._acquire(req, self.warm[req.entry], self._warm_done)
+
+    def _at_warm(self, req: _Req) -> None:
+        self._acquire(req, self.warm[req.entry], self._warm_done)
+
+    def _warm_done(self, req: _Req) -> None:
+        now = self.env._now
+        budget = self.budget
+        d = now - req.v0
+        if d > budget["recall"]:
+            req.credit += d - budget["recall"]
+            self._degrade("recall", req.t0)
+            req.degraded = True
+        # integrity: availability, residency, dedupe, rules (a small constant)
+        integ = self.opt.integrity_ms
+        if integ > budget["integrity"]:
+            req.credit += integ - budget["integrity"]
+            self._degrade("integrity", req.t0)
+            req.degraded = True
+        req.v0 = now + integ
+        if integ > 0.0:
+            self._wake(req, integ, self._cb_api2)
+        else:
+            self._acquire(req, self.api[req.entry], self._api2_done)
+
+    def _at_api2(self, req: _Req) -> None:
+        self._acquire(req, self.api[req.entry], self._api2_done)
+
+    def _api2_done(self, req: _Req) -> None:
+        now = self.env._now
+        d = now - req.v0
+        b = self.budget["precision"]
+        if d > b:
+            req.credit += d - b
+            self._degrade("precision", req.t0)
+            req.degraded = True
+        if req.degraded and req.t0 >= self.warm_ms:
+            self.counts.degraded += 1
+        # the response travels back to the client
+        self._done(req.t0, req.ri, _REC, now + req.leg - req.t0 - req.credit)
 
     def _degrade(self, stage: str, t0: float) -> None:
         if t0 >= self.warm_ms:
             self.counts.degraded_by_stage[stage] += 1
 
-    def _fetch(self, t0: float, j: str, uid: int, key: str, entry: str, draw: int,
-               pending: float, in_pipeline: bool) -> Generator[simpy.Event, Any, float]:
-        """User features: L1 -> L2 -> regional -> hot primary; fill caches on the way back.
+    def _fetch(self, req: _Req) -> None:
+        """User features: L1 -> L2 -> regional -> nearest replica; fill caches on the way back.
 
-        Returns the pending (not yet slept) delay, or ``_FAIL`` after a dead hop.
+        Cache levels are pure delays, accumulated in ``req.pending`` (paid before the
+        next queue or added to the latency); only a hot-tier read costs events. Calls
+        ``req.after(req)`` with ``req.pending`` the unpaid delay, or ``_FAIL`` after a
+        dead hop.
         """
-        env = self.env
-        now_s = env.now / 1000.0
+        t0 = req.t0
+        entry = req.entry
+        key = req.uid
+        now_s = self.env._now / 1000.0
         measuring = t0 >= self.warm_ms
         sec = int(t0 // 1000.0)
         self.ts_lookups[sec] += 1
-        hits, misses = self.cache_hits, self.cache_misses
+        pending = req.pending
         l1s = self.l1.get(entry)
-        l1 = l1s[draw % len(l1s)] if l1s else None
+        l1 = l1s[req.draw % len(l1s)] if l1s else None
+        req.l1 = l1
         if l1 is not None:
             pending += self.l1_ms()  # type: ignore[misc]
             if l1.lookup(key, now_s):
                 if measuring:
-                    hits["l1"] += 1
+                    self.cache_hits["l1"] += 1
                 self.ts_hits[sec] += 1
-                return pending
+                req.pending = pending
+                req.after(req)
+                return
             if measuring:
-                misses["l1"] += 1
+                self.cache_misses["l1"] += 1
         intra = self.rtt[(entry, entry)]
-        l2 = self.l2.get(entry)
         found = None
+        l2 = self.l2.get(entry)
         if l2 is not None:
             pending += intra + self.l2_ms()  # type: ignore[misc]
             if l2.lookup(key, now_s):
                 found = "l2"
             if measuring:
                 if found:
-                    hits["l2"] += 1
+                    self.cache_hits["l2"] += 1
                 else:
-                    misses["l2"] += 1
-        l3 = self.l3.get(entry)
-        if found is None and l3 is not None:
-            pending += intra + self.l3_ms()  # type: ignore[misc]
-            if l3.lookup(key, now_s):
-                found = "regional"
-            if measuring:
-                if found:
-                    hits["regional"] += 1
-                else:
-                    misses["regional"] += 1
+                    self.cache_misses["l2"] += 1
         if found is None:
-            route = self._route(uid, j, "user_features", entry)
-            if route is None:
-                return _FAIL
-            node = nreg = None
+            l3 = self.l3.get(entry)
+            if l3 is not None:
+                pending += intra + self.l3_ms()  # type: ignore[misc]
+                if l3.lookup(key, now_s):
+                    found = "regional"
+                if measuring:
+                    if found:
+                        self.cache_hits["regional"] += 1
+                    else:
+                        self.cache_misses["regional"] += 1
+        req.found = found
+        if found is not None:
+            self.ts_hits[sec] += 1
+            self._fill(req, now_s)
+            req.pending = pending
+            req.after(req)
+            return
+        route = self._read_route(req.uid, req.j, entry)
+        node = nreg = None
+        if route is not None:
             for n, r in zip(*route):
                 if not self._known_cut(entry, r):
                     node, nreg = n, r
                     break
-            if node is None or nreg is None:
-                return _FAIL
-            if node in self.down_nodes or nreg in self.down_regions or self._cut(entry, nreg):
-                wait = self.opt.timeout_ms if not in_pipeline else min(
-                    self.opt.timeout_ms, self.budget["sourcing"])
-                yield env.timeout(pending + wait)
-                return _FAIL
-            self._audit(j, "user_features", nreg, "store")
-            hop = self._hop(entry, nreg)
-            pool = self.hot[node]
-            if pool.service.constant == 0.0:
-                # a zero-time server never queues: skip its three events (exact)
-                pending += hop
-            else:
-                if pending + hop > 0.0:
-                    yield env.timeout(pending + hop * 0.5)
-                yield from self._use(pool, t0)
-                pending = hop * 0.5
-            now_s = env.now / 1000.0
-        else:
-            self.ts_hits[sec] += 1
-        # fill the levels above the one that answered, in the entry region, if allowed
-        if self._may_store(j, "user_features", entry):
-            vb = self.value_bytes
-            if found is None and l3 is not None and self._audit(j, "user_features", entry, "store"):
-                l3.admit(key, vb, now_s)
-            if found in (None, "regional") and l2 is not None and \
-                    self._audit(j, "user_features", entry, "store"):
-                l2.admit(key, vb, now_s)
-            if l1 is not None and self._audit(j, "user_features", entry, "store"):
-                l1.admit(key, vb, now_s)
-        return pending
+        if node is None or nreg is None:
+            req.pending = _FAIL
+            req.after(req)
+            return
+        if node in self.down_nodes or nreg in self.down_regions or self._cut(entry, nreg):
+            wait = self.opt.timeout_ms if req.ti != _REC else min(
+                self.opt.timeout_ms, self.budget["sourcing"])
+            self._wake(req, pending + wait, self._cb_fetch_dead)
+            return
+        self._audit(req.j, "user_features", nreg, "store")
+        hop = self._hop(entry, nreg)
+        pool = self.hot[node]
+        if pool.service.constant == 0.0:
+            # a zero-time server never queues: no events (exact)
+            self._fill(req, now_s)
+            req.pending = pending + hop
+            req.after(req)
+            return
+        req.node = node
+        req.hop = hop * 0.5
+        self._wake(req, pending + hop * 0.5, self._cb_hot)
 
-    def _write(self, t0: float, j: str, uid: int, key: str, entry: str, draw: int,
-               pending: float) -> Generator[simpy.Event, Any, float]:
-        """An interaction write: primary + its in-region Redis replica (``WAIT 1``), ring
-        replicas in other regions asynchronously."""
-        env = self.env
-        route = self._route(uid, j, "interactions", None)
-        if route is None:
-            return _FAIL
-        targets = [(n, r) for n, r in zip(*route) if not self._known_cut(entry, r)]
-        if not targets:
-            return _FAIL
-        node, preg = targets[0]
+    def _fetch_dead(self, req: _Req) -> None:
+        req.pending = _FAIL
+        req.after(req)
+
+    def _at_hot(self, req: _Req) -> None:
+        self._acquire(req, self.hot[req.node], self._hot_done)
+
+    def _hot_done(self, req: _Req) -> None:
+        self._fill(req, self.env._now / 1000.0)
+        req.pending = req.hop
+        req.after(req)
+
+    def _fill(self, req: _Req, now_s: float) -> None:
+        """Fill the levels above the one that answered, in the entry region, if allowed."""
+        j, entry = req.j, req.entry
+        if not self._may_store(j, "user_features", entry):
+            return
+        found, l1 = req.found, req.l1
+        l3 = self.l3.get(entry) if found is None else None
+        l2 = self.l2.get(entry) if found is None or found == "regional" else None
+        n = (l1 is not None) + (l2 is not None) + (l3 is not None)
+        # every fill is one audited store (same data, same region: one policy answer)
+        if n == 0 or not self._audit(j, "user_features", entry, "store", n):
+            return
+        key, vb = req.uid, self.value_bytes
+        if l3 is not None:
+            l3.admit(key, vb, now_s)
+        if l2 is not None:
+            l2.admit(key, vb, now_s)
+        if l1 is not None:
+            l1.admit(key, vb, now_s)
+
+    def _write(self, req: _Req) -> None:
+        """An interaction write: to the primary; acked with its in-region replica (WAIT 1)."""
+        entry = req.entry
+        route = self._write_route(req.uid, req.j)
+        node = preg = None
+        if route is not None:
+            for n, r in zip(*route):
+                if not self._known_cut(entry, r):
+                    node, preg = n, r
+                    break
+        if node is None or preg is None:
+            self._fail(req.t0, req.ri, _WR, "stale")
+            return
         if node in self.down_nodes or preg in self.down_regions or self._cut(entry, preg):
-            yield env.timeout(pending + self.opt.timeout_ms)
-            return _FAIL
-        self._audit(j, "interactions", preg, "store")
-        yield env.timeout(pending + self._hop(entry, preg) * 0.5)
-        yield from self._use(self.hot[node], t0)
+            self._wake(req, self.opt.timeout_ms, self._cb_stale)
+            return
+        self._audit(req.j, "interactions", preg, "store")
+        req.node, req.nreg, req.route = node, preg, route
+        self._wake(req, self._hop(entry, preg) * 0.5, self._cb_primary)
+
+    def _at_primary(self, req: _Req) -> None:
+        self._acquire(req, self.hot[req.node], self._primary_done)
+
+    def _primary_done(self, req: _Req) -> None:
+        j, node, preg, entry = req.j, req.node, req.nreg, req.entry
         pending = 0.0
         rep_ms = self.hot_replica_ms[preg]
         if rep_ms is not None:  # WAIT 1: the in-region replica confirms before the ack
             self._audit(j, "interactions", preg, "store")
             pending = self.rtt[(preg, preg)] + rep_ms()
         pending += self._hop(preg, entry) * 0.5
-        for n, r in zip(*route):  # the ring replicas elsewhere: asynchronous, off the latency
+        for n, r in zip(*req.route):  # ring replicas elsewhere: asynchronous, off the latency
             if n == node or n in self.down_nodes or r in self.down_regions or self._cut(preg, r):
                 continue
             self._audit(j, "interactions", r, "store")
-            env.process(self._replicate(self.hot[n], self._hop(preg, r) * 0.5, t0))
+            job = _Job(req.t0, self.hot[n])
+            self._wake(job, self._hop(preg, r) * 0.5, self._cb_job)
         # the write changes the user's features: drop them from the shared caches and
         # from the L1 of the server that took the write (other L1s expire by TTL)
+        key = req.uid
         l2, l3 = self.l2, self.l3
         for r in self.policy.allowed_regions(j, "user_features", "store"):
             if r in l2:
@@ -630,8 +799,75 @@ class Simulation:
                 l3[r].invalidate(key)
         l1s = self.l1.get(entry)
         if l1s:
-            l1s[draw % len(l1s)].invalidate(key)
-        return pending
+            l1s[req.draw % len(l1s)].invalidate(key)
+        self._done(req.t0, req.ri, _WR, self.env._now + pending + req.leg - req.t0)
+
+    def _job_arrive(self, job: _Job) -> None:
+        self._acquire(job, job.node, _nothing)
+
+    def _next_arrival(self, ev: _Arrivals) -> None:
+        """The arrival chain: handle the arrival due now, then sleep until the next one."""
+        while True:
+            a = ev.pending
+            if a is not None:
+                t, ri, ti, uid, draw = a
+                self.arrived += 1
+                self._arrive(t, ri, ti, uid, draw)
+            a = next(ev.it, None)
+            if a is None:
+                return
+            ev.pending = a
+            if a[0] > self.env._now:
+                self._wake(ev, a[0] - self.env._now, self._cb_arrival)
+                return
+
+    def _arrival_tuples(self) -> Iterator[tuple[float, int, int, int, int]]:
+        for batch in self.stream.batches():
+            self._preroute(batch.region, batch.rtype, batch.user)
+            yield from zip(batch.t_ms, batch.region, batch.rtype, batch.user, batch.draw)
+
+    def _preroute(self, regions: list[int], rtypes: list[int], users: list[int]) -> None:
+        """Ask the router, in one vectorised call per (jurisdiction, entry), for the routes
+        of a batch's users not memoised yet in this health epoch.
+
+        Exactly the answers the per-request lookups would get (a route is a pure function
+        of key, health and entry region); routes are valid until the next health epoch,
+        which clears the memo; a spilled request asks for its own route.
+        """
+        want: dict[tuple[str, str | None], set[int]] = {}
+        reads, writes = self._read_routes, self._write_routes
+        names, jur = self.regions, self.jur
+        entries: dict[tuple[int, int], str | None] = {}
+        for ri, ti, uid in zip(regions, rtypes, users):
+            if ti == _WR:
+                if uid not in writes:
+                    want.setdefault((jur[names[ri]], None), set()).add(uid)
+                continue
+            e = entries.get((ri, 0))
+            if e is None and (ri, 0) not in entries:
+                creg = names[ri]
+                e = entries[(ri, 0)] = self._entry(creg, jur[creg], "user_features", uid)
+            if e is None:
+                continue
+            memo = reads.get(e)
+            if memo is None or uid not in memo:
+                want.setdefault((jur[names[ri]], e), set()).add(uid)
+        for (j, near), uids in want.items():
+            ids = sorted(uids)
+            dc, op = ("interactions", "write") if near is None else ("user_features", "read")
+            try:
+                got: list[Any] = self.router.replicas_batch(j, ids, op, self.known, dc,
+                                                            near=near)  # type: ignore[arg-type]
+            except NoHealthyReplicaError:
+                got = [None] * len(ids)
+            if near is None:
+                writes.update(zip(ids, got))
+            else:
+                memo = reads.get(near)
+                if memo is None:
+                    memo = reads[near] = {}
+                memo.update(zip(ids, got))
+
 
     # ------------------------------------------------------------------ faults
     def _fault(self, idx: int, f: Any) -> Generator[simpy.Event, Any, None]:
@@ -688,7 +924,10 @@ class Simulation:
                 (progress bars); ``None`` for no callback.
         """
         env = self.env
-        env.process(self._arrivals())
+        chain = _Arrivals(self._arrival_tuples())
+        chain.pending = next(chain.it, None)
+        if chain.pending is not None:
+            self._wake(chain, chain.pending[0], self._cb_arrival)
         for i, f in enumerate(self.spec.faults.events):
             env.process(self._fault(i, f))
         sec = 0
