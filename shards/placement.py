@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from types import MappingProxyType
 
-from geoshard.errors import ConfigError, did_you_mean
 import numpy as np
 
+from geoshard.errors import ConfigError, did_you_mean
 from geoshard.shards.hashing import Key, hash_keys
 from geoshard.shards.ring import HashRing
 
@@ -176,15 +176,53 @@ class Placement:
             hit = table.get(pos)
             if hit is not None:
                 return list(hit)
-        # first time for this start point: the full walk (validates regions and r)
-        live = self._live_regions(allowed, dead)
-        chosen, _ = self._pick(self._eligible(key, allowed, dead), r, live)
         if table is None:
+            # first use of (allowed, down, r): validate them with the reference walk
+            live = self._live_regions(allowed, dead)
+            chosen, _ = self._pick(self._eligible(key, allowed, dead), r, live)
             if len(self._tables) >= 64:
                 self._tables.clear()
             table = self._tables[tk] = {}
+        else:
+            chosen = self._pick_from(pos, r, allowed, dead)
         table[pos] = tuple(chosen)
         return chosen
+
+    def _pick_from(self, pos: int, r: int, allowed: frozenset[str],
+                   dead: frozenset[str]) -> list[str]:
+        """:meth:`_pick` over the walk from ring point ``pos``, without the generators.
+
+        The same rule: one node per region in ring order (up to ``min(r, live regions)``
+        regions), then fill with the nodes passed over, in ring order.
+        """
+        owners = self._ring._owner_list
+        n = len(owners)
+        total = len(self._node_region)
+        region_of = self._node_region
+        want = min(r, self._live_regions(allowed, dead))
+        picked: list[str] = []
+        passed: list[str] = []
+        used: set[str] = set()
+        seen: set[str] = set()
+        i = pos
+        for _ in range(n):
+            node = owners[i]
+            i = i + 1 if i + 1 < n else 0
+            if node in seen:
+                continue
+            seen.add(node)
+            reg = region_of[node]
+            if reg in allowed and node not in dead:
+                if reg not in used and len(used) < want:
+                    used.add(reg)
+                    picked.append(node)
+                else:
+                    passed.append(node)
+                if len(used) == want and len(picked) + len(passed) >= r:
+                    break
+            if len(seen) == total:
+                break
+        return picked + passed[: max(0, r - len(picked))]
 
     def replicas_batch(self, keys: np.ndarray | list[int], r: int, allowed_regions: Collection[str],
                        down: Collection[str] = frozenset()) -> list[tuple[str, ...]]:

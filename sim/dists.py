@@ -44,7 +44,7 @@ class Sampler:
             skip zero-length delays).
     """
 
-    __slots__ = ("_dist", "_rng", "_batch", "_buf", "_pop", "constant")
+    __slots__ = ("_batch", "_buf", "_dist", "_pop", "_rng", "constant")
 
     def __init__(self, dist: Dist, rng: np.random.Generator, batch: int = 4096) -> None:
         self._dist = dist
