@@ -183,10 +183,40 @@ class Placement:
             if len(self._tables) >= 64:
                 self._tables.clear()
             table = self._tables[tk] = {}
-        else:
-            chosen = self._pick_from(pos, r, allowed, dead)
-        table[pos] = tuple(chosen)
-        return chosen
+            table[pos] = tuple(chosen)
+            return chosen
+        return list(self._fill(table, pos, r, allowed, dead))
+
+    def _fill(self, table: dict[int, tuple[str, ...]], pos: int, r: int,
+              allowed: frozenset[str], dead: frozenset[str]) -> tuple[str, ...]:
+        """The memo entry of start point ``pos``, computing and storing it if needed.
+
+        A start point whose node is not eligible (outside ``allowed``, or down), or is
+        the node of the next point too, has the answer of the next point (the walks
+        differ only by a node they skip or meet twice): such points share one walk.
+        """
+        owners = self._ring._owner_list
+        n = len(owners)
+        region_of = self._node_region
+        path: list[int] = []
+        i = pos
+        hit: tuple[str, ...] | None = None
+        for _ in range(n):
+            hit = table.get(i)
+            if hit is not None:
+                break
+            path.append(i)
+            node = owners[i]
+            nxt = i + 1 if i + 1 < n else 0
+            if region_of[node] in allowed and node not in dead and owners[nxt] != node:
+                hit = tuple(self._pick_from(i, r, allowed, dead))
+                break
+            i = nxt
+        if hit is None:  # no eligible node anywhere: every walk gives the same answer
+            hit = tuple(self._pick_from(pos, r, allowed, dead))
+        for q in path:
+            table[q] = hit
+        return hit
 
     def _pick_from(self, pos: int, r: int, allowed: frozenset[str],
                    dead: frozenset[str]) -> list[str]:
@@ -246,10 +276,13 @@ class Placement:
         for i, p in enumerate(pos):
             hit = table.get(p) if table is not None else None
             if hit is None:
-                if klist is None:
-                    klist = arr.tolist()
-                hit = tuple(self.replicas(klist[i], r, allowed, dead))  # validates, memoises
-                table = self._tables.get((allowed, dead, r))
+                if table is None:
+                    if klist is None:
+                        klist = arr.tolist()
+                    hit = tuple(self.replicas(klist[i], r, allowed, dead))  # validates r, regions
+                    table = self._tables.get((allowed, dead, r))
+                else:
+                    hit = self._fill(table, p, r, allowed, dead)
             out.append(hit)
         return out
 
