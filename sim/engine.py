@@ -52,12 +52,11 @@ Semantics worth knowing:
 
 from __future__ import annotations
 
+import gc
 from collections import deque
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from heapq import heappush, heapreplace
-from math import floor as _floor
-from math import log as _log
 from typing import Any
 
 import numpy as np
@@ -77,6 +76,25 @@ __all__ = ["CACHE_LEVELS", "EngineOptions", "Pool", "Simulation"]
 CACHE_LEVELS: tuple[str, ...] = ("l1", "l2", "regional")
 _FR, _REC, _WR = 0, 1, 2  # indices into REQUEST_TYPES
 _FAIL = -1.0
+_FLUSH_AT = 1 << 16  # completions buffered before binning (bounded memory)
+
+
+def _bin_into(hists: list[LogHistogram], group: np.ndarray, b: np.ndarray, x: np.ndarray) -> None:
+    """Add values ``x`` with buckets ``b`` to ``hists[group]`` (vectorised ``add_bucket``)."""
+    key = group * (1 << 32) + (b + (1 << 31))
+    uk, cnt = np.unique(key, return_counts=True)
+    for k, n in zip(uk.tolist(), cnt.tolist()):
+        g, bb = divmod(k, 1 << 32)
+        c = hists[g].counts
+        bb -= 1 << 31
+        c[bb] = c.get(bb, 0) + n
+    size = len(hists)
+    cnt_g = np.bincount(group, minlength=size)
+    tot_g = np.bincount(group, weights=x, minlength=size)
+    for g in np.flatnonzero(cnt_g).tolist():
+        h = hists[g]
+        h.count += int(cnt_g[g])
+        h.total += float(tot_g[g])
 
 
 @dataclass(frozen=True)
@@ -360,6 +378,7 @@ class Simulation:
         self._plans: dict[int, tuple[Any, ...]] = {}
         self._inval_regions: dict[str, tuple[str, ...]] = {}
         self._store_memo: dict[tuple[str, str, str], bool] = {}
+        self._fill_ok: dict[tuple[str, str], bool] = {}
         self._audit_memo: dict[tuple[str, str, str, str], bool] = {}
         self.audit_checks = 0
         self.audit_violations = 0
@@ -369,6 +388,15 @@ class Simulation:
         nreg, ntyp = len(self.regions), len(REQUEST_TYPES)
         self.hist = [[LogHistogram() for _ in range(nreg)] for _ in range(ntyp)]
         self.within = [[0] * nreg for _ in range(ntyp)]
+        self._nreg = nreg
+        self._hist_flat = [h for row in self.hist for h in row]      # index ti * nreg + ri
+        self._p99_by_code = np.repeat(np.array(self.p99_target, dtype=np.float64), nreg)
+        self._done_t0: list[float] = []
+        self._done_code: list[int] = []
+        self._done_lat: list[float] = []
+        self._buf_t0 = self._done_t0.append
+        self._buf_code = self._done_code.append
+        self._buf_lat = self._done_lat.append
         self.failed = [[0] * nreg for _ in range(ntyp)]
         self.counts = Counters()
         self.cache_hits = dict.fromkeys(CACHE_LEVELS, 0)
@@ -509,23 +537,46 @@ class Simulation:
 
     # ------------------------------------------------------------------ metrics
     def _done(self, t0: float, ri: int, ti: int, lat: float) -> None:
-        # LogHistogram.add_bucket, inlined (two histograms per request)
-        b = _floor(_log(lat) * _INV_LOG_G) if lat > 0.0 else _ZERO
-        sec = int(t0 // 1000.0)
-        self.ts_req[sec] += 1
-        h = self.ts_hist[sec]
-        c = h.counts
-        c[b] = c.get(b, 0) + 1
-        h.count += 1
-        h.total += lat
-        if t0 >= self.warm_ms:
-            h = self.hist[ti][ri]
-            c = h.counts
-            c[b] = c.get(b, 0) + 1
-            h.count += 1
-            h.total += lat
-            if lat <= self.p99_target[ti]:
-                self.within[ti][ri] += 1
+        """A completed request: buffered, binned in bulk by :meth:`_flush_done`."""
+        self._buf_t0(t0)
+        self._buf_code(ti * self._nreg + ri)
+        self._buf_lat(lat)
+        if len(self._done_lat) >= _FLUSH_AT:
+            self._flush_done()
+
+    def _flush_done(self) -> None:
+        """Bin the buffered completions into the histograms, SLO counts and time series.
+
+        The same buckets as :meth:`LogHistogram.add` (``floor(log(x) / log(gamma))``),
+        computed with NumPy over the buffer; counts are exact, totals are summed in
+        completion order within a flush. The buffer is bounded (``_FLUSH_AT``), so memory
+        does not grow with the number of requests.
+        """
+        lat = np.array(self._done_lat, dtype=np.float64)
+        if not lat.size:
+            return
+        t0 = np.array(self._done_t0, dtype=np.float64)
+        code = np.array(self._done_code, dtype=np.int64)
+        self._done_lat.clear()
+        self._done_t0.clear()
+        self._done_code.clear()
+        b = np.full(lat.shape, _ZERO, dtype=np.int64)
+        pos = lat > 0.0
+        b[pos] = np.floor(np.log(lat[pos]) * _INV_LOG_G)
+        sec = (t0 // 1000.0).astype(np.int64)
+        per_sec = np.bincount(sec)
+        ts_req = self.ts_req
+        for s_, n in zip(np.flatnonzero(per_sec).tolist(), per_sec[per_sec > 0].tolist()):
+            ts_req[s_] += n
+        _bin_into(self.ts_hist, sec, b, lat)
+        m = t0 >= self.warm_ms
+        if m.any():
+            code, b, lat = code[m], b[m], lat[m]
+            _bin_into(self._hist_flat, code, b, lat)
+            ok = np.bincount(code[lat <= self._p99_by_code[code]], minlength=len(self._hist_flat))
+            nreg, within = self._nreg, self.within
+            for c_ in np.flatnonzero(ok).tolist():
+                within[c_ // nreg][c_ % nreg] += int(ok[c_])
 
     def _fail(self, t0: float, ri: int, ti: int, reason: str) -> None:
         sec = int(t0 // 1000.0)
@@ -567,7 +618,29 @@ class Simulation:
 
     def _join(self, ev: Any) -> None:
         """``ev`` reaches ``ev.pool``: its service end is known at once (FIFO)."""
-        end = ev.pool.join(self.env._now, ev.t0 >= self.warm_ms)
+        # Pool.join, inlined (the hottest call)
+        pool = ev.pool
+        now = self.env._now
+        s = pool.service()
+        free = pool.free
+        start = free[0]
+        if start < now:  # noqa: PLR1730
+            start = now
+        end = start + s
+        heapreplace(free, end)
+        measuring = ev.t0 >= self.warm_ms
+        if measuring:
+            pool.busy_ms += s
+            pool.grants += 1
+        if start > now:
+            w = pool.waiting
+            while w and w[0] <= now:
+                w.popleft()
+            w.append(start)
+            if measuring:
+                pool.wait_ms += start - now
+                if len(w) > pool.max_queue:  # noqa: PLR1730
+                    pool.max_queue = len(w)
         cb = ev.cb
         if cb is not None:
             ev.callbacks = cb
@@ -805,21 +878,29 @@ class Simulation:
         route = self._read_route(req.uid, req.j, entry)
         node = nreg = None
         if route is not None:
-            for n, r in zip(*route):
-                if not self._known_cut(entry, r):
-                    node, nreg = n, r
-                    break
+            if not self.known_partitions:
+                node, nreg = route[0][0], route[1][0]
+            else:
+                for n, r in zip(*route):
+                    if not self._known_cut(entry, r):
+                        node, nreg = n, r
+                        break
         if node is None or nreg is None:
             req.pending = _FAIL
             req.after(req)
             return
-        if node in self.down_nodes or nreg in self.down_regions or self._cut(entry, nreg):
+        if (self.down_nodes and node in self.down_nodes) or \
+                (self.down_regions and nreg in self.down_regions) or \
+                (self.partitions and self._cut(entry, nreg)):
             wait = self.opt.timeout_ms if req.ti != _REC else min(
                 self.opt.timeout_ms, self.budget["sourcing"])
             self._wake(req, pending + wait, self._cb_fetch_dead)
             return
-        self._audit(req.j, "user_features", nreg, "store")
-        hop = self._hop(entry, nreg)
+        if self._audit_memo.get((req.j, "user_features", nreg, "store")):
+            self.audit_checks += 1
+        else:
+            self._audit(req.j, "user_features", nreg, "store")
+        hop = self._hop(entry, nreg) if self.spike else self.rtt[(entry, nreg)]
         pool = self.hot[node]
         if pool.service.constant == 0.0:
             # a zero-time server never queues: no events (exact)
@@ -842,14 +923,24 @@ class Simulation:
     def _fill(self, req: _Req, now_s: float) -> None:
         """Fill the levels above the one that answered, in the entry region, if allowed."""
         j, entry = req.j, req.entry
-        if not self._may_store(j, "user_features", entry):
+        k = (j, entry)
+        ok = self._fill_ok.get(k)
+        if ok is None:
+            # may the entry region store this jurisdiction's features? (then every fill's
+            # audit passes too: the same policy answer; asked once per pair)
+            ok = self._fill_ok[k] = self._may_store(j, "user_features", entry)
+        if not ok:
             return
         found, l1 = req.found, req.l1
         l3 = self.l3.get(entry) if found is None else None
         l2 = self.l2.get(entry) if found is None or found == "regional" else None
         n = (l1 is not None) + (l2 is not None) + (l3 is not None)
+        if n == 0:
+            return
         # every fill is one audited store (same data, same region: one policy answer)
-        if n == 0 or not self._audit(j, "user_features", entry, "store", n):
+        if self._audit_memo.get((j, "user_features", entry, "store")):
+            self.audit_checks += n
+        elif not self._audit(j, "user_features", entry, "store", n):
             return
         key, vb = req.uid, self.value_bytes
         if l3 is not None:
@@ -865,36 +956,56 @@ class Simulation:
         route = self._write_route(req.uid, req.j)
         node = preg = None
         if route is not None:
-            for n, r in zip(*route):
-                if not self._known_cut(entry, r):
-                    node, preg = n, r
-                    break
+            if not self.known_partitions:
+                node, preg = route[0][0], route[1][0]
+            else:
+                for n, r in zip(*route):
+                    if not self._known_cut(entry, r):
+                        node, preg = n, r
+                        break
         if node is None or preg is None:
             self._fail(req.t0, req.ri, _WR, "stale")
             return
-        if node in self.down_nodes or preg in self.down_regions or self._cut(entry, preg):
+        if (self.down_nodes and node in self.down_nodes) or \
+                (self.down_regions and preg in self.down_regions) or \
+                (self.partitions and self._cut(entry, preg)):
             self._wake(req, self.opt.timeout_ms, self._cb_stale)
             return
-        self._audit(req.j, "interactions", preg, "store")
+        if self._audit_memo.get((req.j, "interactions", preg, "store")):
+            self.audit_checks += 1
+        else:
+            self._audit(req.j, "interactions", preg, "store")
         req.node, req.nreg, req.route = node, preg, route  # type: ignore[assignment]
-        self._go(req, self._hop(entry, preg) * 0.5, self.hot[node], self._cb_primary_done)
+        hop = self._hop(entry, preg) if self.spike else self.rtt[(entry, preg)]
+        self._go(req, hop * 0.5, self.hot[node], self._cb_primary_done)
 
     def _primary_done(self, req: _Req) -> None:
         j, node, preg, entry = req.j, req.node, req.nreg, req.entry
         pending = 0.0
         rep_ms = self.hot_replica_ms[preg]
+        memo = self._audit_memo
         if rep_ms is not None:  # WAIT 1: the in-region replica confirms before the ack
-            self._audit(j, "interactions", preg, "store")
+            if memo.get((j, "interactions", preg, "store")):
+                self.audit_checks += 1
+            else:
+                self._audit(j, "interactions", preg, "store")
             pending = self.rtt[(preg, preg)] + rep_ms()
-        pending += self._hop(preg, entry) * 0.5
+        spike = self.spike
+        pending += (self._hop(preg, entry) if spike else self.rtt[(preg, entry)]) * 0.5
         nodes, regions = req.route
+        faults = self.down_nodes or self.down_regions or self.partitions
         for i in range(1, len(nodes)) if nodes[0] == node else range(len(nodes)):
             # ring replicas elsewhere: asynchronous, off the latency
             n, r = nodes[i], regions[i]
-            if n == node or n in self.down_nodes or r in self.down_regions or self._cut(preg, r):
+            if n == node or (faults and (n in self.down_nodes or r in self.down_regions
+                                         or self._cut(preg, r))):
                 continue
-            self._audit(j, "interactions", r, "store")
-            self._go(_Job(req.t0), self._hop(preg, r) * 0.5, self.hot[n], None)
+            if memo.get((j, "interactions", r, "store")):
+                self.audit_checks += 1
+            else:
+                self._audit(j, "interactions", r, "store")
+            self._go(_Job(req.t0), (self._hop(preg, r) if spike else self.rtt[(preg, r)]) * 0.5,
+                     self.hot[n], None)
         # the write changes the user's features: drop them from the shared caches and
         # from the L1 of the server that took the write (other L1s expire by TTL)
         key = req.uid
@@ -948,22 +1059,26 @@ class Simulation:
         """
         want: dict[tuple[str, str | None], set[int]] = {}
         reads, writes = self._read_routes, self._write_routes
-        names, jur = self.regions, self.jur
-        entries: dict[tuple[int, int], str | None] = {}
-        for ri, ti, uid in zip(regions, rtypes, users):
-            if ti == _WR:
-                if uid not in writes:
-                    want.setdefault((jur[names[ri]], None), set()).add(uid)
+        reg = np.asarray(regions)
+        usr = np.asarray(users)
+        is_wr = np.asarray(rtypes) == _WR
+        for ri in np.unique(reg).tolist():
+            creg = self.regions[ri]
+            j = self.jur[creg]
+            here = reg == ri
+            # set.difference(dict) walks the (small) set and probes the dict
+            new = set(usr[here & is_wr].tolist()).difference(writes)
+            if new:
+                want.setdefault((j, None), set()).update(new)
+            read_users = usr[here & ~is_wr].tolist()
+            if not read_users:
                 continue
-            e = entries.get((ri, 0))
-            if e is None and (ri, 0) not in entries:
-                creg = names[ri]
-                e = entries[(ri, 0)] = self._entry(creg, jur[creg], "user_features", uid)
+            e = self._entry(creg, j, "user_features", read_users[0])
             if e is None:
                 continue
-            memo = reads.get(e)
-            if memo is None or uid not in memo:
-                want.setdefault((jur[names[ri]], e), set()).add(uid)
+            new = set(read_users).difference(reads.get(e, ()))
+            if new:
+                want.setdefault((j, e), set()).update(new)
         for (j, near), uids in want.items():
             ids = sorted(uids)
             dc, op = ("interactions", "write") if near is None else ("user_features", "read")
@@ -1035,7 +1150,20 @@ class Simulation:
         Args:
             on_second: called with the simulated second after each simulated second
                 (progress bars); ``None`` for no callback.
+
+        The cyclic garbage collector is paused while the simulation runs: requests form
+        no reference cycles (they are freed by reference counting), and collector passes
+        over the large route and cache tables only cost time.
         """
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            self._run(on_second)
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    def _run(self, on_second: Any) -> None:
         env = self.env
         chain = _Arrivals(self._arrival_tuples())
         chain.pending = next(chain.it, None)
@@ -1055,3 +1183,4 @@ class Simulation:
         # drain: requests in flight finish; faults still scheduled do not matter any more
         horizon = self.duration_ms + 10 * self.opt.timeout_ms
         env.run(until=horizon)
+        self._flush_done()
