@@ -32,10 +32,21 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``../shared/data`` beside the checkout (or ``$GEOSHARD_SHARED_DATA``)."""
+    """The project's shared test data: ``$GEOSHARD_SHARED_DATA``, else the nearest
+    ``shared/data`` beside the checkout or beside one of its parent folders (a checkout
+    may sit one level deeper than the working copy, as CI's does)."""
     import os
 
-    d = Path(os.environ.get("GEOSHARD_SHARED_DATA", REPO.parent / "shared" / "data"))
+    override = os.environ.get("GEOSHARD_SHARED_DATA")
+    if override:
+        d = Path(override)
+    else:
+        d = REPO.parent / "shared" / "data"
+        for parent in REPO.parents:
+            if (parent / "shared" / "data").is_dir():
+                d = parent / "shared" / "data"
+                break
     if not d.is_dir():
-        pytest.skip(f"shared test data not found at {d}; set GEOSHARD_SHARED_DATA")
+        pytest.skip(f"shared test data not found at {d}; set GEOSHARD_SHARED_DATA to the "
+                    "folder holding libCacheSim's sample traces")
     return d

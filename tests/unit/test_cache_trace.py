@@ -7,7 +7,6 @@ deterministic, compared to 4 decimals.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
@@ -35,19 +34,10 @@ LRU_BYTE_ROWS = {
 }
 
 
-def _shared_data_dir() -> Path:
-    override = os.environ.get("GEOSHARD_SHARED_DATA")
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
 @pytest.fixture(scope="module")
-def trace() -> tuple[list[int], list[int]]:
-    path = _shared_data_dir() / TRACE_NAME
-    if not path.is_file():
-        pytest.skip(f"{TRACE_NAME} not found at {path}; set GEOSHARD_SHARED_DATA to the "
-                    "folder holding libCacheSim's sample traces")
+def trace(shared_data: Path) -> tuple[list[int], list[int]]:
+    path = shared_data / TRACE_NAME
+    assert path.is_file(), f"{TRACE_NAME} is missing from {shared_data}"
     raw = path.read_bytes()
     assert hashlib.sha256(raw).hexdigest() == TRACE_SHA256, f"{path} is not the expected trace"
     records = np.frombuffer(raw, dtype=ORACLE_GENERAL)
