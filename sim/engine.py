@@ -79,6 +79,14 @@ _FAIL = -1.0
 _FLUSH_AT = 1 << 16  # completions buffered before binning (bounded memory)
 
 
+def _buckets(x: np.ndarray) -> np.ndarray:
+    """:func:`geoshard.sim.metrics.bucket` of every value, vectorised."""
+    b = np.full(x.shape, _ZERO, dtype=np.int64)
+    pos = x > 0.0
+    b[pos] = np.floor(np.log(x[pos]) * _INV_LOG_G)
+    return b
+
+
 def _bin_into(hists: list[LogHistogram], group: np.ndarray, b: np.ndarray, x: np.ndarray) -> None:
     """Add values ``x`` with buckets ``b`` to ``hists[group]`` (vectorised ``add_bucket``)."""
     key = group * (1 << 32) + (b + (1 << 31))
@@ -560,9 +568,7 @@ class Simulation:
         self._done_lat.clear()
         self._done_t0.clear()
         self._done_code.clear()
-        b = np.full(lat.shape, _ZERO, dtype=np.int64)
-        pos = lat > 0.0
-        b[pos] = np.floor(np.log(lat[pos]) * _INV_LOG_G)
+        b = _buckets(lat)
         sec = (t0 // 1000.0).astype(np.int64)
         per_sec = np.bincount(sec)
         ts_req = self.ts_req

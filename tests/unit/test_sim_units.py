@@ -73,3 +73,23 @@ def test_rate_segments_apply_campaigns(repo_root) -> None:
     at = {a: rates for a, _, rates in segs}
     assert at[40_000.0]["us-east"] == pytest.approx(3 * at[0.0]["us-east"])
     assert at[40_000.0]["eu-west"] == pytest.approx(at[0.0]["eu-west"])
+
+
+def test_bulk_binning_equals_one_by_one_adds() -> None:
+    from geoshard.sim.engine import _bin_into, _buckets
+    from geoshard.sim.metrics import bucket
+
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.lognormal(1.0, 2.0, 20_000), np.zeros(50), rng.exponential(0.01, 500)])
+    group = rng.integers(0, 7, len(x))
+    b = _buckets(x)
+    assert b.tolist() == [bucket(v) for v in x.tolist()]
+    bulk = [LogHistogram() for _ in range(7)]
+    _bin_into(bulk, group, b, x)
+    single = [LogHistogram() for _ in range(7)]
+    for g, v in zip(group.tolist(), x.tolist()):
+        single[g].add(v)
+    for h1, h2 in zip(bulk, single):
+        assert h1.counts == h2.counts and h1.count == h2.count
+        assert h1.total == pytest.approx(h2.total, rel=1e-12)
+        assert h1.quantiles([0.5, 0.99]) == h2.quantiles([0.5, 0.99])
