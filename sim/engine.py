@@ -624,29 +624,7 @@ class Simulation:
 
     def _join(self, ev: Any) -> None:
         """``ev`` reaches ``ev.pool``: its service end is known at once (FIFO)."""
-        # Pool.join, inlined (the hottest call)
-        pool = ev.pool
-        now = self.env._now
-        s = pool.service()
-        free = pool.free
-        start = free[0]
-        if start < now:  # noqa: PLR1730
-            start = now
-        end = start + s
-        heapreplace(free, end)
-        measuring = ev.t0 >= self.warm_ms
-        if measuring:
-            pool.busy_ms += s
-            pool.grants += 1
-        if start > now:
-            w = pool.waiting
-            while w and w[0] <= now:
-                w.popleft()
-            w.append(start)
-            if measuring:
-                pool.wait_ms += start - now
-                if len(w) > pool.max_queue:  # noqa: PLR1730
-                    pool.max_queue = len(w)
+        end = ev.pool.join(self.env._now, ev.t0 >= self.warm_ms)
         cb = ev.cb
         if cb is not None:
             ev.callbacks = cb
