@@ -104,11 +104,22 @@ def _render(result: dict[str, Any], ts: list[dict[str, Any]], run_dir: Path) -> 
     for lvl, v in m["caches"].items():
         c.add_row(lvl, f"{v['hits']:,}", f"{v['misses']:,}", f"{v['hit_ratio']:.2%}")
     con.print(c)
-    busiest = sorted(m["nodes"].items(), key=lambda kv: (-kv[1]["utilisation"], kv[0]))[:8]
-    n = Table("busiest node", "utilisation", "max queue", "mean wait ms")
+    scaled = result["scale"] < 1
+    busiest = sorted(m["nodes"].items(),
+                     key=lambda kv: (-kv[1]["full_scale_offered_load"], kv[0]))[:8]
+    cols = ["busiest node", "utilisation", "offered load"]
+    if scaled:
+        cols.append("full-scale load (est.)")
+    n = Table(*cols, "max queue", "mean wait ms")
     for name, v in busiest:
-        n.add_row(name, f"{v['utilisation']:.1%}", str(v["max_queue"]), f"{v['wait_ms']:.3f}")
+        cells = [name, f"{v['utilisation']:.1%}", f"{v['offered_load']:.1%}"]
+        if scaled:
+            cells.append(f"{v['full_scale_offered_load']:.1%}")
+        n.add_row(*cells, str(v["max_queue"]), f"{v['wait_ms']:.3f}")
     con.print(n)
+    if scaled:
+        con.print("full-scale load (est.): the scaled node's offered load x k / (n x F), its "
+                  "rounding factor (n nodes at full scale, k simulated)", style="dim")
     con.print("counts: " + ", ".join(f"{k} {v}" for k, v in m["counts"].items()
                                      if not isinstance(v, dict)))
     r = m["residency"]

@@ -141,12 +141,19 @@ class Pool:
         waiting: the start times (non-decreasing) of requests that joined but have not
             started; ``queue_len(t)`` is the queue length at ``t``.
         service: its service-time sampler (ms).
-        busy_ms, wait_ms, grants, max_queue: measured after warm-up.
+        until: the end of the measured window (ms): service past it is not busy time.
+        busy_ms: server time spent inside the measured window by requests that joined
+            after warm-up, so ``busy_ms / (capacity x window)`` is at most 1.
+        demand_ms: the whole service time those requests asked for, wherever it falls:
+            ``demand_ms / (capacity x window)`` is the offered load, above 1 when the
+            pool is overloaded (the backlog outlives the window).
+        wait_ms, grants, max_queue: measured after warm-up.
     """
 
     __slots__ = (
         "busy_ms",
         "capacity",
+        "demand_ms",
         "free",
         "grants",
         "max_queue",
@@ -154,17 +161,21 @@ class Pool:
         "region",
         "service",
         "spill_at",
+        "until",
         "wait_ms",
         "waiting",
     )
 
     def __init__(self, env: simpy.Environment, name: str, region: str, capacity: int,
-                 service: Sampler, spill_at: float = float("inf")) -> None:
+                 service: Sampler, spill_at: float = float("inf"),
+                 until: float = float("inf")) -> None:
         self.name, self.region, self.capacity = name, region, capacity
         self.free = [0.0] * capacity      # heap: when each server is next free
         self.waiting: deque[float] = deque()  # start times of the requests still in line
         self.service = service
+        self.until = until
         self.busy_ms = 0.0
+        self.demand_ms = 0.0
         self.wait_ms = 0.0
         self.grants = 0
         self.max_queue = 0
@@ -187,8 +198,11 @@ class Pool:
         end = start + s
         heapreplace(free, end)
         if measuring:
-            self.busy_ms += s
+            self.demand_ms += s
             self.grants += 1
+            until = self.until
+            if start < until:
+                self.busy_ms += (end if end < until else until) - start  # noqa: FURB136 (hot path: no call)
         if start > now:
             w = self.waiting
             while w and w[0] <= now:
@@ -336,13 +350,14 @@ class Simulation:
         c = spec.caches
         for r, reg in spec.regions.items():
             cap = reg.api.servers * reg.api.workers
+            end = self.duration_ms
             self.api[r] = Pool(env, f"{r}/api", r, cap, Sampler(reg.api.service_time, next(self._rngs)),
-                               spill_at=o.spill_queue_factor * cap)
+                               spill_at=o.spill_queue_factor * cap, until=end)
             self.warm[r] = Pool(env, f"{r}/warm", r, reg.warm.nodes * reg.warm.workers,
-                                Sampler(reg.warm.service_time, next(self._rngs)))
+                                Sampler(reg.warm.service_time, next(self._rngs)), until=end)
             for node in reg.hot_node_names(r):
                 self.hot[node] = Pool(env, node, r, reg.hot.workers,
-                                      Sampler(reg.hot.service_time, next(self._rngs)))
+                                      Sampler(reg.hot.service_time, next(self._rngs)), until=end)
             if c.l1:
                 self.l1[r] = [self._cache(c.l1) for _ in range(reg.api.servers)]
             if c.l2:

@@ -55,8 +55,8 @@ __all__ = [
 
 REQUEST_FIELDS = ("type", "region", "count", "failed", "p50_ms", "p95_ms", "p99_ms",
                   "p999_ms", "mean_ms", "slo_attainment")
-NODE_FIELDS = ("node", "region", "kind", "capacity", "requests", "utilisation", "max_queue",
-               "wait_ms")
+NODE_FIELDS = ("node", "region", "kind", "capacity", "requests", "utilisation", "offered_load",
+               "full_scale_offered_load", "max_queue", "wait_ms")
 CACHE_FIELDS = ("level", "hits", "misses", "hit_ratio")
 #: PNG files written by :func:`write_report`, in the order the report shows them.
 PLOTS = ("latency_cdf.png", "timeseries.png", "utilisation.png")
@@ -407,10 +407,29 @@ def _plot_timeseries(result: dict[str, Any], timeseries: list[dict[str, Any]]) -
     return _png(fig)
 
 
+def _load_key(result: dict[str, Any]) -> tuple[str, str]:
+    """The node figure the load chart ranks and draws, and its axis label.
+
+    Offered load (service demand / capacity x window) rather than utilisation: it goes
+    past 100 % when a pool is overloaded, where utilisation stops at 100 %. A scale model
+    draws the full-scale estimate, since its own per-node load is shrunk by rounding.
+    Results without these fields (older runs) fall back to utilisation.
+    """
+    nodes = result["metrics"].get("nodes", {})
+    if (result.get("scale", 1) or 1) < 1 and all("full_scale_offered_load" in n for n in nodes.values()):
+        return ("full_scale_offered_load", ("estimated full-scale offered load (scaled model's "
+                                            "load x k / (n x F), its rounding factor)"))
+    if all("offered_load" in n for n in nodes.values()):
+        return ("offered_load", ("offered load (service demand / capacity x measured window; "
+                                 "> 100 % means a growing backlog)"))
+    return ("utilisation", "utilisation (busy worker time / capacity x measured window)")
+
+
 def _plot_utilisation(result: dict[str, Any]) -> bytes:
     from matplotlib.patches import Patch
 
-    rows = sorted(_node_rows(result), key=lambda r: (-(r["utilisation"] or 0.0), r["node"]))
+    key, label = _load_key(result)
+    rows = sorted(_node_rows(result), key=lambda r: (-(r[key] or 0.0), r["node"]))
     shown = rows[:UTILISATION_TOP_N]
     fig = _new_figure(10.0, 8.0)
     ax = fig.add_subplot()
@@ -419,7 +438,7 @@ def _plot_utilisation(result: dict[str, Any]) -> bytes:
         ax.set_axis_off()
         return _png(fig)
     ys = list(range(len(shown)))
-    vals = [float(r["utilisation"] or 0.0) for r in shown]
+    vals = [float(r[key] or 0.0) for r in shown]
     ax.barh(ys, vals, color=[_KIND_COLOURS[r["kind"]] for r in shown], height=0.75)
     ax.set_yticks(ys, [r["node"] for r in shown], fontsize=7 if len(shown) > 20 else 8)
     ax.invert_yaxis()
@@ -430,16 +449,17 @@ def _plot_utilisation(result: dict[str, Any]) -> bytes:
     limit = ax.axvline(HOT_UTILISATION, color="crimson", ls="--", lw=1.2,
                        label=f"{HOT_UTILISATION:.0%}")
     ax.xaxis.set_major_formatter("{x:.0%}")
-    ax.set_xlabel("utilisation (busy worker time / capacity x measured window)")
+    ax.set_xlabel(label)
     ax.grid(axis="y", visible=False)
     kinds = [k for k in ("api", "hot", "warm", "other") if any(r["kind"] == k for r in shown)]
     handles = [Patch(color=_KIND_COLOURS[k], label=k) for k in kinds]
     fig.legend(handles=[*handles, limit], loc="outside lower center", ncols=len(handles) + 1)
-    hot_n = sum(1 for r in rows if (r["utilisation"] or 0.0) > HOT_UTILISATION)
+    hot_n = sum(1 for r in rows if (r[key] or 0.0) > HOT_UTILISATION)
+    what = "estimated full-scale load" if key == "full_scale_offered_load" else "offered load"
     if len(rows) > len(shown):
-        title = f"Busiest {len(shown)} of {len(rows)} nodes by utilisation (all in nodes.csv)"
+        title = f"Busiest {len(shown)} of {len(rows)} nodes by {what} (all in nodes.csv)"
     else:
-        title = f"Utilisation of all {len(rows)} nodes"
+        title = f"{what[0].upper()}{what[1:]} of all {len(rows)} nodes"
     ax.set_title(f"{title}; {hot_n} above {HOT_UTILISATION:.0%}")
     return _png(fig)
 
@@ -664,16 +684,25 @@ def _html(result: dict[str, Any], timeseries: list[dict[str, Any]],
     else:
         p.append("<p>No faults were injected.</p>")
     # nodes
-    nodes = sorted(_node_rows(result), key=lambda r: (-(r["utilisation"] or 0.0), r["node"]))
+    key, label = _load_key(result)
+    nodes = sorted(_node_rows(result), key=lambda r: (-(r[key] or 0.0), r["node"]))
     p.append('<h2 id="nodes">Busiest nodes</h2>')
     more = (f"the {min(15, len(nodes))} busiest of {len(nodes)}; all in <code>nodes.csv</code>"
             if len(nodes) > 15 else "all nodes; also in <code>nodes.csv</code>")
-    p.append(f'<p class="muted">{more}.</p>')
-    p.append(_table(["node", "kind", "workers", "requests", "utilisation", "max queue",
-                     "mean wait ms"],
+    p.append(f'<p class="muted">{more}; ranked by {_e(label)}.</p>')
+    scaled = key == "full_scale_offered_load"
+    heads = ["node", "kind", "workers", "requests", "utilisation", "offered load",
+             *(["full-scale load (est.)"] if scaled else []), "max queue", "mean wait ms"]
+
+    def _load_cell(v: Any) -> Any:
+        if v is None:
+            return ""
+        return (_pct(v, 1), "bad" if v > HOT_UTILISATION else "")
+
+    p.append(_table(heads,
                     [[r["node"], r["kind"], r["capacity"], r["requests"],
-                      (_pct(r["utilisation"], 1),
-                       "bad" if (r["utilisation"] or 0) > HOT_UTILISATION else ""),
+                      _load_cell(r["utilisation"]), _load_cell(r["offered_load"]),
+                      *([_load_cell(r["full_scale_offered_load"])] if scaled else []),
                       r["max_queue"], r["wait_ms"]] for r in nodes[:15]], left=2))
     # assumptions
     p.append('<h2 id="assumptions">Assumptions (what the scale model changed)</h2><ul>')

@@ -37,7 +37,7 @@ from geoshard.spec import REQUEST_TYPES, Spec
 
 from .engine import CACHE_LEVELS, EngineOptions, Simulation
 from .metrics import RELATIVE_ERROR_BOUND, LogHistogram
-from .workload import scale_spec
+from .workload import full_scale_load_factors, scale_spec
 
 __all__ = ["SCHEMA_VERSION", "TIMESERIES_FIELDS", "cost_per_hour", "durability_note", "simulate_spec",
            "write_run"]
@@ -109,7 +109,7 @@ def simulate_spec(spec: Spec, *, seed: int = 1, duration_s: float = 60.0, scale:
         raise ConfigError(f"--warmup (={warmup_s}) must be >= 0 and below --duration "
                           f"(={duration_s})")
     eff, assumptions = scale_spec(spec, scale)
-    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     t_wall = time.perf_counter()
     cpu0 = time.process_time()
     sim = Simulation(eff, seed, duration_s, warmup_s, options)
@@ -174,15 +174,21 @@ def _result(spec: Spec, eff: Spec, sim: Simulation, seed: int, scale: float, dur
         if h + m:
             caches[lvl] = {"hits": h, "misses": m, "hit_ratio": _r(h / (h + m))}
     window = sim.duration_ms - sim.warm_ms
+    factors = full_scale_load_factors(spec, eff, scale)
     nodes = {}
-    for pool in [*sim.api.values(), *sim.hot.values(), *sim.warm.values()]:
-        nodes[pool.name] = {
-            "capacity": pool.capacity,
-            "requests": pool.grants,
-            "utilisation": _r(pool.busy_ms / (pool.capacity * window)) if window > 0 else 0.0,
-            "max_queue": pool.max_queue,
-            "wait_ms": _r(pool.wait_ms / pool.grants) if pool.grants else 0.0,
-        }
+    for kind, pools in (("api", sim.api), ("hot", sim.hot), ("warm", sim.warm)):
+        for pool in pools.values():
+            per = pool.capacity * window
+            offered = pool.demand_ms / per if per > 0 else 0.0
+            nodes[pool.name] = {
+                "capacity": pool.capacity,
+                "requests": pool.grants,
+                "utilisation": _r(pool.busy_ms / per) if per > 0 else 0.0,
+                "offered_load": _r(offered),
+                "full_scale_offered_load": _r(offered * factors[(pool.region, kind)]),
+                "max_queue": pool.max_queue,
+                "wait_ms": _r(pool.wait_ms / pool.grants) if pool.grants else 0.0,
+            }
     c = sim.counts
     counts = {"degraded": c.degraded, "failed": c.failed, "shed": c.shed, "spilled": c.spilled,
               "stale_route_errors": c.stale_route_errors, "no_allowed_region": c.no_allowed_region,

@@ -31,7 +31,14 @@ import numpy as np
 from geoshard.errors import ConfigError, SpecError
 from geoshard.spec import REQUEST_TYPES, Spec
 
-__all__ = ["Arrivals", "ArrivalStream", "ZipfKeys", "rate_segments", "scale_spec"]
+__all__ = [
+    "ArrivalStream",
+    "Arrivals",
+    "ZipfKeys",
+    "full_scale_load_factors",
+    "rate_segments",
+    "scale_spec",
+]
 
 _HEAD = 1 << 20  # ranks with an exact CDF; beyond, a continuous approximation
 
@@ -101,6 +108,44 @@ def scale_spec(spec: Spec, scale: float) -> tuple[Spec, list[str]]:
                      + ("; ..." if len(changed) > 12 else "")
                      + " (per-node load in the scaled model differs from full scale accordingly)")
     return eff, notes + _common_notes()
+
+
+#: the count that :func:`scale_spec` rounds, per node kind of the simulator's pools.
+_SCALED_COUNTS = {"api": ("api", "servers"), "hot": ("hot", "nodes"), "warm": ("warm", "nodes")}
+
+
+def full_scale_load_factors(spec: Spec, eff: Spec, scale: float) -> dict[tuple[str, str], float]:
+    """Per (region, node kind), the factor from a scaled pool's load to full scale.
+
+    The scaled model gives a region ``F x`` its traffic but ``k = max(1, round(n x F))`` of
+    its ``n`` servers or nodes, so the load per server differs from full scale by
+    ``k / (n x F)``. Load is linear in traffic, so a scaled pool's offered load times this
+    factor estimates the full-scale pool's mean (queueing delays do not scale this way).
+
+    Args:
+        spec: the full spec.
+        eff: the spec as :func:`scale_spec` returned it for ``scale``.
+        scale: the scale, in (0, 1].
+
+    Returns:
+        ``{(region, kind): factor}`` for kinds ``api``, ``hot`` and ``warm``; all 1.0 at
+        scale 1.
+
+    Examples:
+        >>> from geoshard.spec import load_spec
+        >>> spec = load_spec("examples/global.yaml")  # doctest: +SKIP
+        >>> eff, _ = scale_spec(spec, 0.001)  # doctest: +SKIP
+        >>> full_scale_load_factors(spec, eff, 0.001)[("eu-west", "api")]  # 32 -> 1  # doctest: +SKIP
+        31.25
+    """
+    out: dict[tuple[str, str], float] = {}
+    for r, reg in eff.regions.items():
+        full = spec.regions[r]
+        for kind, (tier, key) in _SCALED_COUNTS.items():
+            k = getattr(getattr(reg, tier), key)
+            n = getattr(getattr(full, tier), key)
+            out[(r, kind)] = 1.0 if scale == 1 else k / (n * scale)
+    return out
 
 
 def _common_notes() -> list[str]:

@@ -118,7 +118,9 @@ def test_nodes_and_caches_csv_match_result(run) -> None:
     for r in rows:
         n = nodes[r["node"]]
         assert int(r["capacity"]) == n["capacity"] and int(r["requests"]) == n["requests"]
-        assert float(r["utilisation"]) == n["utilisation"]
+        for k in ("utilisation", "offered_load", "full_scale_offered_load"):
+            assert float(r[k]) == n[k], (r["node"], k)
+        assert n["utilisation"] <= 1.0
         assert int(r["max_queue"]) == n["max_queue"] and float(r["wait_ms"]) == n["wait_ms"]
         assert r["kind"] in ("api", "hot", "warm") and r["node"].startswith(r["region"] + "/")
     caches = result["metrics"]["caches"]
