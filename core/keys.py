@@ -17,9 +17,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from geoshard.errors import InputError
+from geoshard.errors import InputError, did_you_mean
 
-__all__ = ["MAX_ID", "DataKey", "UserKey", "validate_item_id"]
+__all__ = ["DATA_CLASSES", "MAX_ID", "NON_PERSONAL_CLASSES", "PERSONAL_CLASSES", "DataKey",
+           "UserKey", "validate_item_id"]
+
+#: Data classes that are personal data of a user: residency rules apply to them.
+PERSONAL_CLASSES: tuple[str, ...] = ("user_features", "user_embeddings", "interactions", "sessions")
+#: Data classes with no personal data: they may live in any region.
+NON_PERSONAL_CLASSES: tuple[str, ...] = ("item_catalog", "item_embeddings", "aggregates")
+DATA_CLASSES: tuple[str, ...] = PERSONAL_CLASSES + NON_PERSONAL_CLASSES
 
 #: User ids are non-negative and fit a signed 64-bit column.
 MAX_ID = 2**63 - 1
@@ -82,10 +89,43 @@ class DataKey:
 
     For a personal class ``owner`` is a :class:`UserKey`; for a non-personal class it is an
     item id or an aggregate name (``jurisdiction`` is then None and any region may hold it).
+    Both are checked here, so no tier can be handed personal data without its
+    jurisdiction: ``DataKey("user_features", "eu:42")`` (a string, not a user key) would
+    skip every residency check, and is refused.
+
+    Raises:
+        InputError: an unknown data class (with the closest name), a personal class whose
+            owner is not a :class:`UserKey`, or a malformed item id.
+
+    Examples:
+        >>> DataKey("user_features", UserKey.parse("eu:42")).jurisdiction
+        'eu'
+        >>> DataKey("user_features", "eu:42")
+        Traceback (most recent call last):
+        ...
+        geoshard.errors.InputError: owner 'eu:42' of personal data class 'user_features' must be a UserKey; use DataKey('user_features', UserKey.parse('eu:42'))
     """
 
     data_class: str
     owner: UserKey | str
+
+    def __post_init__(self) -> None:
+        dc = self.data_class
+        if dc not in DATA_CLASSES:
+            raise InputError(f"data class {dc!r} is unknown{did_you_mean(str(dc), DATA_CLASSES)}; "
+                             f"use one of {', '.join(DATA_CLASSES)}")
+        if dc in PERSONAL_CLASSES:
+            if not isinstance(self.owner, UserKey):
+                hint = (f"DataKey({dc!r}, UserKey.parse({self.owner!r}))"
+                        if isinstance(self.owner, str) and _USER_RE.match(self.owner)
+                        else f"DataKey({dc!r}, UserKey('eu', 42))")
+                raise InputError(f"owner {self.owner!r} of personal data class {dc!r} must be a "
+                                 f"UserKey; use {hint}")
+        elif isinstance(self.owner, UserKey):
+            raise InputError(f"data class {dc!r} is not personal, but its owner {self.owner} is a "
+                             "user; use a personal class (user_features, ...) or an item id")
+        else:
+            validate_item_id(self.owner)
 
     @property
     def jurisdiction(self) -> str | None:

@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from geoshard.errors import SpecError, did_you_mean
+from geoshard.keys import DATA_CLASSES, NON_PERSONAL_CLASSES, PERSONAL_CLASSES
 
 __all__ = [
     "PERSONAL_CLASSES",
@@ -46,11 +47,6 @@ __all__ = [
     "spec_json_schema",
 ]
 
-#: Data classes that are personal data of a user: residency rules apply to them.
-PERSONAL_CLASSES: tuple[str, ...] = ("user_features", "user_embeddings", "interactions", "sessions")
-#: Data classes with no personal data: they may live in any region.
-NON_PERSONAL_CLASSES: tuple[str, ...] = ("item_catalog", "item_embeddings", "aggregates")
-DATA_CLASSES: tuple[str, ...] = PERSONAL_CLASSES + NON_PERSONAL_CLASSES
 #: Request types of the workload and the SLOs.
 REQUEST_TYPES: tuple[str, ...] = ("feature_read", "recommend", "interaction_write")
 #: Stages of the recommend pipeline, in order.

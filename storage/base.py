@@ -199,6 +199,14 @@ class HotStore(Tier):
         """Delete; True when the key existed."""
 
     @abstractmethod
+    def delete_if_equal(self, key: DataKey, value: bytes) -> bool:
+        """Delete ``key`` only while it still holds ``value``, atomically; True when deleted.
+
+        A write that lands between a reader's GET and its delete must survive: demotion
+        deletes the hot copy this way, after the cold copy of ``value`` is verified.
+        """
+
+    @abstractmethod
     def ttl(self, key: DataKey) -> float | None:
         """Remaining TTL in seconds; None when the key has none or is absent."""
 

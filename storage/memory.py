@@ -253,6 +253,15 @@ class MemoryHotStore(HotStore):
             self._data.pop(name, None)
             return existed
 
+    def delete_if_equal(self, key: DataKey, value: bytes) -> bool:
+        """Delete while the live value equals ``value`` (under the store's lock)."""
+        name = self.key_name(key)
+        with self._lock:
+            if self._live(name, self._clock()) != bytes(value):
+                return False
+            del self._data[name]
+            return True
+
     def ttl(self, key: DataKey) -> float | None:
         """Remaining seconds to live; None when the key has no TTL or is absent."""
         name = self.key_name(key)

@@ -330,6 +330,11 @@ def _chunks(seq: Sequence[T], n: int) -> list[Sequence[T]]:
     return [seq[i:i + n] for i in range(0, len(seq), n)]
 
 
+#: KEYS[1] is deleted only while it holds ARGV[1]; the script runs atomically on the server.
+_DEL_IF_EQUAL = ("if redis.call('GET', KEYS[1]) == ARGV[1] then "
+                 "return redis.call('DEL', KEYS[1]) else return 0 end")
+
+
 class _RedisStoreBase(HotStore):
     """What both Redis stores share: config, key layout, the retry policy and the error map."""
 
@@ -514,6 +519,12 @@ class RedisHotStore(_RedisStoreBase):
         """Delete; True when the key existed."""
         name = self.key_name(key)
         return bool(self._run(lambda: self._client.delete(name), f"DEL {name}"))
+
+    def delete_if_equal(self, key: DataKey, value: bytes) -> bool:
+        """Delete while the key holds ``value``: one Lua script, atomic on the server."""
+        name = self.key_name(key)
+        return bool(self._run(lambda: self._client.eval(_DEL_IF_EQUAL, 1, name, bytes(value)),
+                              f"compare-and-delete {name}"))
 
     def ttl(self, key: DataKey) -> float | None:
         """Remaining TTL in seconds (PTTL); None when the key has none or is absent."""
@@ -815,6 +826,14 @@ class RedisClusterHotStore(_RedisStoreBase):
         name = self.key_name(key)
         (n,) = self._per_key([name], lambda i: ("DEL", name), write=True, read=False,
                              op=f"DEL {name}")
+        return bool(n)
+
+    def delete_if_equal(self, key: DataKey, value: bytes) -> bool:
+        """Delete while the key holds ``value``: one Lua script on the key's primary."""
+        name = self.key_name(key)
+        data = bytes(value)
+        (n,) = self._per_key([name], lambda i: ("EVAL", _DEL_IF_EQUAL, 1, name, data), write=True,
+                             read=False, op=f"compare-and-delete {name}")
         return bool(n)
 
     def ttl(self, key: DataKey) -> float | None:

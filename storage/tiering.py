@@ -75,10 +75,18 @@ class TieringPolicy(BaseModel):
 
 @dataclass(frozen=True)
 class DemotionResult:
-    """What a demotion did: keys moved to cold, and keys that were not in hot."""
+    """What a demotion did.
+
+    Attributes:
+        demoted: keys moved to cold (cold copy verified, hot copy deleted).
+        absent: keys that were not in hot.
+        kept: keys rewritten in hot while they were being demoted: the newer value stays
+            hot (its older cold copy is superseded on the next demotion).
+    """
 
     demoted: int
     absent: int
+    kept: int = 0
 
 
 def _date_of(now_s: float) -> str:
@@ -122,7 +130,7 @@ class TierManager:
             BackendError: the cold copy did not read back equal; the hot copies are kept.
         """
         self.cold.guard_write(keys)
-        demoted = absent = 0
+        demoted = absent = kept = 0
         date = _date_of(now_s)
         size = self.policy.batch_size
         for start in range(0, len(keys), size):
@@ -142,13 +150,15 @@ class TierManager:
                 on_cold_written([k for k, _ in present])
             for k, v in present:
                 # A write that landed after our read must not be dropped: delete only an
-                # unchanged value (the next sweep demotes the newer one).
-                if self.hot.get(k) == v:
-                    self.hot.delete(k)
+                # unchanged value, atomically (the next sweep demotes the newer one, so the
+                # key stays a hot member of the catalog until then).
+                if self.hot.delete_if_equal(k, v):
                     demoted += 1
-                if self.catalog is not None:
-                    self.catalog.set_tier(k, "cold", now_s=now_s)
-        return DemotionResult(demoted=demoted, absent=absent)
+                    if self.catalog is not None:
+                        self.catalog.set_tier(k, "cold", now_s=now_s)
+                else:
+                    kept += 1
+        return DemotionResult(demoted=demoted, absent=absent, kept=kept)
 
     def sweep(self, *, now_s: float) -> DemotionResult:
         """Demote every hot key the catalog says is idle for ``policy.max_idle_s``.

@@ -125,6 +125,16 @@ def test_delete_reports_whether_the_key_existed(hot: Harness) -> None:
     assert store.delete(item("sku-1")) is False
 
 
+def test_delete_if_equal_deletes_only_the_value_it_was_given(hot: Harness) -> None:
+    store = hot.make("us-east")
+    store.put(item("sku-1"), b"v1")
+    assert store.delete_if_equal(item("sku-1"), b"v0") is False
+    assert store.get(item("sku-1")) == b"v1"
+    assert store.delete_if_equal(item("sku-1"), b"v1") is True
+    assert store.get(item("sku-1")) is None
+    assert store.delete_if_equal(item("sku-1"), b"v1") is False
+
+
 def test_ttl_is_remaining_seconds_or_none(hot: Harness) -> None:
     store = hot.make("us-east")
     store.put(item("with"), b"v", ttl_s=100)

@@ -118,9 +118,7 @@ def test_bad_embeddings_are_refused_and_nothing_written(store: MilvusVectorStore
 
 
 @pytest.mark.parametrize(("key", "attrs", "match"), [
-    (DataKey("item_embeddings", "bad id!"), None, "item id 'bad id!' is malformed"),
     (DataKey("interactions", UserKey("eu", 1)), None, "does not belong in the vector tier"),
-    (DataKey("user_embeddings", "eu:1"), None, "must be a UserKey"),
     (DataKey("item_embeddings", "ok"), {"vec": 1}, "attribute name 'vec' is not allowed"),
     (DataKey("item_embeddings", "ok"), {"blob": "x" * 20_000}, "over the 16,384-byte limit"),
     (DataKey("item_embeddings", "ok"), {"category": 3}, "partition attribute 'category'=3"),

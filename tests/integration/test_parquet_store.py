@@ -100,9 +100,6 @@ def test_a_record_seen_twice_mid_compaction_counts_once(store: ParquetColdStore)
 @pytest.mark.parametrize(("records", "date", "match"), [
     ([(_k(1), b"x" * 2_000_000)], "2024-05-01", "payload of 2,000,000 bytes is over the"),
     ([(_k(1), 42)], "2024-05-01", "value of type int is not bytes"),
-    ([(DataKey("item_catalog", "no spaces"), b"x")], "2024-05-01", "item id 'no spaces' is malformed"),
-    ([(DataKey("interactions", "eu:1"), b"x")], "2024-05-01", "must be a UserKey"),
-    ([(DataKey("bogus", "a"), b"x")], "2024-05-01", "data class 'bogus' is unknown"),
     ([(_k(1), b"x")], "2024-5-1", "date '2024-5-1' is malformed; use 'YYYY-MM-DD'"),
     ([(_k(1), b"x")], "2024-02-30", "not a calendar date"),
 ])

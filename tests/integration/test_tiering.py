@@ -101,6 +101,29 @@ def test_read_through_promotes_after_min_access_count(hot: RedisHotStore, cold: 
     cat.close()
 
 
+def test_a_write_during_demotion_stays_hot_and_stays_a_hot_member(
+        hot: RedisHotStore, cold: ParquetColdStore, tmp_path: Path, policy: ResidencyPolicy) -> None:
+    cat = SqlCatalog(SqlCatalogConfig(url=f"sqlite:///{tmp_path / 'c.db'}"), "eu-west", policy)
+    mgr = TierManager(hot, cold, catalog=cat, policy=TieringPolicy(max_idle_s=100))
+    rewritten, quiet = _keys(2)
+    for k in (rewritten, quiet):
+        hot.put(k, b"old")
+        cat.record_access(k, "hot", now_s=T0)
+
+    def write_between_the_steps(_: Sequence[DataKey]) -> None:
+        hot.put(rewritten, b"new")  # after the cold copy of b"old", before the hot delete
+
+    res = mgr.demote([rewritten, quiet], now_s=T0 + 200, on_cold_written=write_between_the_steps)
+    assert (res.demoted, res.kept, res.absent) == (1, 1, 0)
+    assert hot.get(rewritten) == b"new" and hot.get(quiet) is None
+    # the kept key is still a hot member, so a later sweep finds it and demotes the new value
+    assert [m.key for m in cat.members("hot")] == [str(rewritten)]
+    assert [m.key for m in cat.members("cold")] == [str(quiet)]
+    assert mgr.sweep(now_s=T0 + 400).demoted == 1
+    assert hot.get(rewritten) is None and cold.read(rewritten) == b"new"
+    cat.close()
+
+
 def test_sweep_demotes_only_idle_keys(hot: RedisHotStore, cold: ParquetColdStore, tmp_path: Path,
                                       policy: ResidencyPolicy) -> None:
     cat = SqlCatalog(SqlCatalogConfig(url=f"sqlite:///{tmp_path / 'c.db'}"), "eu-west", policy)
