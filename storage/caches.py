@@ -232,6 +232,10 @@ class _Flight:
     stale: bool = False  # invalidated while loading: do not cache the value
 
 
+#: stripes of the write-generation counters of :class:`ReadThroughCache` (a power of 2).
+_GEN_STRIPES = 1024
+
+
 class ReadThroughCache:
     """Levels looked up in order, filled on the way back, with single-flight loads.
 
@@ -273,6 +277,9 @@ class ReadThroughCache:
         self._load_timeout_s = load_timeout_s
         self._lock = threading.Lock()
         self._flights: dict[DataKey, _Flight] = {}
+        # write generations, striped by key (bounded memory): invalidate() bumps a stripe
+        # before and after it clears the levels, so an odd value means "in progress"
+        self._gens = [0] * _GEN_STRIPES
         self._requests = 0
         self._lookups = [0] * len(levels)
         self._hits = [0] * len(levels)
@@ -294,8 +301,10 @@ class ReadThroughCache:
             BackendError: another thread's load of this key took longer than
                 ``load_timeout_s``.
         """
+        stripe = hash(key) & (_GEN_STRIPES - 1)
         with self._lock:
             self._requests += 1
+            gen = self._gens[stripe]
         for i, level in enumerate(self.levels):
             with self._lock:
                 self._lookups[i] += 1
@@ -303,8 +312,14 @@ class ReadThroughCache:
             if value is not None:
                 with self._lock:
                     self._hits[i] += 1
-                for upper in self.levels[:i]:
-                    upper.put(key, value)
+                if i:
+                    for upper in self.levels[:i]:
+                        upper.put(key, value)
+                    with self._lock:
+                        raced = gen & 1 or self._gens[stripe] != gen
+                    if raced:  # a write began or ran since we looked: the fill may be stale
+                        for upper in self.levels[:i]:
+                            upper.invalidate(key)
                 return value
         return self._load(key)
 
@@ -347,13 +362,23 @@ class ReadThroughCache:
             flight.event.set()
 
     def invalidate(self, key: DataKey) -> None:
-        """Drop ``key`` from every level; an in-flight load of it will not be cached."""
+        """Drop ``key`` from every level; an in-flight load of it will not be cached.
+
+        A read that found the key in a lower level while this runs, and copied it into
+        the levels above, drops that copy again (see :meth:`get`).
+        """
+        stripe = hash(key) & (_GEN_STRIPES - 1)
         with self._lock:
+            self._gens[stripe] += 1
             flight = self._flights.get(key)
             if flight is not None:
                 flight.stale = True
-        for level in self.levels:
-            level.invalidate(key)
+        try:
+            for level in self.levels:
+                level.invalidate(key)
+        finally:
+            with self._lock:
+                self._gens[stripe] += 1
 
     def write_through(self, key: DataKey, value: bytes) -> None:
         """Write the tier first, then invalidate ``key`` in every level.

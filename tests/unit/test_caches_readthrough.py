@@ -171,6 +171,38 @@ def test_a_write_during_a_load_keeps_the_stale_value_out_of_the_caches() -> None
     assert reader.get(item("k")) == b"new"
 
 
+class _WriteDuringGet(LocalCache):
+    """An L2 whose lookup lets a write run after it found the old value, before L1 is filled."""
+
+    reader: ReadThroughCache | None = None
+    fired = False
+
+    def get(self, key: DataKey) -> bytes | None:
+        value = super().get(key)
+        if value is not None and self.reader is not None and not self.fired:
+            self.fired = True
+            self.reader.write_through(key, b"new")
+        return value
+
+
+@pytest.mark.parametrize("write_at", ["between the L2 hit and the L1 fill", "none"])
+def test_a_write_after_an_l2_hit_keeps_the_old_value_out_of_l1(write_at: str) -> None:
+    tier: dict[DataKey, bytes] = {item("k"): b"old"}
+    l1 = lru(10)
+    l2 = _WriteDuringGet("l2", make_policy("lru", capacity_items=10), region="us-east",
+                         residency=None, clock=Clock())
+    reader = ReadThroughCache([l1, l2], loader=tier.get, writer=tier.__setitem__)
+    l2.put(item("k"), b"old")
+    if write_at != "none":
+        l2.reader = reader
+    assert reader.get(item("k")) == b"old"  # the read began before the write: either is fair
+    if write_at == "none":
+        assert l1.get(item("k")) == b"old"  # an undisturbed L2 hit fills L1
+    else:
+        assert l1.get(item("k")) is None and l2.get(item("k")) is None
+        assert reader.get(item("k")) == b"new"  # and every later read sees the write
+
+
 def test_write_through_without_a_writer_is_a_config_error() -> None:
     reader = ReadThroughCache([lru(1)], loader=lambda k: None)
     with pytest.raises(ConfigError, match=r"has no writer; pass writer="):
