@@ -11,6 +11,7 @@ same residency policy the router and the simulator use.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from geoshard.errors import ConfigError
 from geoshard.regions.residency import ResidencyPolicy
@@ -44,6 +45,28 @@ def node_type_for(memory_gb: float) -> str:
                       f"({biggest[0]}, {biggest[1]} GiB); add nodes with less memory each")
 
 
+def milvus_endpoint(uri: str, where: str) -> str:
+    """The ``host:port`` the region module wants, from the spec's Milvus URI.
+
+    ``https://milvus.internal:19530`` and ``milvus.internal:19530`` both give
+    ``milvus.internal:19530``; an empty URI stays empty (standalone Milvus).
+
+    Raises:
+        ConfigError: a URI without a host or a port, naming ``where`` (the key path).
+    """
+    if not uri:
+        return ""
+    parts = urlsplit(uri if "://" in uri else f"//{uri}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or port is None:
+        raise ConfigError(f"{where}(={uri!r}) needs a host and a port, for example "
+                          "'https://milvus.internal:19530'")
+    return f"{parts.hostname}:{port}"
+
+
 def tfvars_from_spec(spec: Spec, project: str | None = None,
                      warnings: list[str] | None = None) -> dict[str, Any]:
     """The ``terraform.tfvars.json`` document for ``spec``.
@@ -60,7 +83,8 @@ def tfvars_from_spec(spec: Spec, project: str | None = None,
         warnings: when given, human-readable warnings are appended to it.
 
     Raises:
-        ConfigError: a region that does not fit ElastiCache limits.
+        ConfigError: a region that does not fit ElastiCache limits, or a Milvus endpoint
+            without a host and port.
     """
     policy = ResidencyPolicy.from_spec(spec)
     regions: dict[str, Any] = {}
@@ -82,7 +106,8 @@ def tfvars_from_spec(spec: Spec, project: str | None = None,
             "api": {"desired_count": r.api.servers, "cpu": 1024, "memory": 2048},
             "milvus": {"desired_count": r.warm.nodes if r.warm.external_endpoint else 1,
                        "cpu": 4096, "memory": 16384,
-                       "external_endpoint": r.warm.external_endpoint},
+                       "external_endpoint": milvus_endpoint(
+                           r.warm.external_endpoint, f"regions.{name}.warm.external_endpoint")},
             "cold": {"transition_ia_days": 30, "transition_glacier_days": 180},
         }
     jurisdictions: dict[str, list[str]] = {}

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from geoshard.cli import app
-from geoshard.cluster.terraform import node_type_for, tfvars_from_spec
+from geoshard.cluster.terraform import milvus_endpoint, node_type_for, tfvars_from_spec
 from geoshard.errors import ConfigError
 from geoshard.spec import load_spec
 
@@ -77,5 +78,26 @@ def test_milvus_external_endpoint_keeps_the_node_count() -> None:
     data = tfvars_from_spec(parse_spec(text))
     east = data["regions"]["us-east"]["milvus"]
     assert east == {"desired_count": 2, "cpu": 4096, "memory": 16384,
-                    "external_endpoint": "https://milvus.internal:19530"}
+                    "external_endpoint": "milvus.internal:19530"}  # the module's host:port
     assert data["regions"]["us-west"]["milvus"]["desired_count"] == 1
+    assert data["regions"]["us-west"]["milvus"]["external_endpoint"] == ""
+
+
+@pytest.mark.parametrize(("uri", "want"), [
+    ("https://milvus.internal:19530", "milvus.internal:19530"),
+    ("milvus.eu-west-1.internal:19530", "milvus.eu-west-1.internal:19530"),
+    ("", ""),
+])
+def test_milvus_uri_becomes_the_modules_host_port(uri: str, want: str) -> None:
+    got = milvus_endpoint(uri, "regions.x.warm.external_endpoint")
+    assert got == want
+    # the same rule as terraform/modules/region/variables.tf (validation of var.milvus)
+    assert got == "" or re.fullmatch(r"[A-Za-z0-9.-]+:[0-9]{1,5}", got)
+
+
+@pytest.mark.parametrize("uri", ["https://milvus.internal", "milvus.internal", "https://:19530",
+                                 "https://milvus.internal:notaport"])
+def test_milvus_uri_without_host_and_port_is_a_config_error(uri: str) -> None:
+    with pytest.raises(ConfigError, match=r"regions\.x\.warm\.external_endpoint\(=.*\) needs a "
+                                          r"host and a port"):
+        milvus_endpoint(uri, "regions.x.warm.external_endpoint")

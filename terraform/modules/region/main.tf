@@ -86,6 +86,9 @@ resource "aws_kms_key" "this" {
     Version = "2012-10-17"
     Statement = [
       {
+        # The AWS default key policy: the account (through IAM policies) administers the
+        # key. Without it the key becomes unmanageable; "Resource = *" in a key policy
+        # means this key only.
         Sid       = "AccountAdministration"
         Effect    = "Allow"
         Principal = { AWS = "arn:${local.partition}:iam::${local.account_id}:root" }
@@ -110,6 +113,11 @@ resource "aws_kms_key" "this" {
         Principal = { Service = "cloudwatch.${local.dns_suffix}" }
         Action    = ["kms:Decrypt", "kms:GenerateDataKey*"]
         Resource  = "*"
+        # only for alarms of this account in this region (confused-deputy guard)
+        Condition = {
+          StringEquals = { "aws:SourceAccount" = local.account_id }
+          ArnLike      = { "aws:SourceArn" = "arn:${local.partition}:cloudwatch:${var.aws_region}:${local.account_id}:alarm:*" }
+        }
       },
     ]
   })

@@ -68,16 +68,32 @@ mock_provider "aws" {
 }
 
 # The committed example tfvars is exactly what `geoshard terraform examples/global.yaml`
-# writes. The generator leaves milvus.external_endpoint empty and asks for warm.nodes Milvus
-# tasks, which Milvus standalone cannot honour (the module's check warns in a real plan and
-# fails a test run), so these runs point every region at an external Milvus, as production
-# does; the standalone path is tested in the region module.
+# writes (a unit test keeps it so), and the runs below plan it as it is: every region
+# with milvus.external_endpoint empty runs Milvus standalone, one task.
 variables {
   project       = jsondecode(file("terraform.example.tfvars.json")).project
   jurisdictions = jsondecode(file("terraform.example.tfvars.json")).jurisdictions
-  regions = {
-    for name, region in jsondecode(file("terraform.example.tfvars.json")).regions :
-    name => merge(region, { milvus = merge(region.milvus, { external_endpoint = "milvus.${region.aws_region}.geoshard.internal:19530" }) })
+  regions       = jsondecode(file("terraform.example.tfvars.json")).regions
+}
+
+run "an_external_milvus_endpoint_replaces_standalone_milvus" {
+  command = plan
+
+  variables {
+    regions = {
+      for name, region in jsondecode(file("terraform.example.tfvars.json")).regions :
+      name => merge(region, { milvus = merge(region.milvus, { external_endpoint = "milvus.${region.aws_region}.geoshard.internal:19530" }) })
+    }
+  }
+
+  assert {
+    condition     = length(output.region_names) == 6
+    error_message = "Every tfvars region is deployed with an external Milvus too."
+  }
+
+  assert {
+    condition     = output.regions["eu-west"].milvus_endpoint == "milvus.eu-west-1.geoshard.internal:19530"
+    error_message = "The external Milvus endpoint must reach the region module."
   }
 }
 
@@ -100,8 +116,8 @@ run "every_region_in_the_tfvars_is_deployed" {
   }
 
   assert {
-    condition     = output.regions["eu-west"].milvus_endpoint == "milvus.eu-west-1.geoshard.internal:19530"
-    error_message = "The external Milvus endpoint must reach the region module."
+    condition     = output.regions["eu-west"].milvus_endpoint == "milvus.geoshard-global-eu-west.internal:19530"
+    error_message = "Without an external endpoint the region runs Milvus standalone behind its own service name."
   }
 
   assert {
