@@ -139,15 +139,28 @@ def route(
 
             raise ConfigError(f"--down '{d}' is neither a region nor a node of the spec"
                               f"{did_you_mean(d, sorted(known))}")
-    r = router.route(user, op, health, data_class)  # type: ignore[arg-type]
-    home = s.jurisdiction_regions(r.key.jurisdiction)
+    if op not in ("read", "write"):
+        raise ConfigError(f"--op '{op}' is not an operation; use read or write")
+    # the ring order (primary first) is what a write uses; a read uses the copy nearest
+    # the region the request enters at, so the entry is found first
+    ring = router.route(user, "write", health, data_class)
+    home = s.jurisdiction_regions(ring.key.jurisdiction)
     origin = client or (home[0] if home else next(iter(s.regions)))
-    entry = router.entry_region(origin, r.key, health, data_class)
+    entry = router.entry_region(origin, ring.key, health, data_class)
+    r = ring if op == "write" else router.route(ring.key, "read", health, data_class, near=entry)
+    primary = ring.replicas[0]
     rtt = {n: round(router.network.rtt_ms(entry, reg), 1) for n, reg in zip(r.replicas, r.regions)}
+
+    def role(i: int, node: str) -> str:
+        if op == "write":
+            return "primary" if i == 0 else "replica"
+        tag = "primary" if node == primary else "replica"
+        return f"read ({tag})" if i == 0 else f"fallback ({tag})"
+
     data = {
         "user": str(r.key), "jurisdiction": r.key.jurisdiction, "data_class": data_class, "op": op,
         "allowed_regions": list(r.allowed_regions),
-        "replicas": [{"node": n, "region": reg, "role": "primary" if i == 0 else "replica",
+        "replicas": [{"node": n, "region": reg, "role": role(i, n), "primary": n == primary,
                       "rtt_ms_from_entry": rtt[n]}
                      for i, (n, reg) in enumerate(zip(r.replicas, r.regions))],
         "preferred_replicas": list(r.preferred), "failed_over": r.failed_over,

@@ -241,7 +241,24 @@ def test_cli_route_json_explains_failover() -> None:
     data = json.loads(res.stdout)
     assert data["entry_region"] == "eu-central"
     assert all(r["region"] == "eu-central" for r in data["replicas"])
-    assert data["replicas"][0]["role"] == "primary"
+    assert data["replicas"][0]["role"] == "read (primary)" and data["replicas"][0]["primary"]
+
+
+@pytest.mark.parametrize("client", ["eu-west", "eu-central"])
+def test_cli_route_read_names_the_copy_nearest_the_entry_and_write_the_primary(client: str) -> None:
+    spec = str(REPO / "examples" / "local.yaml")
+    base = ["route", spec, "--user", "eu:42", "--from", client, "--json"]
+    read = json.loads(CliRunner().invoke(app, base).stdout)
+    write = json.loads(CliRunner().invoke(app, [*base, "--op", "write"]).stdout)
+    # eu:42 has a copy in both EU regions: the read uses the one where it enters
+    assert read["entry_region"] == client
+    assert read["replicas"][0]["region"] == client and read["replicas"][0]["role"].startswith("read")
+    assert read["replicas"][0]["rtt_ms_from_entry"] == min(
+        r["rtt_ms_from_entry"] for r in read["replicas"])
+    # the write goes to the ring primary, wherever the request enters
+    assert write["replicas"][0]["role"] == "primary" and write["replicas"][0]["primary"]
+    assert {r["node"] for r in read["replicas"]} == {r["node"] for r in write["replicas"]}
+    assert [r["node"] for r in read["replicas"] if r["primary"]] == [write["replicas"][0]["node"]]
 
 
 def test_cli_route_unknown_down_target() -> None:
