@@ -133,10 +133,13 @@ class PostgresServer:
                 raise BackendError(f"initdb failed ({r.returncode}): {r.stderr.strip()[-800:]}")
             opts = (f"-p {self.port} -k {self.tmp} -c listen_addresses=127.0.0.1 "
                     "-c fsync=off -c shared_buffers=16MB -c max_connections=40")
+            # set before pg_ctl runs: if it times out, the postmaster it spawned may still
+            # be alive, and stop() must then stop it (stopping a server that never came up
+            # is harmless)
+            self._started = True
             r = self._run(["pg_ctl", "start", "-D", str(self.data_dir), "-l",
                            str(self.tmp / "log"), "-o", opts, "-w", "-t",
                            str(int(self.ready_timeout_s))], timeout_s=self.ready_timeout_s + 10)
-            self._started = True
             if r.returncode != 0:
                 raise BackendError(f"pg_ctl start failed ({r.returncode}): {self._log_tail()}")
             self.url = f"postgresql+psycopg2://geoshard@127.0.0.1:{self.port}/postgres"
