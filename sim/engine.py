@@ -348,9 +348,9 @@ class Simulation:
         self.l2: dict[str, CachePolicy] = {}
         self.l3: dict[str, CachePolicy] = {}
         c = spec.caches
+        end = self.duration_ms  # pools count busy time up to the end of the window
         for r, reg in spec.regions.items():
             cap = reg.api.servers * reg.api.workers
-            end = self.duration_ms
             self.api[r] = Pool(env, f"{r}/api", r, cap, Sampler(reg.api.service_time, next(self._rngs)),
                                spill_at=o.spill_queue_factor * cap, until=end)
             self.warm[r] = Pool(env, f"{r}/warm", r, reg.warm.nodes * reg.warm.workers,
