@@ -232,7 +232,9 @@ class _Flight:
     stale: bool = False  # invalidated while loading: do not cache the value
 
 
-#: stripes of the write-generation counters of :class:`ReadThroughCache` (a power of 2).
+#: stripes of the write counters of :class:`ReadThroughCache` (a power of 2): a read that
+#: copies a lower level's value upwards drops the copy again if an invalidation of a key
+#: of its stripe was in progress when it started, or ran before its copy was made.
 _GEN_STRIPES = 1024
 
 
@@ -277,9 +279,9 @@ class ReadThroughCache:
         self._load_timeout_s = load_timeout_s
         self._lock = threading.Lock()
         self._flights: dict[DataKey, _Flight] = {}
-        # write generations, striped by key (bounded memory): invalidate() bumps a stripe
-        # before and after it clears the levels, so an odd value means "in progress"
-        self._gens = [0] * _GEN_STRIPES
+        # per stripe of keys (bounded memory): invalidations in progress, and finished
+        self._writing = [0] * _GEN_STRIPES
+        self._written = [0] * _GEN_STRIPES
         self._requests = 0
         self._lookups = [0] * len(levels)
         self._hits = [0] * len(levels)
@@ -304,7 +306,7 @@ class ReadThroughCache:
         stripe = hash(key) & (_GEN_STRIPES - 1)
         with self._lock:
             self._requests += 1
-            gen = self._gens[stripe]
+            busy, done = self._writing[stripe], self._written[stripe]
         for i, level in enumerate(self.levels):
             with self._lock:
                 self._lookups[i] += 1
@@ -316,8 +318,9 @@ class ReadThroughCache:
                     for upper in self.levels[:i]:
                         upper.put(key, value)
                     with self._lock:
-                        raced = gen & 1 or self._gens[stripe] != gen
-                    if raced:  # a write began or ran since we looked: the fill may be stale
+                        raced = (busy or self._writing[stripe]
+                                 or self._written[stripe] != done)
+                    if raced:  # a write ran during this read: the fill may be stale
                         for upper in self.levels[:i]:
                             upper.invalidate(key)
                 return value
@@ -369,7 +372,7 @@ class ReadThroughCache:
         """
         stripe = hash(key) & (_GEN_STRIPES - 1)
         with self._lock:
-            self._gens[stripe] += 1
+            self._writing[stripe] += 1
             flight = self._flights.get(key)
             if flight is not None:
                 flight.stale = True
@@ -378,7 +381,8 @@ class ReadThroughCache:
                 level.invalidate(key)
         finally:
             with self._lock:
-                self._gens[stripe] += 1
+                self._writing[stripe] -= 1
+                self._written[stripe] += 1
 
     def write_through(self, key: DataKey, value: bytes) -> None:
         """Write the tier first, then invalidate ``key`` in every level.
