@@ -203,6 +203,41 @@ def test_a_write_after_an_l2_hit_keeps_the_old_value_out_of_l1(write_at: str) ->
         assert reader.get(item("k")) == b"new"  # and every later read sees the write
 
 
+class _SlowInvalidate(LocalCache):
+    """An L2 whose invalidation blocks until released, counting the callers inside it."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.release = threading.Event()
+        self.inside = threading.Semaphore(0)
+
+    def invalidate(self, key: DataKey) -> bool:
+        self.inside.release()
+        assert self.release.wait(5)
+        return super().invalidate(key)
+
+
+def test_a_read_during_two_overlapping_invalidations_keeps_its_copy_out_of_l1() -> None:
+    l1 = lru(10)
+    l2 = _SlowInvalidate("l2", make_policy("lru", capacity_items=10), region="us-east",
+                         residency=None, clock=Clock())
+    reader = ReadThroughCache([l1, l2], loader=lambda k: b"new")
+    l2.put(item("k"), b"old")
+    writers = [threading.Thread(target=reader.invalidate, args=(item("k"),)) for _ in range(2)]
+    for w in writers:
+        w.start()
+    try:
+        for _ in writers:  # both writers have cleared L1 and wait inside L2's invalidation
+            assert l2.inside.acquire(timeout=5)
+        assert reader.get(item("k")) == b"old"  # L2 still holds it: a read may return it
+        assert l1.get(item("k")) is None        # but must not leave it in L1
+    finally:
+        l2.release.set()
+        for w in writers:
+            w.join(5)
+    assert reader.get(item("k")) == b"new"
+
+
 def test_write_through_without_a_writer_is_a_config_error() -> None:
     reader = ReadThroughCache([lru(1)], loader=lambda k: None)
     with pytest.raises(ConfigError, match=r"has no writer; pass writer="):
