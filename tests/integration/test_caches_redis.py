@@ -8,6 +8,7 @@ runs: L1 in-process, L2 in the region's Redis. These tests talk to a real
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -38,11 +39,24 @@ def namespace() -> str:
     return f"c{uuid.uuid4().hex[:8]}"
 
 
-def _l2(redis_server: object, region: str, policy: ResidencyPolicy, namespace: str) -> RedisHotStore:
-    url = redis_server.url  # type: ignore[attr-defined]
-    return RedisHotStore(RedisHotStoreConfig(url=url, namespace=namespace), region=region,
-                         residency=policy)
+@pytest.fixture()
+def l2(redis_server: object, policy: ResidencyPolicy,
+       namespace: str) -> Iterator[Callable[[str], RedisHotStore]]:
+    """``l2(region)``: a region's L2 store on the session redis-server, closed even on failure."""
+    made: list[RedisHotStore] = []
 
+    def make(region: str) -> RedisHotStore:
+        url = redis_server.url  # type: ignore[attr-defined]
+        made.append(RedisHotStore(RedisHotStoreConfig(url=url, namespace=namespace),
+                                  region=region, residency=policy))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for store in made:
+            store.close()
+        
 
 def _raw_keys(redis_server: object, namespace: str) -> list[bytes]:
     client = redis.Redis.from_url(redis_server.url)  # type: ignore[attr-defined]
@@ -65,8 +79,9 @@ def _reader(spec: Spec, store: RedisHotStore, tier: dict[DataKey, bytes],
 
 
 def test_l2_in_redis_is_filled_with_the_spec_ttl_and_serves_another_l1(
-        redis_server: object, spec: Spec, policy: ResidencyPolicy, namespace: str) -> None:
-    store = _l2(redis_server, "eu-west", policy, namespace)
+        redis_server: object, spec: Spec, l2: Callable[[str], RedisHotStore],
+        namespace: str) -> None:
+    store = l2("eu-west")
     key = DataKey("user_features", UserKey("eu", 42))
     tier = {key: b"features-v1"}
     loads: list[DataKey] = []
@@ -82,12 +97,12 @@ def test_l2_in_redis_is_filled_with_the_spec_ttl_and_serves_another_l1(
     b = _reader(spec, store, tier, loads)
     assert b.get(key) == b"features-v1"
     assert loads == [key] and b.stats.hits[:2] == (0, 1)
-    store.close()
 
 
 def test_write_through_deletes_the_redis_copy_and_the_next_read_loads_the_new_value(
-        redis_server: object, spec: Spec, policy: ResidencyPolicy, namespace: str) -> None:
-    store = _l2(redis_server, "eu-west", policy, namespace)
+        redis_server: object, spec: Spec, l2: Callable[[str], RedisHotStore],
+        namespace: str) -> None:
+    store = l2("eu-west")
     key = DataKey("user_features", UserKey("eu", 7))
     tier = {key: b"old"}
     loads: list[DataKey] = []
@@ -96,16 +111,15 @@ def test_write_through_deletes_the_redis_copy_and_the_next_read_loads_the_new_va
     reader.write_through(key, b"new")
     assert tier[key] == b"new" and _raw_keys(redis_server, namespace) == []
     assert reader.get(key) == b"new" and loads == [key, key]
-    store.close()
 
 
 def test_eu_personal_data_is_never_cached_in_a_us_l2(
-        redis_server: object, spec: Spec, policy: ResidencyPolicy, namespace: str) -> None:
-    store = _l2(redis_server, "us-east", policy, namespace)
-    l2 = StoreCache("l2", store, ttl_s=60)
+        redis_server: object, spec: Spec, l2: Callable[[str], RedisHotStore],
+        namespace: str) -> None:
+    store = l2("us-east")
+    level = StoreCache("l2", store, ttl_s=60)
     with pytest.raises(ResidencyError):
-        l2.put(DataKey("user_features", UserKey("eu", 1)), b"x")
-    l2.put(DataKey("user_features", UserKey("us", 1)), b"x")  # a US user's data may be here
-    l2.put(DataKey("item_catalog", "sku-1"), b"x")           # non-personal data anywhere
+        level.put(DataKey("user_features", UserKey("eu", 1)), b"x")
+    level.put(DataKey("user_features", UserKey("us", 1)), b"x")  # a US user's data may be here
+    level.put(DataKey("item_catalog", "sku-1"), b"x")           # non-personal data anywhere
     assert len(_raw_keys(redis_server, namespace)) == 2
-    store.close()
