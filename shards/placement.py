@@ -45,7 +45,7 @@ class Placement:
         ['a1', 'a2']
     """
 
-    __slots__ = ("_live_cache", "_node_region", "_regions", "_ring", "_tables")
+    __slots__ = ("_codes", "_live_cache", "_node_region", "_regions", "_ring", "_tables")
 
     def __init__(self, ring: HashRing, node_region: Mapping[str, str],
                  regions: Iterable[str] | None = None) -> None:
@@ -67,6 +67,9 @@ class Placement:
         # on the key only through the ring point its walk starts at, so there are at most
         # point_count answers per (allowed, down, r)
         self._tables: dict[tuple[frozenset[str], frozenset[str], int], dict[int, tuple[str, ...]]] = {}
+        # (allowed, down, r) -> (ring point -> code, code -> replicas, replicas -> code)
+        self._codes: dict[tuple[frozenset[str], frozenset[str], int],
+                          tuple[np.ndarray, list[tuple[str, ...]], dict[tuple[str, ...], int]]] = {}
 
     @property
     def ring(self) -> HashRing:
@@ -182,6 +185,7 @@ class Placement:
             chosen, _ = self._pick(self._eligible(key, allowed, dead), r, live)
             if len(self._tables) >= 64:
                 self._tables.clear()
+                self._codes.clear()
             table = self._tables[tk] = {}
             table[pos] = tuple(chosen)
             return chosen
@@ -285,6 +289,47 @@ class Placement:
                     hit = self._fill(table, p, r, allowed, dead)
             out.append(hit)
         return out
+
+    def replica_codes(self, keys: np.ndarray | list[int], r: int,
+                      allowed_regions: Collection[str], down: Collection[str] = frozenset(),
+                      ) -> tuple[np.ndarray, list[tuple[str, ...]]]:
+        """:meth:`replicas_batch` as integer codes: ``(codes, sets)`` with
+        ``sets[codes[i]] == tuple(replicas(keys[i], ...))``.
+
+        Vectorised end to end (hash, ring point, point -> code); the ring is walked only
+        for points not seen before under this (allowed, down, r). ``sets`` only grows, so
+        codes stay valid for later calls with the same arguments.
+
+        Raises:
+            ConfigError: ``r < 1`` or an unknown region.
+            InputError: a key is bad.
+        """
+        arr = np.asarray(keys)
+        allowed, dead = frozenset(allowed_regions), frozenset(down)
+        tk = (allowed, dead, r)
+        if arr.size == 0:
+            entry = self._codes.get(tk)
+            return np.empty(0, dtype=np.int64), (entry[1] if entry else [])
+        if tk not in self._tables:
+            self.replicas(int(arr.reshape(-1)[0]), r, allowed, dead)  # validates, makes the table
+        table = self._tables[tk]
+        entry = self._codes.get(tk)
+        if entry is None:
+            entry = self._codes[tk] = (np.full(self._ring.point_count, -1, dtype=np.int64), [], {})
+        code_of, sets, index = entry
+        pos = self._ring.positions_of_hashes(hash_keys(arr))
+        codes = code_of[pos]
+        missing = codes < 0
+        if missing.any():
+            for p in np.unique(pos[missing]).tolist():
+                hit = self._fill(table, p, r, allowed, dead)
+                c = index.get(hit)
+                if c is None:
+                    c = index[hit] = len(sets)
+                    sets.append(hit)
+                code_of[p] = c
+            codes = code_of[pos]
+        return codes, sets
 
     def failover_order(self, key: Key, r: int, allowed_regions: Collection[str],
                        down: Collection[str] = frozenset()) -> list[str]:
