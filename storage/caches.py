@@ -11,14 +11,19 @@ values, a lock, a clock and the residency guard.
   (Redis in a deployment), every entry written with the level's TTL. Its capacity is
   enforced by the server, not here: run that Redis with ``maxmemory`` sized from the
   level and ``maxmemory-policy allkeys-lru`` (see docs/storage-hot.md).
-* :class:`ReadThroughCache`: looks levels up in order, fills the levels above a hit, and
-  on a miss everywhere calls the loader (the tier) **once per key** however many threads
-  miss at the same time (single-flight). :meth:`ReadThroughCache.write_through` writes
-  the tier, then invalidates the key in every level; a load that was in flight during
-  the write does not put its (stale) value back.
+* :class:`ReadThroughCache`: walks the levels with the shared cache walk
+  (:mod:`geoshard.storage.cache.walk`, the code the simulator runs: lookup order, fill
+  above, residency admit, invalidation), and on a miss everywhere calls the loader (the
+  tier) **once per key** however many threads miss at the same time (single-flight).
+  :meth:`ReadThroughCache.write_through` writes the tier, then invalidates the key in
+  every level; a load that was in flight during the write does not put its (stale)
+  value back.
 
 Caches are stores: personal data cached in a region passes the same residency check as a
-tier write, so an EU user's features are never cached in ``us-east``.
+tier write, so an EU user's features are never cached in ``us-east``. The walk asks each
+level :meth:`Cache.may_store` first and skips a forbidden fill (counted in
+``ReadThroughCache.refusals``); a direct :meth:`Cache.put` of such data raises
+:class:`~geoshard.errors.ResidencyError` and writes nothing.
 
 Examples:
     >>> from geoshard.keys import DataKey
@@ -46,6 +51,7 @@ from geoshard.regions.residency import ResidencyPolicy
 from geoshard.spec import CacheLevel, Caches
 from geoshard.storage.base import HotStore, Tier, validate_value
 from geoshard.storage.cache import CachePolicy, HierarchyStats, make_policy
+from geoshard.storage.cache import walk as cache_walk
 
 __all__ = [
     "Cache",
@@ -75,6 +81,19 @@ class Cache(ABC):
     @abstractmethod
     def invalidate(self, key: DataKey) -> bool:
         """Drop ``key``; True if it was cached."""
+
+    @abstractmethod
+    def may_store(self, key: DataKey) -> bool:
+        """True when this level's region may hold ``key`` (residency); never raises."""
+
+
+def _may_store(residency: ResidencyPolicy | None, region: str, key: DataKey) -> bool:
+    """The residency admit rule of a cache level (the same as a tier write's guard)."""
+    if key.jurisdiction is None:
+        return True
+    if residency is None:
+        return False
+    return residency.is_allowed(key.jurisdiction, key.data_class, region, "store")
 
 
 class LocalCache(Tier, Cache):
@@ -140,6 +159,10 @@ class LocalCache(Tier, Cache):
             self._values.pop(key, None)
             return self.policy.invalidate(key)
 
+    def may_store(self, key: DataKey) -> bool:
+        """True when this process's region may cache ``key`` (residency)."""
+        return _may_store(self.residency, self.region, key)
+
     def __len__(self) -> int:
         """Resident entries."""
         return len(self._values)
@@ -173,6 +196,10 @@ class StoreCache(Cache):
     def invalidate(self, key: DataKey) -> bool:
         """Delete ``key`` from the store; True if it existed."""
         return self.store.delete(key)
+
+    def may_store(self, key: DataKey) -> bool:
+        """True when the store's region may hold ``key`` (residency)."""
+        return _may_store(self.store.residency, self.store.region, key)
 
 
 def build_cache_levels(caches: Caches, *, region: str, residency: ResidencyPolicy | None,
@@ -232,6 +259,27 @@ class _Flight:
     stale: bool = False  # invalidated while loading: do not cache the value
 
 
+class _Probe:
+    """One level seen through the walk's interface for one read: remembers the value."""
+
+    __slots__ = ("cache", "value")
+
+    def __init__(self, cache: Cache, value: bytes | None = None) -> None:
+        self.cache = cache
+        self.value = value
+
+    def lookup(self, key: DataKey, now: float = 0.0) -> bool:
+        self.value = self.cache.get(key)
+        return self.value is not None
+
+    def admit(self, key: DataKey, size: int = 1, now: float = 0.0) -> None:
+        assert self.value is not None
+        self.cache.put(key, self.value)
+
+    def invalidate(self, key: DataKey) -> bool:
+        return self.cache.invalidate(key)
+
+
 #: stripes of the write counters of :class:`ReadThroughCache` (a power of 2): a read that
 #: copies a lower level's value upwards drops the copy again if an invalidation of a key
 #: of its stripe was in progress when it started, or ran before its copy was made.
@@ -287,6 +335,8 @@ class ReadThroughCache:
         self._hits = [0] * len(levels)
         self.loads = 0
         """Loader calls made (one per single-flight group)."""
+        self.refusals = [0] * len(levels)
+        """Per level, fills skipped because its region may not hold the key (residency)."""
 
     @property
     def stats(self) -> HierarchyStats:
@@ -297,9 +347,10 @@ class ReadThroughCache:
     def get(self, key: DataKey) -> bytes | None:
         """The value from the first level that has it, else from the loader (single-flight).
 
+        Levels are walked by :mod:`geoshard.storage.cache.walk`; a level whose region may
+        not hold ``key`` is not filled (counted in :attr:`refusals`).
+
         Raises:
-            ResidencyError: a level may not hold this personal key in its region (nothing
-                is cached there).
             BackendError: another thread's load of this key took longer than
                 ``load_timeout_s``.
         """
@@ -307,24 +358,33 @@ class ReadThroughCache:
         with self._lock:
             self._requests += 1
             busy, done = self._writing[stripe], self._written[stripe]
-        for i, level in enumerate(self.levels):
-            with self._lock:
+        probes = [_Probe(level) for level in self.levels]
+        hit = cache_walk.lookup(probes, key, 0.0)
+        with self._lock:
+            for i in range(hit + 1 if hit >= 0 else len(probes)):
                 self._lookups[i] += 1
-            value = level.get(key)
-            if value is not None:
-                with self._lock:
-                    self._hits[i] += 1
-                if i:
-                    for upper in self.levels[:i]:
-                        upper.put(key, value)
-                    with self._lock:
-                        raced = (busy or self._writing[stripe]
-                                 or self._written[stripe] != done)
-                    if raced:  # a write ran during this read: the fill may be stale
-                        for upper in self.levels[:i]:
-                            upper.invalidate(key)
-                return value
-        return self._load(key)
+            if hit >= 0:
+                self._hits[hit] += 1
+        if hit < 0:
+            return self._load(key)
+        value = probes[hit].value
+        if hit:
+            for p in probes[:hit]:
+                p.value = value
+            self._fill(probes, key, hit)
+            with self._lock:
+                raced = busy or self._writing[stripe] or self._written[stripe] != done
+            if raced:  # a write ran during this read: the fill may be stale
+                cache_walk.invalidate(probes[:hit], key)
+        return value
+
+    def _fill(self, probes: list[_Probe], key: DataKey, hit: int) -> None:
+        store_ok = [level.may_store(key) for level in self.levels]
+        refused = cache_walk.fill(probes, key, 0, 0.0, hit, store_ok)
+        if refused:
+            with self._lock:
+                for i in cache_walk.refused_levels(refused):
+                    self.refusals[i] += 1
 
     def _load(self, key: DataKey) -> bytes | None:
         with self._lock:
@@ -348,13 +408,12 @@ class ReadThroughCache:
                 with self._lock:
                     fresh = not flight.stale
                 if fresh:  # a write during the load made this value stale: do not cache it
-                    for level in self.levels:
-                        level.put(key, value)
+                    probes = [_Probe(level, value) for level in self.levels]
+                    self._fill(probes, key, -1)
                     with self._lock:
                         raced = flight.stale
                     if raced:  # a write slipped in between the check and the fill
-                        for level in self.levels:
-                            level.invalidate(key)
+                        cache_walk.invalidate(probes, key)
             return value
         except BaseException as exc:
             flight.error = exc
@@ -377,8 +436,7 @@ class ReadThroughCache:
             if flight is not None:
                 flight.stale = True
         try:
-            for level in self.levels:
-                level.invalidate(key)
+            cache_walk.invalidate(self.levels, key)
         finally:
             with self._lock:
                 self._writing[stripe] -= 1

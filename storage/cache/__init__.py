@@ -27,6 +27,7 @@ from .che import (
     zipf_popularities,
 )
 from .hierarchy import CacheHierarchy, HierarchyStats
+from . import walk
 from .policies import FIFO, LRU, POLICIES, CachePolicy, CacheStats, Sieve, make_policy
 
 __all__ = [

@@ -294,9 +294,14 @@ def test_personal_data_is_not_cached_outside_its_jurisdiction(policy: ResidencyP
     l2_store = MemoryHotStore("us-east", policy)
     reader = ReadThroughCache([l1, StoreCache("l2", l2_store, ttl_s=60)],
                               loader=lambda k: b"secret")
-    with pytest.raises(ResidencyError, match=r"eu user_features may not be stored in 'us-east'"):
-        reader.get(eu_user)
+    # The shared walk's rule: a fill that residency forbids is skipped and counted as a
+    # refusal (the simulator does the same); nothing is cached in us-east.
+    assert reader.get(eu_user) == b"secret"
+    assert reader.refusals == [1, 1]
     assert len(l1) == 0 and len(l2_store) == 0
+    with pytest.raises(ResidencyError, match=r"eu user_features may not be stored in 'us-east'"):
+        l1.put(eu_user, b"secret")
+    assert len(l1) == 0
     with pytest.raises(ResidencyError, match=r"may not be stored in 'us-east'"):
         StoreCache("l2", l2_store, ttl_s=60).put(eu_user, b"secret")
     assert len(l2_store) == 0
