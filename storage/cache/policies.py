@@ -25,10 +25,11 @@ Examples:
 
 from __future__ import annotations
 
+import math
 import numbers
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -78,6 +79,10 @@ class CacheStats:
         """Misses / lookups; 0.0 before the first lookup."""
         n = self.hits + self.misses
         return self.misses / n if n else 0.0
+
+
+def _zero() -> float:
+    return 0.0
 
 
 def _check_capacity(name: str, value: object) -> int:
@@ -138,6 +143,12 @@ class CachePolicy(ABC):
         self._misses = 0
         self._evictions = 0
         self._expirations = 0
+        # a warm start (see start_warm): residents that are counted, not held
+        self._virtual = 0
+        self._unit = 1
+        self._oracle: Callable[[Hashable, float], float | None] | None = None
+        self._tomb: set[Hashable] = set()
+        self._clock: Callable[[], float] = _zero
 
     # -- configuration -------------------------------------------------------------
 
@@ -182,6 +193,68 @@ class CachePolicy(ABC):
         ttl = f", ttl_s={self._ttl_s}" if self._ttl_s is not None else ""
         return (f"{type(self).__name__}(capacity_{unit}={self._capacity}{ttl}, "
                 f"used={self._used}, len={len(self)})")
+
+    # -- a steady-state start ------------------------------------------------------
+
+    def start_warm(self, oracle: Callable[[Hashable, float], float | None], virtual: int,
+                   unit: int = 1, clock: Callable[[], float] = _zero) -> None:
+        """Start as if full of residents drawn from a model, without holding them.
+
+        ``virtual`` cost units of capacity are taken by *virtual* residents. The first
+        lookup of a key asks ``oracle(key, now)``: the time the key was admitted if it
+        is one of them (it then becomes a real entry, with its remaining TTL, and the
+        lookup hits), else None. Admissions evict virtual residents before real entries
+        (they are the oldest under LRU and FIFO); an invalidated virtual resident frees
+        its room. A key the cache held or refused is never asked about again. When no
+        virtual resident is left the cache is an ordinary one. The simulator's warm
+        start uses this (:mod:`geoshard.sim.warm`); a deployment's caches never do.
+
+        Args:
+            oracle: ``(key, now) -> admission time | None``; it must only ever turn a
+                key from resident to not resident as time passes, never back.
+            virtual: cost units of virtual residents (at most the capacity).
+            unit: the cost of one virtual resident (1 in item mode; the value size in
+                byte mode).
+            clock: the current time, for invalidations (which carry none).
+        """
+        self._oracle = oracle
+        self._virtual = max(0, min(int(virtual), self._capacity - self._used))
+        self._unit = unit
+        self._clock = clock
+
+    @property
+    def virtual(self) -> int:
+        """Cost units of virtual residents left from :meth:`start_warm` (0: none)."""
+        return self._virtual
+
+    def _warm_hit(self, key: Hashable, now: float) -> bool:
+        """A first lookup of ``key`` while virtual residents are left (counted a miss)."""
+        if key in self._tomb:
+            return False
+        at = self._oracle(key, now)  # type: ignore[misc]
+        if at is None:
+            return False
+        self._virtual -= self._unit
+        self._misses -= 1
+        self._hits += 1
+        self.admit(key, self._unit, at)
+        return True
+
+    def _make_room(self, cost: int) -> None:
+        """Evict virtual residents so that ``cost`` more units fit beside the real ones."""
+        need = self._used + cost + self._virtual - self._capacity
+        if need > 0:
+            self._virtual = max(0, self._virtual - need)
+
+    def _warm_invalidate(self, key: Hashable) -> bool:
+        """Invalidate a key the cache does not hold: it may be a virtual resident."""
+        if key in self._tomb:
+            return False
+        if self._oracle(key, self._clock()) is None:  # type: ignore[misc]
+            return False  # not resident, and never will be again
+        self._tomb.add(key)
+        self._virtual -= self._unit
+        return True
 
     # -- the operations ------------------------------------------------------------
 
@@ -266,8 +339,10 @@ class CachePolicy(ABC):
 class _DictPolicy(CachePolicy):
     """Shared machinery of the OrderedDict-based policies (LRU, FIFO).
 
-    ``_data`` maps key -> cost in queue order, the eviction end first;
-    ``_expire_at`` maps key -> expiry time and exists only when a TTL is set.
+    ``_data`` maps key -> expiry time (``inf`` without a TTL) in queue order, the
+    eviction end first; ``_costs`` maps key -> cost and exists only in byte mode (in item
+    mode every entry costs 1). One dict entry per resident key keeps large simulated
+    caches small.
     """
 
     _promote_on_hit: ClassVar[bool] = False
@@ -281,9 +356,9 @@ class _DictPolicy(CachePolicy):
     ) -> None:
         super().__init__(capacity_items=capacity_items, capacity_bytes=capacity_bytes,
                          ttl_s=ttl_s)
-        self._data: OrderedDict[Hashable, int] = OrderedDict()
-        self._expire_at: dict[Hashable, float] | None = {} if ttl_s is not None else None
-        self._plain_items = not self._in_bytes and ttl_s is None
+        self._data: OrderedDict[Hashable, float] = OrderedDict()
+        self._costs: dict[Hashable, int] | None = {} if self._in_bytes else None
+        self._life = ttl_s if ttl_s is not None else math.inf
 
     def __contains__(self, key: object) -> bool:
         return key in self._data
@@ -295,59 +370,74 @@ class _DictPolicy(CachePolicy):
         return iter(list(self._data))
 
     def _drop(self, key: Hashable) -> None:
-        self._used -= self._data.pop(key)
-        if self._expire_at is not None:
-            del self._expire_at[key]
+        del self._data[key]
+        costs = self._costs
+        self._used -= costs.pop(key) if costs is not None else 1
 
     def invalidate(self, key: Hashable) -> bool:
         if key in self._data:
             self._drop(key)
+            if self._virtual:
+                self._tomb.add(key)
             return True
+        if self._virtual:
+            return self._warm_invalidate(key)
         return False
 
     def lookup(self, key: Hashable, now: float = 0.0) -> bool:
         data = self._data
-        if key in data:
-            if self._expire_at is None or self._expire_at[key] > now:
+        expire = data.get(key)
+        if expire is not None:
+            if expire > now:
                 if self._promote_on_hit:
                     data.move_to_end(key)
                 self._hits += 1
                 return True
             self._drop(key)
             self._expirations += 1
+            if self._virtual:
+                self._tomb.add(key)
+            self._misses += 1
+            return False
         self._misses += 1
+        if self._virtual:
+            return self._warm_hit(key, now)
         return False
 
     def admit(self, key: Hashable, size: int = 1, now: float = 0.0) -> list[Hashable]:
-        cost = self._cost(key, size)
+        if size < 0:
+            self._cost(key, size)  # raises, naming the key
+        cost = size if self._in_bytes else 1
         data = self._data
         if key in data:
             self._drop(key)
-        if cost > self._capacity:
+        if self._virtual and self._used + cost + self._virtual > self._capacity:
+            self._make_room(cost)
+        capacity = self._capacity
+        if cost > capacity:
             return []
         evicted: list[Hashable] = []
         used = self._used + cost
-        if used > self._capacity:
-            expire_at = self._expire_at
-            while used > self._capacity:
-                victim, victim_cost = data.popitem(last=False)
-                used -= victim_cost
+        if used > capacity:
+            costs = self._costs
+            while used > capacity:
+                victim, _ = data.popitem(last=False)
+                used -= costs.pop(victim) if costs is not None else 1
                 evicted.append(victim)
-                if expire_at is not None:
-                    del expire_at[victim]
             self._evictions += len(evicted)
-        data[key] = cost
+        data[key] = now + self._life
+        if self._costs is not None:
+            self._costs[key] = cost
         self._used = used
-        if self._expire_at is not None:
-            self._expire_at[key] = now + self._ttl_s  # type: ignore[operator]
         return evicted
 
     def access(self, key: Hashable, size: int = 1, now: float = 0.0) -> bool:
-        # Inlined lookup (+ admit for the common item-count, no-TTL case): this is the
-        # hot path of every trace replay and of the simulator.
+        # Inlined lookup (+ admit in item mode): this is the hot path of every trace
+        # replay and of the simulator.
         data = self._data
-        if key in data:
-            if self._expire_at is None or self._expire_at[key] > now:
+        expire = data.get(key)
+        if expire is not None:
+            if expire > now:
                 if self._promote_on_hit:
                     data.move_to_end(key)
                 self._hits += 1
@@ -355,14 +445,19 @@ class _DictPolicy(CachePolicy):
             self._drop(key)
             self._expirations += 1
         self._misses += 1
-        if self._plain_items and size >= 0:
+        if self._virtual:
+            if self._warm_hit(key, now):
+                return True
+            self.admit(key, size, now)
+            return False
+        if self._costs is None and size >= 0:
             # every object costs 1 and capacity >= 1: at most one victim
             if len(data) >= self._capacity:
                 data.popitem(last=False)
                 self._evictions += 1
             else:
                 self._used += 1
-            data[key] = 1
+            data[key] = now + self._life
         else:
             self.admit(key, size, now)
         return False
@@ -489,8 +584,10 @@ class Sieve(CachePolicy):
     def invalidate(self, key: Hashable) -> bool:
         node = self._nodes.get(key)
         if node is None:
-            return False
+            return self._warm_invalidate(key) if self._virtual else False
         self._unlink(node)
+        if self._virtual:
+            self._tomb.add(key)
         return True
 
     def lookup(self, key: Hashable, now: float = 0.0) -> bool:
@@ -502,7 +599,13 @@ class Sieve(CachePolicy):
                 return True
             self._unlink(node)
             self._expirations += 1
+            if self._virtual:
+                self._tomb.add(key)
+            self._misses += 1
+            return False
         self._misses += 1
+        if self._virtual:
+            return self._warm_hit(key, now)
         return False
 
     def admit(self, key: Hashable, size: int = 1, now: float = 0.0) -> list[Hashable]:
@@ -510,6 +613,8 @@ class Sieve(CachePolicy):
         old = self._nodes.get(key)
         if old is not None:
             self._unlink(old)
+        if self._virtual:
+            self._make_room(cost)
         if cost > self._capacity:
             return []
         evicted: list[Hashable] = []
