@@ -1,9 +1,10 @@
 """``geoshard simulate``: run the discrete-event simulator on a spec.
 
 Registered on the main app by ``geoshard.cli``. Writes a run directory with
-``result.json`` and ``timeseries.csv`` (plus the report when :mod:`geoshard.sim.report`
-exists), prints a summary (or the result with ``--json``) and sets the exit code:
-0 every SLO and the residency audit passed; 1 one of them failed; 2 bad spec or flag.
+``result.json``, ``timeseries.csv``, CSV tables, plots and ``report.html``, prints the
+verdict first, then the summary (or the result with ``--json``), and sets the exit code
+from the verdict: 0 passed; 1 failed (an SLO row, a pool over its load ceiling, or the
+residency audit); 2 bad spec or flag.
 """
 
 from __future__ import annotations
@@ -20,27 +21,43 @@ __all__ = ["simulate"]
 def simulate(
     spec: Annotated[Path, typer.Argument(help="topology spec (YAML), e.g. examples/global.yaml")],
     duration: Annotated[float, typer.Option("--duration", help="simulated seconds")] = 60.0,
-    seed: Annotated[int, typer.Option("--seed", help="seed of every random stream")] = 1,
+    seed: Annotated[int, typer.Option("--seed", help="seed of every random stream (>= 0)")] = 1,
     scale: Annotated[float, typer.Option(
-        "--scale", help="fraction of shards, traffic and keys to simulate, in (0, 1]")] = 1.0,
+        "--scale", help="the faithful slice to simulate, in (0, 1]: every node with this "
+        "share of its requests and service times stretched to keep per-node load "
+        "(1 = the whole topology)")] = 1.0,
     out: Annotated[Path | None, typer.Option(
         "--out", help="run directory (default runs/<spec-name>-<seed>)")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
     warmup: Annotated[float | None, typer.Option(
-        "--warmup", help="seconds before measurements start (default 10 % of --duration)")] = None,
+        "--warmup", help="seconds before measurements start (default 0 with the warm start, "
+        "10 % of --duration with --cold)")] = None,
+    cold: Annotated[bool, typer.Option(
+        "--cold", help="start with empty caches instead of their steady state")] = False,
+    workers: Annotated[int, typer.Option(
+        "--workers", min=0, help="independent parts of the topology simulated at once: 0 "
+        "chooses (Ray for large runs), 1 runs them one after another")] = 0,
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", help="run the parts on an existing Ray cluster")] = None,
 ) -> None:
-    """Simulate the topology: latency percentiles, hit ratios, load, failover, residency, cost.
+    """Simulate the topology and judge it: latency per type and region, load, residency, cost.
 
-    Exit codes: 0 ok; 1 an SLO or the residency audit failed; 2 bad spec or flag.
+    The verdict is printed first: every request type must meet its latency and attainment
+    targets in every client region (degraded answers count as misses unless the SLO
+    accepts them), no pool may exceed slo.load_ceiling in any phase of the run, and the
+    residency audit must find nothing.
+
+    Exit codes: 0 verdict passed; 1 verdict failed; 2 bad spec or flag.
 
     Examples:
         geoshard simulate examples/local.yaml --duration 60 --seed 1
-        geoshard simulate examples/global.yaml --scale 0.001 --duration 60 --json
+        geoshard simulate examples/global.yaml --scale 0.01 --duration 60 --json
     """
     from geoshard.errors import GeoshardError
 
     try:
-        code = _simulate(spec, duration, seed, scale, out, json_out, warmup)
+        code = _simulate(spec, duration, seed, scale, out, json_out, warmup, cold, workers,
+                         ray_address)
     except GeoshardError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(code=exc.exit_code) from None
@@ -52,86 +69,104 @@ def simulate(
 
 
 def _simulate(spec_path: Path, duration: float, seed: int, scale: float, out: Path | None,
-              json_out: bool, warmup: float | None) -> int:
+              json_out: bool, warmup: float | None, cold: bool, workers: int,
+              ray_address: str | None) -> int:
     import json
 
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from geoshard.sim.engine import EngineOptions
     from geoshard.sim.run import simulate_spec, write_run
     from geoshard.spec import load_spec
 
     spec = load_spec(spec_path)
     err = Console(stderr=True, highlight=False)
-    progress = Progress(TextColumn("simulating"), BarColumn(), TextColumn("{task.completed:.0f}/"
-                        "{task.total:.0f} s"), TimeElapsedColumn(), console=err,
-                        disable=not sys.stderr.isatty(), transient=True)
+    progress = Progress(TextColumn("simulating"), BarColumn(),
+                        TextColumn("{task.percentage:>3.0f} %"), TimeElapsedColumn(),
+                        console=err, disable=not sys.stderr.isatty(), transient=True)
     with progress:
-        task = progress.add_task("sim", total=duration)
+        task = progress.add_task("sim", total=1.0)
         result, ts = simulate_spec(spec, seed=seed, duration_s=duration, scale=scale,
-                                   warmup_s=warmup,
-                                   on_second=lambda s: progress.update(task, completed=s))
+                                   warmup_s=warmup, options=EngineOptions(warm_start=not cold),
+                                   workers=workers, ray_address=ray_address,
+                                   on_progress=lambda f: progress.update(task, completed=f))
     run_dir = out if out is not None else Path("runs") / f"{spec.name}-{seed}"
     write_run(run_dir, result, ts)
     if json_out:
         sys.stdout.write(json.dumps(result, indent=2, sort_keys=True) + "\n")
     else:
-        _render(result, ts, run_dir)
-    m = result["metrics"]
-    return 0 if m["slo"]["passed"] and m["residency"]["violations"] == 0 else 1
+        _render(result, run_dir)
+    return 0 if result["verdict"]["passed"] else 1
 
 
-def _render(result: dict[str, Any], ts: list[dict[str, Any]], run_dir: Path) -> None:
+def _render(result: dict[str, Any], run_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
     con = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     m = result["metrics"]
+    v = result["verdict"]
+    if v["passed"]:
+        con.print("[bold green]VERDICT: PASSED[/] every request type met its targets in every "
+                  "region, no pool above its load ceiling, 0 residency violations")
+    else:
+        con.print(f"[bold red]VERDICT: FAILED[/] ({len(v['failures'])} failure"
+                  f"{'s' if len(v['failures']) != 1 else ''})")
+        for f in v["failures"][:20]:
+            con.print(f"  [red]x[/] {f['message']}")
+        if len(v["failures"]) > 20:
+            con.print(f"  ... {len(v['failures']) - 20} more in result.json (verdict)")
+    machine = result["machine"]
     con.print(f"[bold]{result['spec_name']}[/] seed {result['seed']}, scale {result['scale']:g}, "
-              f"{result['duration_s']:g} s simulated ({m['arrivals']:,} requests) in "
-              f"{result['machine']['wall_s']} s wall")
+              f"{result['duration_s']:g} s simulated ({m['arrivals']:,} requests in full) in "
+              f"{machine['wall_s']} s wall ({machine['executor']['executor']}, "
+              f"{len(machine['executor']['parts'])} independent part(s))")
+    con.print("assumptions:")
     for a in result["assumptions"]:
         con.print(f"  - {a}")
-    t = Table("type", "region", "count", "failed", "p50 ms", "p95 ms", "p99 ms", "p99.9 ms",
-              "in SLO")
+    targets = result["spec"]["slo"]["latency"]
+    failing = {f["name"] for f in v["failures"]}
+    t = Table("type", "region", "answered", "failed", "degraded", "p50 ms", "p95 ms", "p99 ms",
+              "p99.9 ms", "in SLO", "target p50/p99")
     for typ, per in m["requests"].items():
-        for reg, v in per.items():
-            t.add_row(typ, reg, f"{v['count']:,}", f"{v['failed']:,}", f"{v['p50_ms']:.2f}",
-                      f"{v['p95_ms']:.2f}", f"{v['p99_ms']:.2f}", f"{v['p999_ms']:.2f}",
-                      f"{v['slo_attainment']:.2%}")
+        tgt = targets.get(typ)
+        for reg, row in per.items():
+            bad = f"{typ}/{reg}" in failing
+            mark = "[red]" if bad else ""
+            end = "[/]" if bad else ""
+            t.add_row(typ, reg, f"{row['count']:,}", f"{row['failed']:,}",
+                      f"{row.get('degraded', 0):,}", f"{mark}{row['p50_ms']:.2f}{end}",
+                      f"{row['p95_ms']:.2f}", f"{mark}{row['p99_ms']:.2f}{end}",
+                      f"{row['p999_ms']:.2f}", f"{mark}{row['slo_attainment']:.2%}{end}",
+                      f"{tgt['p50_ms']:g}/{tgt['p99_ms']:g}" if tgt else "-")
     con.print(t)
     c = Table("cache", "hits", "misses", "hit ratio")
-    for lvl, v in m["caches"].items():
-        c.add_row(lvl, f"{v['hits']:,}", f"{v['misses']:,}", f"{v['hit_ratio']:.2%}")
+    for lvl, row in m["caches"].items():
+        c.add_row(lvl, f"{row['hits']:,}", f"{row['misses']:,}", f"{row['hit_ratio']:.2%}")
     con.print(c)
-    scaled = result["scale"] < 1
+    ceiling = result["spec"]["slo"]["load_ceiling"]
     busiest = sorted(m["nodes"].items(),
-                     key=lambda kv: (-kv[1]["full_scale_offered_load"], kv[0]))[:8]
-    cols = ["busiest node", "utilisation", "offered load"]
-    if scaled:
-        cols.append("full-scale load (est.)")
-    n = Table(*cols, "max queue", "mean wait ms")
-    for name, v in busiest:
-        cells = [name, f"{v['utilisation']:.1%}", f"{v['offered_load']:.1%}"]
-        if scaled:
-            cells.append(f"{v['full_scale_offered_load']:.1%}")
-        n.add_row(*cells, str(v["max_queue"]), f"{v['wait_ms']:.3f}")
+                     key=lambda kv: (-kv[1]["peak_offered_load"], kv[0]))[:8]
+    n = Table("busiest pool", "peak offered load", "in phase", "utilisation", "max queue",
+              "mean wait ms", "p99 wait ms")
+    for name, row in busiest:
+        over = row["peak_offered_load"] > ceiling
+        load = f"{row['peak_offered_load']:.1%}"
+        n.add_row(name, f"[red]{load}[/]" if over else load, row["peak_phase"],
+                  f"{row['utilisation']:.1%}", str(row["max_queue"]), f"{row['wait_ms']:.3f}",
+                  f"{row['wait_p99_ms']:.3f}")
     con.print(n)
-    if scaled:
-        con.print("full-scale load (est.): the scaled node's offered load x k / (n x F), its "
-                  "rounding factor (n nodes at full scale, k simulated)", style="dim")
-    con.print("counts: " + ", ".join(f"{k} {v}" for k, v in m["counts"].items()
-                                     if not isinstance(v, dict)))
+    con.print(f"load ceiling {ceiling:.0%} (slo.load_ceiling): offered load = service demand / "
+              "capacity in the busiest phase between changes of rate or health", style="dim")
+    con.print("counts: " + ", ".join(f"{k} {val:,}" for k, val in m["counts"].items()
+                                     if not isinstance(val, dict)))
     r = m["residency"]
     con.print(f"residency audit: {r['checks']:,} checks, {r['violations']} violation(s)")
     cost = m["cost_per_hour_usd"]
-    con.print(f"cost per hour: scaled model ${cost['scaled_model']['total']:,.2f}, full scale "
-              f"${cost['full_scale']['total']:,.2f}")
+    con.print(f"cost per hour of the topology: ${cost['total']:,.2f} (API ${cost['api']:,.2f}, "
+              f"hot ${cost['hot']:,.2f}, warm ${cost['warm']:,.2f})")
     for f in result["faults"]:
         con.print(f"fault: {f['kind']} {f['target']} at {f['at_s']:g} s for {f['duration_s']:g} s "
                   f"(router sees it at {f['router_sees_at_s']})")
-    if m["slo"]["passed"]:
-        con.print("[green]SLO passed[/]")
-    else:
-        con.print("[red]SLO failed:[/] " + "; ".join(m["slo"]["failures"]))
     con.print(f"run directory: {run_dir}")

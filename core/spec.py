@@ -332,16 +332,29 @@ class Workload(_Model):
     day_s: float = Field(default=86400.0, gt=0, description="simulated seconds per diurnal cycle")
     campaigns: list[Campaign] = Field(default_factory=list)
     value_bytes: int = Field(default=1024, gt=0, description="mean size of a feature value")
+    start_of_day_s: float | None = Field(
+        default=None, ge=0,
+        description="seconds into the diurnal cycle at which a simulation starts; None = the "
+        "start of the busiest diurnal step (the peak)")
 
 
 # --------------------------------------------------------------------------- SLOs
 
 
 class LatencySlo(_Model):
-    """Latency objectives for one request type, in milliseconds."""
+    """Latency objectives for one request type, in milliseconds.
+
+    A request meets the objective when it answered within ``p99_ms`` and, unless
+    ``accept_degraded`` is set, with its real answer: a degraded (fallback) answer counts
+    as a miss by default.
+    """
 
     p50_ms: float = Field(gt=0)
     p99_ms: float = Field(gt=0)
+    accept_degraded: bool = Field(
+        default=False,
+        description="count a degraded (fallback) answer within p99_ms as meeting the SLO; "
+        "only recommend answers can be degraded")
 
 
 class Slo(_Model):
@@ -354,6 +367,10 @@ class Slo(_Model):
         description="stage -> fraction of the recommend p99 budget",
     )
     attainment: float = Field(default=0.99, gt=0, le=1, description="share of requests within SLO")
+    load_ceiling: float = Field(
+        default=0.85, gt=0, le=1,
+        description="the highest offered load (busy share of a pool's servers) allowed in "
+        "any phase of a run; a pool above it fails the verdict")
 
 
 # --------------------------------------------------------------------------- faults
@@ -570,6 +587,12 @@ def _cross_problems(s: Spec) -> Iterator[str]:
     for t, lat in s.slo.latency.items():
         if lat.p50_ms > lat.p99_ms:
             yield f"@slo.latency.{t}: p50_ms ({lat.p50_ms}) must not exceed p99_ms ({lat.p99_ms})"
+        if lat.accept_degraded and t != "recommend":
+            yield (f"@slo.latency.{t}.accept_degraded: only recommend answers can be degraded "
+                   f"({t} never is); remove it")
+    if w.start_of_day_s is not None and w.start_of_day_s >= w.day_s:
+        yield (f"@workload.start_of_day_s: must be below day_s ({w.day_s:g}) (got "
+               f"{w.start_of_day_s:g}); give the time of day in seconds")
     for st, frac in s.slo.stage_budgets.items():
         if st not in STAGES:
             yield f"@slo.stage_budgets.{st}: " + _unknown("stage", st, list(STAGES))

@@ -1,29 +1,35 @@
 """geoshard.sim: the discrete-event simulator of the whole topology.
 
-The simulator calls the same Router, residency policy and cache policies as the real
-deployment and replaces only time and I/O (see ``docs/simulator.md``).
+The simulator calls the same request planner, residency policy, cache policies and cache
+walk as the real deployment and replaces only time and I/O (see ``docs/simulator.md``).
 
-- :mod:`.workload`: Zipf keys, Poisson arrivals (diurnal, campaigns), :func:`scale_spec`.
+- :mod:`.population`: users, Zipf popularity and the faithful slice of a scaled run.
+- :mod:`.workload`: Poisson arrivals per region (diurnal start, campaigns), in chunks.
+- :mod:`.faults`: the fault schedule as a timeline of real and believed health.
 - :mod:`.dists`: batched service-time samplers.
-- :mod:`.metrics`: streaming log-bucketed histograms (relative error <= 0.5 %).
-- :mod:`.engine`: :class:`Simulation`, the SimPy model (queues, caches, faults, audit).
+- :mod:`.pools`: FIFO server pools with time stretch and deferred joins.
+- :mod:`.warm`: the warm start (steady-state caches, drawn lazily per key).
+- :mod:`.simpy_adapter`: the one place that touches SimPy's private state.
+- :mod:`.engine`: :class:`Simulation`, the request state machine on SimPy's heap.
+- :mod:`.collect`: metrics collection into a mergeable :class:`SimResults`.
+- :mod:`.parallel`: independent parts of a topology, serially or on Ray.
+- :mod:`.verdict`: the honest SLO, capacity and residency verdict.
 - :mod:`.run`: :func:`simulate_spec` -> result.json object and time series; :func:`write_run`.
+- :mod:`.metrics`, :mod:`.report`: histograms; CSV, PNG and report.html.
 """
 
 from __future__ import annotations
 
+from .collect import SimResults
 from .engine import EngineOptions, Simulation
 from .run import SCHEMA_VERSION, cost_per_hour, simulate_spec, write_run
-from .workload import ArrivalStream, ZipfKeys, scale_spec
 
 __all__ = [
     "SCHEMA_VERSION",
-    "ArrivalStream",
     "EngineOptions",
+    "SimResults",
     "Simulation",
-    "ZipfKeys",
     "cost_per_hour",
-    "scale_spec",
     "simulate_spec",
     "write_run",
 ]

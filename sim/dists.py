@@ -14,6 +14,7 @@ Examples:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -38,21 +39,25 @@ class Sampler:
         rng: the NumPy generator this sampler owns (give each sampler its own stream so
             the draws of one resource do not depend on the traffic of another).
         batch: draws per refill.
+        offset_ms: a constant added to every draw (a fixed network hop before the service).
 
     Attributes:
         constant: the value when the distribution is constant, else ``None`` (callers
             skip zero-length delays).
     """
 
-    __slots__ = ("_batch", "_buf", "_dist", "_pop", "_rng", "constant")
+    __slots__ = ("_batch", "_buf", "_dist", "_offset", "_pop", "_rng", "constant")
 
-    def __init__(self, dist: Dist, rng: np.random.Generator, batch: int = 4096) -> None:
+    def __init__(self, dist: Dist, rng: np.random.Generator, batch: int = 4096,
+                 offset_ms: float = 0.0) -> None:
         self._dist = dist
         self._rng = rng
         self._batch = batch
         self._buf: list[float] = []
         self._pop = self._buf.pop
-        self.constant: float | None = float(dist.ms) if isinstance(dist, ConstantDist) else None
+        self._offset = offset_ms
+        self.constant: float | None = (float(dist.ms) + offset_ms if isinstance(dist, ConstantDist)
+                                       else None)
 
     def _draw(self, n: int) -> np.ndarray:
         d, rng = self._dist, self._rng
@@ -67,6 +72,21 @@ class Sampler:
             return rng.gamma(shape, d.mean_ms / shape, n)
         return np.full(n, float(d.ms))
 
+    def draw_function(self) -> Any:
+        """The buffer's ``pop``: one draw per call, raising IndexError when empty (then
+        call :meth:`refill`). For hot loops that avoid a Python call per draw."""
+        return self._pop
+
+    def refill(self) -> None:
+        """Draw the next batch into the buffer."""
+        self._refill()
+
+    def _refill(self) -> None:
+        x = self._draw(self._batch)
+        if self._offset:
+            x = x + self._offset
+        self._buf.extend(x.tolist())
+
     def __call__(self) -> float:
         """One draw, in milliseconds."""
         if self.constant is not None:
@@ -74,5 +94,5 @@ class Sampler:
         try:
             return self._pop()
         except IndexError:
-            self._buf.extend(self._draw(self._batch).tolist())
+            self._refill()
             return self._pop()

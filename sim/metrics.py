@@ -17,9 +17,12 @@ Examples:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-__all__ = ["GAMMA", "LogHistogram", "RELATIVE_ERROR_BOUND"]
+import numpy as np
+
+__all__ = ["GAMMA", "RELATIVE_ERROR_BOUND", "LogHistogram", "bin_into", "bin_values",
+           "bucket", "bucket_value", "buckets"]
 
 #: ratio between consecutive bucket bounds.
 GAMMA = 1.01
@@ -108,3 +111,40 @@ def bucket(x: float) -> int:
 def bucket_value(b: int) -> float:
     """The value reported for bucket ``b``: the geometric midpoint of its bounds."""
     return 0.0 if b == _ZERO else GAMMA ** (b + 0.5)
+
+
+def buckets(x: np.ndarray) -> np.ndarray:
+    """:func:`bucket` of every value, vectorised."""
+    b = np.full(x.shape, _ZERO, dtype=np.int64)
+    pos = x > 0.0
+    b[pos] = np.floor(np.log(x[pos]) * _INV_LOG_G)
+    return b
+
+
+def bin_into(hists: Sequence[LogHistogram], group: np.ndarray, b: np.ndarray,
+             x: np.ndarray) -> None:
+    """Add values ``x`` with buckets ``b`` to ``hists[group]`` (vectorised ``add_bucket``).
+
+    Counts are exact; each histogram's total grows by the sum of its values.
+    """
+    if not len(x):
+        return
+    key = group * (1 << 32) + (b + (1 << 31))
+    uk, cnt = np.unique(key, return_counts=True)
+    for k, n in zip(uk.tolist(), cnt.tolist()):
+        g, bb = divmod(k, 1 << 32)
+        c = hists[g].counts
+        bb -= 1 << 31
+        c[bb] = c.get(bb, 0) + n
+    size = len(hists)
+    cnt_g = np.bincount(group, minlength=size)
+    tot_g = np.bincount(group, weights=x, minlength=size)
+    for g in np.flatnonzero(cnt_g).tolist():
+        h = hists[g]
+        h.count += int(cnt_g[g])
+        h.total += float(tot_g[g])
+
+
+def bin_values(hist: LogHistogram, x: np.ndarray) -> None:
+    """Add every value of ``x`` to ``hist`` (the same buckets as :meth:`LogHistogram.add`)."""
+    bin_into([hist], np.zeros(len(x), dtype=np.int64), buckets(x), x)

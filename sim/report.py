@@ -53,17 +53,15 @@ __all__ = [
     "write_report",
 ]
 
-REQUEST_FIELDS = ("type", "region", "count", "failed", "p50_ms", "p95_ms", "p99_ms",
-                  "p999_ms", "mean_ms", "slo_attainment")
+REQUEST_FIELDS = ("type", "region", "count", "failed", "degraded", "p50_ms", "p95_ms",
+                  "p99_ms", "p999_ms", "mean_ms", "slo_attainment")
 NODE_FIELDS = ("node", "region", "kind", "capacity", "requests", "utilisation", "offered_load",
-               "full_scale_offered_load", "max_queue", "wait_ms")
+               "peak_offered_load", "peak_phase", "max_queue", "wait_ms", "wait_p99_ms")
 CACHE_FIELDS = ("level", "hits", "misses", "hit_ratio")
 #: PNG files written by :func:`write_report`, in the order the report shows them.
 PLOTS = ("latency_cdf.png", "timeseries.png", "utilisation.png")
 #: the utilisation chart shows at most this many nodes (the busiest).
 UTILISATION_TOP_N = 40
-#: utilisation above this is flagged (a queue builds quickly beyond it).
-HOT_UTILISATION = 0.8
 
 _DPI = 100
 _KIND_COLOURS = {"api": "#4c72b0", "hot": "#dd8452", "warm": "#55a868", "other": "#8c8c8c"}
@@ -334,11 +332,16 @@ def _plot_timeseries(result: dict[str, Any], timeseries: list[dict[str, Any]]) -
     duration = float(result.get("duration_s") or (len(t) or 1))
     warmup = float(result.get("warmup_s") or 0.0)
     targets = _slo_targets(result)
+    colours = {ty: f"C{i}" for i, ty in enumerate(_TYPE_ORDER)}
     if t:
-        ax_p99.plot(t, [r["p99_ms"] for r in timeseries], color="C0", lw=1.4,
-                    label="p99, all requests")
-        ax_req.plot(t, [r["requests"] for r in timeseries], color="C2", lw=1.4,
-                    label="requests/s")
+        for ty in _TYPE_ORDER:
+            col = f"p99_{ty}_ms"
+            if not any(r.get(col) for r in timeseries):
+                continue
+            ax_p99.plot(t, [r.get(col) or float("nan") for r in timeseries], color=colours[ty],
+                        lw=1.3, label=f"p99 {ty}")
+        ax_req.plot(t, [r.get("requests_per_s_full_scale", r["requests"]) for r in timeseries],
+                    color="C2", lw=1.4, label="requests/s")
         ax_err.bar(t, [r["errors"] for r in timeseries], width=1.0, color="C3",
                    label="errors/s")
         ax_hit.plot(t, [r["hit_ratio"] for r in timeseries], color="C4", lw=1.2,
@@ -346,13 +349,15 @@ def _plot_timeseries(result: dict[str, Any], timeseries: list[dict[str, Any]]) -
     else:
         ax_p99.text(0.5, 0.5, "empty time series", ha="center", va="center",
                     transform=ax_p99.transAxes)
-    p99_targets = sorted({float(v["p99_ms"]) for v in targets.values() if v.get("p99_ms")})
-    for i, v in enumerate(p99_targets):
-        ax_p99.axhline(v, color="crimson", ls=(0, (4, 3)), lw=0.9, alpha=0.7,
-                       label="SLO p99 targets" if i == 0 else None)
-        ax_p99.annotate(f"{v:g} ms", (1.0, v), xycoords=("axes fraction", "data"),
+    for ty, v in targets.items():
+        if not v.get("p99_ms") or ty not in colours:
+            continue
+        lim = float(v["p99_ms"])
+        ax_p99.axhline(lim, color=colours[ty], ls=(0, (4, 3)), lw=1.0, alpha=0.8,
+                       label=f"{ty} p99 target")
+        ax_p99.annotate(f"{lim:g} ms", (1.0, lim), xycoords=("axes fraction", "data"),
                         xytext=(2, 0), textcoords="offset points", va="center", fontsize=7,
-                        color="crimson")
+                        color=colours[ty])
     ax_p99.set_ylim(bottom=0)
     for ax in axes:
         ax.set_xlim(0, duration)
@@ -390,7 +395,7 @@ def _plot_timeseries(result: dict[str, Any], timeseries: list[dict[str, Any]]) -
                         transform=ax_err.get_xaxis_transform(), va="top", fontsize=7,
                         color=col)
     ax_p99.set_ylabel("p99 (ms)")
-    ax_req.set_ylabel("requests/s\n(scaled model)")
+    ax_req.set_ylabel("requests/s\n(full-scale)")
     ax_err.set_ylabel("errors/s")
     ax_hit.set_ylabel("user-feature\nlookups served\nby a cache")
     ax_hit.set_ylim(0, 1)
@@ -410,19 +415,19 @@ def _plot_timeseries(result: dict[str, Any], timeseries: list[dict[str, Any]]) -
 def _load_key(result: dict[str, Any]) -> tuple[str, str]:
     """The node figure the load chart ranks and draws, and its axis label.
 
-    Offered load (service demand / capacity x window) rather than utilisation: it goes
-    past 100 % when a pool is overloaded, where utilisation stops at 100 %. A scale model
-    draws the full-scale estimate, since its own per-node load is shrunk by rounding.
-    Results without these fields (older runs) fall back to utilisation.
+    The peak offered load (service demand / capacity in the busiest phase of the run): it
+    goes past 100 % when a pool is overloaded, where utilisation stops at 100 %, and it is
+    what the verdict's capacity gate judges. Results without it fall back to utilisation.
     """
     nodes = result["metrics"].get("nodes", {})
-    if (result.get("scale", 1) or 1) < 1 and all("full_scale_offered_load" in n for n in nodes.values()):
-        return ("full_scale_offered_load", ("estimated full-scale offered load (scaled model's "
-                                            "load x k / (n x F), its rounding factor)"))
-    if all("offered_load" in n for n in nodes.values()):
-        return ("offered_load", ("offered load (service demand / capacity x measured window; "
-                                 "> 100 % means a growing backlog)"))
+    if nodes and all("peak_offered_load" in n for n in nodes.values()):
+        return ("peak_offered_load", ("offered load in the busiest phase (service demand / "
+                                      "capacity; > 100 % means a growing backlog)"))
     return ("utilisation", "utilisation (busy worker time / capacity x measured window)")
+
+
+def _ceiling(result: dict[str, Any]) -> float:
+    return float(((result.get("spec") or {}).get("slo") or {}).get("load_ceiling", 0.85))
 
 
 def _plot_utilisation(result: dict[str, Any]) -> bytes:
@@ -446,21 +451,22 @@ def _plot_utilisation(result: dict[str, Any]) -> bytes:
         ax.text(v, y, f" {v:.0%}" if v >= 0.01 else f" {v:.1%}", va="center", fontsize=7)
     top = max(1.0, max(vals) * 1.12)
     ax.set_xlim(0, top)
-    limit = ax.axvline(HOT_UTILISATION, color="crimson", ls="--", lw=1.2,
-                       label=f"{HOT_UTILISATION:.0%}")
+    ceiling = _ceiling(result)
+    limit = ax.axvline(ceiling, color="crimson", ls="--", lw=1.2,
+                       label=f"load ceiling {ceiling:.0%}")
     ax.xaxis.set_major_formatter("{x:.0%}")
     ax.set_xlabel(label)
     ax.grid(axis="y", visible=False)
     kinds = [k for k in ("api", "hot", "warm", "other") if any(r["kind"] == k for r in shown)]
     handles = [Patch(color=_KIND_COLOURS[k], label=k) for k in kinds]
     fig.legend(handles=[*handles, limit], loc="outside lower center", ncols=len(handles) + 1)
-    hot_n = sum(1 for r in rows if (r[key] or 0.0) > HOT_UTILISATION)
-    what = "estimated full-scale load" if key == "full_scale_offered_load" else "offered load"
+    hot_n = sum(1 for r in rows if (r[key] or 0.0) > ceiling)
+    what = "peak offered load" if key == "peak_offered_load" else "utilisation"
     if len(rows) > len(shown):
         title = f"Busiest {len(shown)} of {len(rows)} nodes by {what} (all in nodes.csv)"
     else:
         title = f"{what[0].upper()}{what[1:]} of all {len(rows)} nodes"
-    ax.set_title(f"{title}; {hot_n} above {HOT_UTILISATION:.0%}")
+    ax.set_title(f"{title}; {hot_n} above the {ceiling:.0%} ceiling")
     return _png(fig)
 
 
@@ -580,14 +586,20 @@ def _html(result: dict[str, Any], timeseries: list[dict[str, Any]],
            ("assumptions", "assumptions"), ("plots", "plots"), ("machine", "machine")]
     p.append('<p class="muted">' + " · ".join(f'<a href="#{a}">{t}</a>' for a, t in nav)
              + "</p>")
-    # verdict
-    fails = list(slo.get("failures") or [])
-    if slo.get("passed", not fails):
-        p.append('<div class="banner pass" id="slo-verdict"><strong>SLO PASSED</strong> '
-                 "every latency target, the attainment goal and the residency audit held.</div>")
+    # verdict (the same object as the terminal, result.json and the exit code)
+    verdict = result.get("verdict") or {"passed": slo.get("passed", True),
+                                        "failures": [{"kind": "", "name": "", "message": f}
+                                                     for f in slo.get("failures") or []]}
+    fails = list(verdict.get("failures") or [])
+    failing = {f.get("name") for f in fails}
+    if verdict.get("passed", not fails):
+        p.append('<div class="banner pass" id="slo-verdict"><strong>VERDICT: PASSED</strong> '
+                 "every request type met its latency and attainment targets in every region, "
+                 "no pool exceeded its load ceiling, and the residency audit found nothing."
+                 "</div>")
     else:
-        items = "".join(f"<li>{_e(f)}</li>" for f in fails)
-        p.append(f'<div class="banner fail" id="slo-verdict"><strong>SLO FAILED</strong> '
+        items = "".join(f"<li>{_e(f.get('message'))}</li>" for f in fails)
+        p.append(f'<div class="banner fail" id="slo-verdict"><strong>VERDICT: FAILED</strong> '
                  f"({len(fails)} failure{'s' if len(fails) != 1 else ''})<ul>{items}</ul></div>")
     # residency
     viol = int(res.get("violations") or 0)
@@ -611,31 +623,35 @@ def _html(result: dict[str, Any], timeseries: list[dict[str, Any]],
     kpis.append(_kpi(_fmt(counts.get("failed")), "failed requests"))
     kpis.append(_kpi(_fmt(counts.get("degraded")), "degraded requests"))
     cost = m.get("cost_per_hour_usd") or {}
-    if cost.get("full_scale"):
-        kpis.append(_kpi(f"${_fmt(cost['full_scale'].get('total'))}/h", "full-scale cost"))
+    total_cost = (cost.get("full_scale") or cost).get("total")
+    if total_cost is not None:
+        kpis.append(_kpi(f"${_fmt(total_cost)}/h", "cost of the topology"))
     p.append('<div class="kpis">' + "".join(kpis) + "</div>")
     # requests
     p.append('<h2 id="requests">Requests by type and client region</h2>')
     p.append('<p class="muted">After the warm-up. Attainment: share of requests (failed ones '
-             "included) within the type's p99 target"
+             "included) answered within the type's p99 target, degraded answers counting as "
+             "misses unless the SLO accepts them"
              + (f"; goal {_e(_pct(attainment_goal))}" if attainment_goal is not None else "")
              + ". Red: misses its target. Also in <code>requests.csv</code>.</p>")
     rows, rcls = [], []
     for t, per in _ordered_types(req):
         tgt = targets.get(t) or {}
         for region, lat in per.items():
+            bad = f"{t}/{region}" in failing
             att = lat.get("slo_attainment")
-            att_bad = attainment_goal is not None and att is not None and att < attainment_goal
-            rows.append([t, region, lat.get("count"), lat.get("failed"),
-                         _mark(lat.get("p50_ms"), tgt.get("p50_ms")), _fmt(lat.get("p95_ms")),
-                         _mark(lat.get("p99_ms"), tgt.get("p99_ms")), _fmt(lat.get("p999_ms")),
-                         _fmt(lat.get("mean_ms")),
+            att_bad = bad and attainment_goal is not None and att is not None and att < attainment_goal
+            rows.append([t, region, lat.get("count"), lat.get("failed"), lat.get("degraded", 0),
+                         _mark(lat.get("p50_ms"), tgt.get("p50_ms") if bad else None),
+                         _fmt(lat.get("p95_ms")),
+                         _mark(lat.get("p99_ms"), tgt.get("p99_ms") if bad else None),
+                         _fmt(lat.get("p999_ms")), _fmt(lat.get("mean_ms")),
                          (_pct(att), "bad" if att_bad else "ok"),
                          f"{_fmt(tgt.get('p50_ms'))} / {_fmt(tgt.get('p99_ms'))}" if tgt else "—"])
             rcls.append("all" if region == "all" else "")
-    p.append(_table(["type", "client region", "completed", "failed", "p50 ms", "p95 ms",
-                     "p99 ms", "p99.9 ms", "mean ms", "attainment", "SLO p50 / p99 ms"],
-                    rows, left=2, row_class=rcls))
+    p.append(_table(["type", "client region", "answered", "failed", "degraded", "p50 ms",
+                     "p95 ms", "p99 ms", "p99.9 ms", "mean ms", "attainment",
+                     "SLO p50 / p99 ms"], rows, left=2, row_class=rcls))
     # counts
     p.append('<h2 id="counts">Degraded, failed, shed and re-routed requests</h2>')
     labels = [("degraded", "degraded (served with a fallback)"), ("failed", "failed"),
@@ -661,17 +677,10 @@ def _html(result: dict[str, Any], timeseries: list[dict[str, Any]],
                      for r in _cache_rows(result)]))
     # cost
     p.append('<h2 id="cost">Cost per hour (USD)</h2>')
-    sc, fs = cost.get("scaled_model") or {}, cost.get("full_scale") or {}
+    fs = cost.get("full_scale") or cost
     p.append(_table(["", "API servers", "hot nodes", "warm nodes", "total"], [
-        ["scaled model (what was simulated)", sc.get("api"), sc.get("hot"), sc.get("warm"),
-         sc.get("total")],
-        ["full-scale spec", fs.get("api"), fs.get("hot"), fs.get("warm"), fs.get("total")],
-        [f"scaled model / scale ({_fmt(result.get('scale'))})", "—", "—", "—",
-         cost.get("full_scale_extrapolated")],
+        ["the spec's topology", fs.get("api"), fs.get("hot"), fs.get("warm"), fs.get("total")],
     ]))
-    p.append('<p class="muted">At small scales node counts are rounded (at least one per '
-             "pool), so the extrapolation can be far off; the full-scale spec row prices the "
-             "real topology.</p>")
     # faults
     faults = result.get("faults") or []
     p.append('<h2 id="faults">Faults</h2>')
@@ -685,34 +694,36 @@ def _html(result: dict[str, Any], timeseries: list[dict[str, Any]],
         p.append("<p>No faults were injected.</p>")
     # nodes
     key, label = _load_key(result)
+    ceiling = _ceiling(result)
     nodes = sorted(_node_rows(result), key=lambda r: (-(r[key] or 0.0), r["node"]))
     p.append('<h2 id="nodes">Busiest nodes</h2>')
     more = (f"the {min(15, len(nodes))} busiest of {len(nodes)}; all in <code>nodes.csv</code>"
             if len(nodes) > 15 else "all nodes; also in <code>nodes.csv</code>")
-    p.append(f'<p class="muted">{more}; ranked by {_e(label)}.</p>')
-    scaled = key == "full_scale_offered_load"
-    heads = ["node", "kind", "workers", "requests", "utilisation", "offered load",
-             *(["full-scale load (est.)"] if scaled else []), "max queue", "mean wait ms"]
+    p.append(f'<p class="muted">{more}; ranked by {_e(label)}. Red: above the load ceiling '
+             f"({_e(_pct(ceiling, 0))}), which fails the verdict.</p>")
 
-    def _load_cell(v: Any) -> Any:
+    def _load_cell(v: Any, name: str) -> Any:
         if v is None:
             return ""
-        return (_pct(v, 1), "bad" if v > HOT_UTILISATION else "")
+        return (_pct(v, 1), "bad" if name in failing and v > ceiling else "")
 
-    p.append(_table(heads,
+    p.append(_table(["node", "kind", "workers", "requests", "utilisation", "offered load",
+                     "peak offered load", "peak phase", "max queue", "mean wait ms",
+                     "p99 wait ms"],
                     [[r["node"], r["kind"], r["capacity"], r["requests"],
-                      _load_cell(r["utilisation"]), _load_cell(r["offered_load"]),
-                      *([_load_cell(r["full_scale_offered_load"])] if scaled else []),
-                      r["max_queue"], r["wait_ms"]] for r in nodes[:15]], left=2))
+                      _pct(r["utilisation"], 1), _pct(r["offered_load"], 1),
+                      _load_cell(r.get("peak_offered_load"), r["node"]), r.get("peak_phase"),
+                      r["max_queue"], r["wait_ms"], r.get("wait_p99_ms")]
+                     for r in nodes[:15]], left=2))
     # assumptions
-    p.append('<h2 id="assumptions">Assumptions (what the scale model changed)</h2><ul>')
+    p.append('<h2 id="assumptions">Assumptions (the model and the scale)</h2><ul>')
     p += [f"<li>{_e(a)}</li>" for a in result.get("assumptions") or []]
     p.append("</ul>")
     # plots
     p.append('<h2 id="plots">Plots</h2>')
     captions = {"latency_cdf.png": "Latency CDF per request type and client region",
                 "timeseries.png": "p99, throughput, errors and hit ratio over time",
-                "utilisation.png": "Node utilisation"}
+                "utilisation.png": "Node load in the busiest phase"}
     for fname in PLOTS:
         if fname in images:
             b64 = base64.b64encode(images[fname]).decode("ascii")

@@ -1,16 +1,17 @@
 """Running a simulation and turning it into ``result.json`` and ``timeseries.csv``.
 
-:func:`simulate_spec` scales the spec, runs :class:`~geoshard.sim.engine.Simulation` and
-returns the result object (schema version 1) and the per-second time series. Everything
-in the result except ``machine`` is a pure function of (spec, seed, scale, duration,
-warm-up): keys are sorted, floats rounded, and no wall clock or host detail leaks out of
-``machine``. :func:`write_run` writes the run directory.
+:func:`simulate_spec` runs the spec (its independent parts serially or on Ray,
+:mod:`geoshard.sim.parallel`) at a scale and returns the result object (schema version
+2) and the per-second time series. Everything in the result except ``machine`` is a
+pure function of (spec, seed, scale, duration, warm-up, warm start): keys are sorted,
+floats rounded, and no wall clock or host detail leaks out of ``machine``.
+:func:`write_run` writes the run directory.
 
 Examples:
     >>> from geoshard.spec import load_spec
     >>> result, ts = simulate_spec(load_spec("examples/local.yaml"), seed=1, duration_s=5)  # doctest: +SKIP
-    >>> result["metrics"]["residency"]["violations"]                                        # doctest: +SKIP
-    0
+    >>> result["verdict"]["passed"], result["metrics"]["residency"]["violations"]           # doctest: +SKIP
+    (True, 0)
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import math
 import os
 import platform
 import socket
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,15 +35,20 @@ from geoshard import __version__
 from geoshard.errors import ConfigError
 from geoshard.spec import REQUEST_TYPES, Spec
 
-from .engine import CACHE_LEVELS, EngineOptions, Simulation
+from .collect import CACHE_LEVELS, SimResults
+from .engine import EngineOptions, populations
+from .faults import Timeline
 from .metrics import RELATIVE_ERROR_BOUND, LogHistogram
-from .workload import full_scale_load_factors, scale_spec
+from .parallel import simulate_parts
+from .verdict import MIN_PHASE_S, judge, phases
+from .workload import rate_segments, start_of_day
 
-__all__ = ["SCHEMA_VERSION", "TIMESERIES_FIELDS", "cost_per_hour", "durability_note", "simulate_spec",
-           "write_run"]
+__all__ = ["SCHEMA_VERSION", "TIMESERIES_FIELDS", "cost_per_hour", "durability_note",
+           "simulate_spec", "write_run"]
 
-SCHEMA_VERSION = 1
-TIMESERIES_FIELDS = ("t_s", "requests", "errors", "p99_ms", "hit_ratio", "in_fault")
+SCHEMA_VERSION = 2
+TIMESERIES_FIELDS = ("t_s", "requests", "requests_per_s_full_scale", "errors", "p99_ms",
+                     *(f"p99_{t}_ms" for t in REQUEST_TYPES), "hit_ratio", "in_fault")
 
 
 def _r(x: float, digits: int = 6) -> float:
@@ -80,129 +85,207 @@ def durability_note(spec: Spec) -> str:
             "that miss every cache go to the route's replica nearest the entry region")
 
 
+def _scale_notes(spec: Spec, scale: float, seed: int) -> list[str]:
+    if scale >= 1:
+        return ["scale 1: every node, user and request of the topology is simulated"]
+    pops = populations(spec, scale, seed)
+    heads = ", ".join(f"{j}: {p.head:,} users, {p.head_share:.1%} of requests, "
+                      f"{p.materialize_head:.4f} of them in full" for j, p in pops.items())
+    return [
+        f"scale {scale:g} (a faithful slice): every node of every pool is simulated with "
+        f"{scale:g} of its requests and service times stretched by 1/{scale:g}, so per-node "
+        "arrival rate x service time (offered load), utilisation and queue lengths are those "
+        f"of the full topology and queueing delays are measured in full-scale time "
+        f"(exact for Poisson arrivals, which a thinned Poisson stream is)",
+        f"the slice's users: every {1 / scale:g}-th user by popularity (systematic sample) with "
+        f"all of their requests, plus the most popular users at their full rate for the "
+        f"caches ({heads}); cache capacities are the head's residents + {scale:g} x the rest, "
+        "so every cache holds the same share of its key space as at full scale (SHARDS-style "
+        "spatial sampling); request counts are the slice's: x 1/scale for full-scale rates",
+    ]
+
+
+def _common_notes(spec: Spec, warm: bool, warmup_s: float, options: EngineOptions) -> list[str]:
+    w = spec.workload
+    sod = start_of_day(spec)
+    step = w.day_s / len(w.diurnal)
+    k = int(sod // step) % len(w.diurnal)
+    origin = ("workload.start_of_day_s" if w.start_of_day_s is not None
+              else "the busiest step of the diurnal curve")
+    notes = [
+        f"the run starts {sod:g} s into the diurnal cycle ({origin}: multiplier "
+        f"{w.diurnal[k]:g}); faults and campaigns are timed from the run's start",
+        "clients of a region are users of that region's jurisdiction; the per-region arrival "
+        "rate is peak_qps x diurnal step x campaign multipliers",
+        "a request enters the nearest region that may process every data class it touches "
+        "(a recommend: user_features and user_embeddings), spills at the entry when its API "
+        f"queue is longer than {options.spill_queue_factor:g} x workers, and is shed when no "
+        f"region has room and the queue passes {options.shed_queue}",
+        "API workers are CPU slots held only for the API service time (asynchronous I/O); "
+        "caches and networks are pure delays; API, hot and warm pools are FIFO queues",
+        "caches are filled when a miss is sent to the tier (a concurrent miss of the same key "
+        "hits, like single-flight); writes invalidate before they reach the primary",
+        "latencies are grouped by the client's region; failed and shed requests carry no "
+        "latency but count against SLO attainment; degraded answers count against it too "
+        "unless the type's accept_degraded is set",
+        f"latency quantiles come from log-bucketed histograms: relative error "
+        f"<= {RELATIVE_ERROR_BOUND:.4%}; means are exact",
+        durability_note(spec),
+        f"measurements start after a warm-up of {warmup_s:g} s; the time series covers the "
+        "whole run",
+    ]
+    if warm:
+        notes.insert(1, "warm start: every cache begins at its steady state, drawn lazily per "
+                        "key from the analytic model (Che's characteristic time with TTLs "
+                        "and write invalidations; L1 -> L2 -> regional as a filtered stream; "
+                        "SIEVE modelled as LRU); see caches.model in the result")
+    else:
+        notes.insert(1, "cold start: every cache begins empty (--cold)")
+    return notes
+
+
+def _expected_requests(spec: Spec, duration_s: float, scale: float) -> float:
+    total = 0.0
+    for a, b, rates in rate_segments(spec, duration_s * 1000.0):
+        total += (b - a) * sum(rates.values())
+    return total * scale
+
+
 def simulate_spec(spec: Spec, *, seed: int = 1, duration_s: float = 60.0, scale: float = 1.0,
                   warmup_s: float | None = None, options: EngineOptions | None = None,
-                  on_second: Callable[[int], None] | None = None,
+                  on_progress: Callable[[float], None] | None = None, workers: int = 0,
+                  ray_address: str | None = None,
                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Scale ``spec``, simulate it and build the result.
+    """Simulate ``spec`` at ``scale`` and build the result and its verdict.
 
     Args:
         spec: the spec as loaded.
-        seed: seed of every random stream.
+        seed: seed of every random stream (>= 0).
         duration_s: simulated seconds of arrivals (> 0).
-        scale: fraction of shards, traffic and keys to simulate, in (0, 1].
-        warmup_s: measurements start here; default 10 % of the duration.
-        options: engine knobs.
-        on_second: progress callback, called with each simulated second.
+        scale: the slice, in (0, 1] (1 = the whole topology).
+        warmup_s: measurements start here; default 10 % of the duration with a cold
+            start, 0 with a warm start.
+        options: engine knobs (``warm_start``, ...).
+        on_progress: called with the fraction of the run done.
+        workers: parts simulated at once (0 = choose; 1 = serial; see
+            :func:`~geoshard.sim.parallel.simulate_parts`).
+        ray_address: an existing Ray cluster.
 
     Returns:
         ``(result, timeseries)``; ``result["machine"]`` is the only non-deterministic part.
 
     Raises:
-        ConfigError: a bad duration, warm-up or scale.
+        ConfigError: a bad duration, warm-up, scale or seed.
     """
+    options = options or EngineOptions()
     if not (duration_s > 0) or not math.isfinite(duration_s):
         raise ConfigError(f"--duration (={duration_s}) must be a number of seconds > 0, e.g. 60")
+    if not (0 < scale <= 1) or not math.isfinite(scale):
+        raise ConfigError(f"--scale (={scale}) must be in (0, 1]; e.g. 0.01 simulates a "
+                          "faithful 1 % slice of a planet-sized spec")
+    if seed < 0:
+        raise ConfigError(f"--seed (={seed}) must be >= 0")
     if warmup_s is None:
-        warmup_s = round(duration_s * 0.1, 3)
+        warmup_s = 0.0 if options.warm_start else round(duration_s * 0.1, 3)
     if not (0 <= warmup_s < duration_s):
         raise ConfigError(f"--warmup (={warmup_s}) must be >= 0 and below --duration "
                           f"(={duration_s})")
-    eff, assumptions = scale_spec(spec, scale)
+    assumptions = _scale_notes(spec, scale, seed) + _common_notes(
+        spec, options.warm_start, warmup_s, options)
     started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     t_wall = time.perf_counter()
     cpu0 = time.process_time()
-    sim = Simulation(eff, seed, duration_s, warmup_s, options)
-    if sim.stream.silent_regions:
-        assumptions.append("no traffic from " + ", ".join(sim.stream.silent_regions)
-                           + ": their jurisdiction has no users in users_by_jurisdiction")
-    assumptions.append(f"latency quantiles come from log-bucketed histograms: relative error "
-                       f"<= {RELATIVE_ERROR_BOUND:.4%}; means are exact")
-    assumptions.append(durability_note(eff))
-    assumptions.append(f"measurements start after a warm-up of {warmup_s:g} s; the time series "
-                       "covers the whole run")
-    sim.run(on_second)
+    res, info = simulate_parts(spec, seed, duration_s, warmup_s, scale, options, workers,
+                               ray_address, on_progress,
+                               _expected_requests(spec, duration_s, scale))
     wall = time.perf_counter() - t_wall
     cpu = time.process_time() - cpu0
-    result = _result(spec, eff, sim, seed, scale, duration_s, warmup_s, assumptions)
+    result = _result(spec, res, seed, scale, duration_s, warmup_s, assumptions, options)
     result["machine"] = {
         "hostname": socket.gethostname(), "started_at": started, "wall_s": round(wall, 3),
         "cpu": {"model": platform.processor() or platform.machine(), "count": os.cpu_count(),
                 "process_s": round(cpu, 3)},
-        "simulated_requests_per_wall_s": round(sim.arrived / wall, 1) if wall > 0 else None,
+        "executor": info,
+        "simulated_requests_per_wall_s": round(res.arrived / wall, 1) if wall > 0 else None,
+        "simulated_s_per_wall_s": round(duration_s / wall, 4) if wall > 0 else None,
     }
-    return result, _timeseries(sim, eff)
+    return result, _timeseries(res, spec, duration_s, scale)
 
 
-def _result(spec: Spec, eff: Spec, sim: Simulation, seed: int, scale: float, duration_s: float,
-            warmup_s: float, assumptions: list[str]) -> dict[str, Any]:
-    regions = sim.regions
-    slo = eff.slo
+def _lat(h: LogHistogram, failed: int, within: int, degraded: int) -> dict[str, Any]:
+    from .report import cdf_points  # report imports matplotlib lazily; no cycle
+
+    p50, p95, p99, p999 = h.quantiles((0.5, 0.95, 0.99, 0.999))
+    n = h.count + failed
+    return {"count": h.count, "failed": failed, "degraded": degraded,
+            "degraded_share": _r(degraded / h.count) if h.count else 0.0,
+            "p50_ms": _r(p50, 5), "p95_ms": _r(p95, 5),
+            "p99_ms": _r(p99, 5), "p999_ms": _r(p999, 5), "mean_ms": _r(h.mean, 6),
+            "slo_attainment": _r(within / n) if n else 0.0, "cdf": cdf_points(h)}
+
+
+def _phase_label(a: int, b: int) -> str:
+    return f"{a}-{b} s"
+
+
+def _result(spec: Spec, res: SimResults, seed: int, scale: float, duration_s: float,
+            warmup_s: float, assumptions: list[str], options: EngineOptions) -> dict[str, Any]:
     requests: dict[str, Any] = {}
-    failures: list[str] = []
-    for ti, t in enumerate(REQUEST_TYPES):
+    for t in REQUEST_TYPES:
         per: dict[str, Any] = {}
-        total_h = LogHistogram()
-        total_within = total_failed = 0
-        for ri, r in enumerate(regions):
-            h = sim.hist[ti][ri]
-            fails = sim.failed[ti][ri]
-            n = h.count + fails
-            if n == 0:
+        total = LogHistogram()
+        within = failed = degraded = 0
+        for r in res.regions:
+            h = res.hist.get((t, r))
+            if h is None:
                 continue
-            total_h.merge(h)
-            total_within += sim.within[ti][ri]
-            total_failed += fails
-            per[r] = _lat(h, fails, sim.within[ti][ri])
-        if total_h.count + total_failed == 0:
+            total.merge(h)
+            w, f, d = res.within[(t, r)], res.failed[(t, r)], res.degraded[(t, r)]
+            within, failed, degraded = within + w, failed + f, degraded + d
+            per[r] = _lat(h, f, w, d)
+        if total.count + failed == 0:
             continue
-        allr = _lat(total_h, total_failed, total_within)
-        per["all"] = allr
+        per["all"] = _lat(total, failed, within, degraded)
         requests[t] = per
-        target = slo.latency.get(t)
-        if target is not None:
-            if allr["p50_ms"] > target.p50_ms:
-                failures.append(f"{t}: p50 {allr['p50_ms']} ms > {target.p50_ms} ms")
-            if allr["p99_ms"] > target.p99_ms:
-                failures.append(f"{t}: p99 {allr['p99_ms']} ms > {target.p99_ms} ms")
-            if allr["slo_attainment"] < slo.attainment:
-                failures.append(f"{t}: {allr['slo_attainment']:.4%} of requests within "
-                                f"{target.p99_ms} ms (incl. failed), below {slo.attainment:.2%}")
     caches = {}
     for lvl in CACHE_LEVELS:
-        h, m = sim.cache_hits[lvl], sim.cache_misses[lvl]
+        h, m = res.cache_hits.get(lvl, 0), res.cache_misses.get(lvl, 0)
         if h + m:
             caches[lvl] = {"hits": h, "misses": m, "hit_ratio": _r(h / (h + m))}
-    window = sim.duration_ms - sim.warm_ms
-    factors = full_scale_load_factors(spec, eff, scale)
+    timeline = Timeline.from_spec(spec)
+    cuts = sorted({a for a, _, _ in rate_segments(spec, duration_s * 1000.0, timeline.times)})
+    spans = phases(cuts, warmup_s, duration_s)
+    judged = [p for p in spans if p[1] - p[0] >= MIN_PHASE_S] or spans
+    window = (duration_s - warmup_s) * 1000.0
     nodes = {}
-    for kind, pools in (("api", sim.api), ("hot", sim.hot), ("warm", sim.warm)):
-        for pool in pools.values():
-            per = pool.capacity * window
-            offered = pool.demand_ms / per if per > 0 else 0.0
-            nodes[pool.name] = {
-                "capacity": pool.capacity,
-                "requests": pool.grants,
-                "utilisation": _r(pool.busy_ms / per) if per > 0 else 0.0,
-                "offered_load": _r(offered),
-                "full_scale_offered_load": _r(offered * factors[(pool.region, kind)]),
-                "max_queue": pool.max_queue,
-                "wait_ms": _r(pool.wait_ms / pool.grants) if pool.grants else 0.0,
-            }
-    c = sim.counts
+    for name, ps in sorted(res.pools.items()):
+        per = ps.capacity * window
+        offered = ps.demand_ms / per if per > 0 else 0.0
+        peak, peak_phase = (offered, "") if not judged else (-1.0, "")
+        for a, b in judged:
+            d = sum(ps.demand_by_second[a:b])
+            load = d / (ps.capacity * 1000.0 * (b - a))
+            if load > peak:
+                peak, peak_phase = load, _phase_label(a, b)
+        nodes[name] = {
+            "kind": ps.kind, "region": ps.region, "capacity": ps.capacity,
+            "requests": ps.requests,
+            "utilisation": _r(ps.busy_ms / per) if per > 0 else 0.0,
+            "offered_load": _r(offered),
+            "peak_offered_load": _r(peak), "peak_phase": peak_phase,
+            "max_queue": ps.max_queue,
+            "wait_ms": _r(ps.wait_ms / ps.requests) if ps.requests else 0.0,
+            "wait_p99_ms": _r(ps.wait_quantile(0.99), 5),
+        }
+    c = res.counts
     counts = {"degraded": c.degraded, "failed": c.failed, "shed": c.shed, "spilled": c.spilled,
               "stale_route_errors": c.stale_route_errors, "no_allowed_region": c.no_allowed_region,
-              "degraded_by_stage": dict(c.degraded_by_stage)}
-    residency = {"checks": sim.audit_checks, "violations": sim.audit_violations,
-                 "examples": list(sim.audit_examples)}
-    if sim.audit_violations:
-        failures.append(f"residency: {sim.audit_violations} violation(s)")
-    scaled_cost = cost_per_hour(eff)
-    cost = {"scaled_model": scaled_cost, "full_scale": cost_per_hour(spec),
-            "full_scale_extrapolated": _r(scaled_cost["total"] / scale)}
+              "degraded_by_stage": dict(c.degraded_by_stage), "cache_only": res.cache_only}
+    residency = {"checks": res.audit_checks, "violations": res.audit_violations,
+                 "examples": list(res.audit_examples)}
     faults = []
-    det = eff.faults.detection_delay_s
-    for f in eff.faults.events:
+    det = spec.faults.detection_delay_s
+    for f in spec.faults.events:
         d = {"kind": f.kind, "at_s": f.at_s, "duration_s": f.duration_s,
              "end_s": _r(f.at_s + f.duration_s),
              "target": f.target if f.target else "<->".join(f.between or []),
@@ -212,73 +295,77 @@ def _result(spec: Spec, eff: Spec, sim: Simulation, seed: int, scale: float, dur
         if f.kind == "latency_spike":
             d["extra_ms"] = f.extra_ms
         faults.append(d)
+    model = {r: {lvl: {k: (_r(v) if math.isfinite(v) else ("inf" if v > 0 else None))
+                       for k, v in row.items()} for lvl, row in levels.items()}
+             for r, levels in sorted(res.cache_model.items())}
+    metrics: dict[str, Any] = {
+        "requests": requests,
+        "arrivals": res.arrived,
+        "caches": caches,
+        "cache_model": model,
+        "nodes": nodes,
+        "phases": [{"start_s": a, "end_s": b, "judged": (a, b) in judged} for a, b in spans],
+        "counts": counts,
+        "residency": residency,
+        "cost_per_hour_usd": cost_per_hour(spec),
+        "health_epochs": res.epochs,
+        "entry_regions": _entry_table(res),
+    }
+    verdict = judge(spec, metrics)
+    metrics["slo"] = {"passed": verdict["passed"],
+                      "failures": [f["message"] for f in verdict["failures"]]}
     return {
         "schema_version": SCHEMA_VERSION,
-        "spec": eff.model_dump(mode="json"),
+        "spec": spec.model_dump(mode="json"),
         "spec_name": spec.name,
         "seed": seed,
         "scale": scale,
         "duration_s": duration_s,
         "warmup_s": warmup_s,
+        "warm_start": options.warm_start,
         "assumptions": assumptions,
         "versions": {"geoshard": __version__, "simpy": simpy.__version__,
                      "numpy": np.__version__, "python": platform.python_version()},
-        "metrics": {
-            "requests": requests,
-            "arrivals": sim.arrived,
-            "caches": caches,
-            "nodes": nodes,
-            "counts": counts,
-            "residency": residency,
-            "cost_per_hour_usd": cost,
-            "slo": {"passed": not failures, "failures": failures},
-            "health_epochs": sim.epochs,
-            "entry_regions": _entry_table(sim),
-        },
+        "verdict": verdict,
+        "metrics": metrics,
         "faults": faults,
     }
 
 
-def _entry_table(sim: Simulation) -> dict[str, dict[str, int]]:
+def _entry_table(res: SimResults) -> dict[str, dict[str, int]]:
     """client region -> entry (processing) region -> requests, after warm-up."""
     out: dict[str, dict[str, int]] = {}
-    for (c, e), n in sorted(sim.served_by.items()):
+    for (c, e), n in sorted(res.served_by.items()):
         out.setdefault(c, {})[e] = n
     return out
 
 
-def _lat(h: LogHistogram, failed: int, within: int) -> dict[str, Any]:
-    from .report import cdf_points  # report imports matplotlib lazily; no cycle
-
-    p50, p95, p99, p999 = h.quantiles((0.5, 0.95, 0.99, 0.999))
-    n = h.count + failed
-    return {"count": h.count, "failed": failed, "p50_ms": _r(p50, 5), "p95_ms": _r(p95, 5),
-            "p99_ms": _r(p99, 5), "p999_ms": _r(p999, 5), "mean_ms": _r(h.mean, 6),
-            "slo_attainment": _r(within / n) if n else 0.0, "cdf": cdf_points(h)}
-
-
-def _timeseries(sim: Simulation, eff: Spec) -> list[dict[str, Any]]:
+def _timeseries(res: SimResults, spec: Spec, duration_s: float,
+                scale: float) -> list[dict[str, Any]]:
     rows = []
-    windows = [(f.at_s, f.at_s + f.duration_s) for f in eff.faults.events]
-    for s in range(len(sim.ts_req)):
-        if s * 1000.0 >= sim.duration_ms:
+    windows = [(f.at_s, f.at_s + f.duration_s) for f in spec.faults.events]
+    for s in range(res.seconds):
+        if s >= duration_s:
             break
-        look = sim.ts_lookups[s]
-        in_fault = any(a < s + 1 and s < b for a, b in windows)
-        rows.append({"t_s": s, "requests": sim.ts_req[s], "errors": sim.ts_err[s],
-                     "p99_ms": _r(sim.ts_hist[s].quantile(0.99), 5),
-                     "hit_ratio": _r(sim.ts_hits[s] / look) if look else 0.0,
-                     "in_fault": int(in_fault)})
+        look = res.ts_lookups[s]
+        total = LogHistogram()
+        row: dict[str, Any] = {"t_s": s, "requests": res.ts_requests[s],
+                               "requests_per_s_full_scale": _r(res.ts_requests[s] / scale),
+                               "errors": res.ts_errors[s]}
+        for t in REQUEST_TYPES:
+            h = res.ts_hist[t][s]
+            total.merge(h)
+            row[f"p99_{t}_ms"] = _r(h.quantile(0.99), 5)
+        row["p99_ms"] = _r(total.quantile(0.99), 5)
+        row["hit_ratio"] = _r(res.ts_hits[s] / look) if look else 0.0
+        row["in_fault"] = int(any(a < s + 1 and s < b for a, b in windows))
+        rows.append(row)
     return rows
 
 
 def write_run(out_dir: str | Path, result: dict[str, Any], timeseries: list[dict[str, Any]]) -> Path:
-    """Write ``result.json`` and ``timeseries.csv`` (and the report, when available).
-
-    The report (CSV, PNG, report.html) comes from :mod:`geoshard.sim.report` when that
-    module exists; without it only the two files are written.
-    """
-    import importlib.util
+    """Write ``result.json``, ``timeseries.csv`` and the report (CSV, PNG, report.html)."""
+    from . import report
 
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
@@ -288,12 +375,5 @@ def write_run(out_dir: str | Path, result: dict[str, Any], timeseries: list[dict
         w = csv.DictWriter(fh, fieldnames=list(TIMESERIES_FIELDS), lineterminator="\n")
         w.writeheader()
         w.writerows(timeseries)
-    if importlib.util.find_spec("geoshard.sim.report") is not None:
-        from geoshard.sim import report  # type: ignore[attr-defined]
-
-        report.write_report(d, result, timeseries)
+    report.write_report(d, result, timeseries)
     return d
-
-
-def _stderr_is_tty() -> bool:
-    return sys.stderr.isatty()

@@ -1,245 +1,79 @@
-"""Workload: Zipf-popular real keys, Poisson arrivals with diurnal and campaign rates, scaling.
+"""Workload: Poisson arrivals per region with diurnal and campaign rates, users from the slice.
 
-* :func:`scale_spec` shrinks a spec to a fraction of its shards, traffic and keys and
-  says what it changed.
-* :class:`ZipfKeys` draws bounded-Zipf ranks in NumPy batches (exact CDF for the head,
-  a continuous inverse CDF for the tail of very large populations) and scrambles rank ->
-  id with a fixed affine permutation, so hot users spread over the ring.
-* :class:`ArrivalStream` yields arrivals in batches: Poisson with a piecewise-constant
-  rate (``peak_qps x diurnal step x campaign multipliers``, exact: the exponential gap
-  is redrawn at every rate change, which is valid because it is memoryless).
+* :func:`start_of_day` says where in the diurnal cycle simulated time 0 falls: the spec's
+  ``workload.start_of_day_s``, or by default the start of the **busiest** step of the
+  curve, so a run checks the topology at its peak.
+* :func:`rate_segments` gives piecewise-constant per-region rates (``peak_qps x diurnal
+  step x campaign multipliers``), cut at extra times (the fault timeline) too.
+* :class:`RegionArrivals` draws one region's arrivals chunk by chunk from its own random
+  stream: Poisson at the rate of the slice's requests (exact: the exponential gap is
+  redrawn at every rate change, which is valid because it is memoryless), each with a
+  request type from the mix, a user from :class:`~geoshard.sim.population.Population`,
+  whether it is simulated in full or only walks the caches, and a uniform draw for
+  per-request choices (the API server). A region's arrivals depend only on its own
+  stream, so simulating regions together or apart gives the same requests.
 
 Times here are in milliseconds, the simulator's clock unit.
 
 Examples:
-    >>> import numpy as np
-    >>> z = ZipfKeys(1000, 0.8, np.random.default_rng(1))
-    >>> ids = z.draw(5)
-    >>> bool(((ids >= 0) & (ids < 1000)).all())
-    True
+    >>> from geoshard.spec import load_spec
+    >>> spec = load_spec("examples/global.yaml")                  # doctest: +SKIP
+    >>> start_of_day(spec) / 3600                                 # doctest: +SKIP
+    19.0
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from geoshard.errors import ConfigError, SpecError
 from geoshard.spec import REQUEST_TYPES, Spec
 
-__all__ = [
-    "ArrivalStream",
-    "Arrivals",
-    "ZipfKeys",
-    "full_scale_load_factors",
-    "rate_segments",
-    "scale_spec",
-]
+from .population import Population
 
-_HEAD = 1 << 20  # ranks with an exact CDF; beyond, a continuous approximation
+__all__ = ["Chunk", "RegionArrivals", "rate_segments", "start_of_day"]
 
 
-def _scaled_count(n: int, f: float) -> int:
-    return max(1, round(n * f))
+def start_of_day(spec: Spec) -> float:
+    """Seconds into the diurnal cycle at which simulated time 0 falls.
 
-
-def scale_spec(spec: Spec, scale: float) -> tuple[Spec, list[str]]:
-    """A copy of ``spec`` holding a fraction ``scale`` of its shards, traffic and keys.
-
-    Scaled: hot primaries, API servers and warm nodes per region (``max(1, round(n x F))``),
-    peak QPS (``x F``), users and items (``x F``), cache capacities (``x F``, at least 1),
-    so that keys per node and cache size per key space stay as in the full spec.
-    Not scaled: service times, workers per server/node, replicas per primary, RTTs,
-    TTLs, the mix, Zipf exponents, SLOs and faults.
-
-    Returns:
-        The effective spec and the assumptions (one sentence each) to print and store.
-
-    Raises:
-        ConfigError: ``scale`` outside (0, 1], or the scaled spec does not validate.
+    The spec's ``workload.start_of_day_s`` when set; else the start of the first step
+    with the highest multiplier (the peak), so that a run checks the busiest hour.
     """
-    if not (0 < scale <= 1) or not math.isfinite(scale):
-        raise ConfigError(f"--scale (={scale}) must be in (0, 1]; e.g. 0.001 for a laptop run "
-                          "of a planet-sized spec")
-    notes = [f"scale {scale:g}: requests are simulated for a fraction {scale:g} of the shards, "
-             "traffic and keys"]
-    if scale == 1:
-        notes = ["scale 1: the full topology is simulated"]
-        return spec, notes + _common_notes()
-    data: dict[str, Any] = spec.model_dump(mode="json")
-    changed = []
-    for name, reg in data["regions"].items():
-        for tier, key in (("api", "servers"), ("hot", "nodes"), ("warm", "nodes")):
-            old = reg[tier][key]
-            new = _scaled_count(old, scale)
-            reg[tier][key] = new
-            if abs(new - old * scale) > 1e-9:
-                changed.append(f"{name}.{tier}.{key} {old}->{new} (exact {old * scale:g})")
-    w = data["workload"]
-    w["users"] = _scaled_count(w["users"], scale)
-    w["items"] = _scaled_count(w["items"], scale)
-    w["peak_qps"] = {r: q * scale for r, q in w["peak_qps"].items()}
-    for lvl in ("l1", "l2", "regional"):
-        c = data["caches"].get(lvl)
-        if c:
-            for k in ("capacity_items", "capacity_bytes"):
-                if c.get(k):
-                    c[k] = _scaled_count(c[k], scale)
-    # node weights name nodes that may no longer exist
-    names = {f"{r}/hot-{i}" for r, reg in data["regions"].items() for i in range(reg["hot"]["nodes"])}
-    data["shards"]["users"]["weights"] = {
-        n: v for n, v in data["shards"]["users"]["weights"].items() if n in names}
-    if data["shards"]["users"].get("replication", 1) > 1:
-        data["shards"]["users"]["allow_colocated_replicas"] = (
-            data["shards"]["users"].get("allow_colocated_replicas", False))
-    try:
-        eff = Spec.model_validate(data)
-    except Exception as exc:  # pydantic ValidationError with our cross-field lines
-        raise SpecError(f"the spec scaled by {scale:g} does not validate ({exc}); use a larger "
-                        "--scale") from None
-    notes.append("scaled: hot primaries, API servers and warm nodes per region "
-                 "(max(1, round(n x F))), peak QPS x F, users x F, items x F, cache capacities x F")
-    if changed:
-        notes.append("rounding changed capacity per unit of traffic for: " + "; ".join(changed[:12])
-                     + ("; ..." if len(changed) > 12 else "")
-                     + " (per-node load in the scaled model differs from full scale accordingly)")
-    return eff, notes + _common_notes()
-
-
-#: the count that :func:`scale_spec` rounds, per node kind of the simulator's pools.
-_SCALED_COUNTS = {"api": ("api", "servers"), "hot": ("hot", "nodes"), "warm": ("warm", "nodes")}
-
-
-def full_scale_load_factors(spec: Spec, eff: Spec, scale: float) -> dict[tuple[str, str], float]:
-    """Per (region, node kind), the factor from a scaled pool's load to full scale.
-
-    The scaled model gives a region ``F x`` its traffic but ``k = max(1, round(n x F))`` of
-    its ``n`` servers or nodes, so the load per server differs from full scale by
-    ``k / (n x F)``. Load is linear in traffic, so a scaled pool's offered load times this
-    factor estimates the full-scale pool's mean (queueing delays do not scale this way).
-
-    Args:
-        spec: the full spec.
-        eff: the spec as :func:`scale_spec` returned it for ``scale``.
-        scale: the scale, in (0, 1].
-
-    Returns:
-        ``{(region, kind): factor}`` for kinds ``api``, ``hot`` and ``warm``; all 1.0 at
-        scale 1.
-
-    Examples:
-        >>> from geoshard.spec import load_spec
-        >>> spec = load_spec("examples/global.yaml")  # doctest: +SKIP
-        >>> eff, _ = scale_spec(spec, 0.001)  # doctest: +SKIP
-        >>> full_scale_load_factors(spec, eff, 0.001)[("eu-west", "api")]  # 32 -> 1  # doctest: +SKIP
-        31.25
-    """
-    out: dict[tuple[str, str], float] = {}
-    for r, reg in eff.regions.items():
-        full = spec.regions[r]
-        for kind, (tier, key) in _SCALED_COUNTS.items():
-            k = getattr(getattr(reg, tier), key)
-            n = getattr(getattr(full, tier), key)
-            out[(r, kind)] = 1.0 if scale == 1 else k / (n * scale)
-    return out
-
-
-def _common_notes() -> list[str]:
-    return [
-        "not scaled: service times, workers per server/node, replicas per primary, RTTs, TTLs, "
-        "request mix, Zipf exponents, SLOs, fault schedule",
-        "clients of a region are users of that region's jurisdiction; the per-region arrival "
-        "rate is peak_qps x diurnal step x campaign multipliers (so request shares per "
-        "jurisdiction follow peak_qps; user shares follow users_by_jurisdiction)",
-        "API workers are CPU slots held only for the API service time (asynchronous I/O); "
-        "caches and networks are pure delays, hot/warm nodes and API pools are FIFO queues",
-        "latencies are grouped by the client's region; failed, shed requests carry no latency "
-        "but count against SLO attainment",
-    ]
-
-
-class ZipfKeys:
-    """Bounded Zipf(``alpha``) over ``n`` keys, drawn in batches, scrambled to ids.
-
-    Rank ``k`` (1-based) has probability ``k^-alpha / H``. The first 2^20 ranks use the
-    exact CDF (``searchsorted``); the tail of larger populations uses the inverse of the
-    continuous density, whose error per rank is below the sampling noise of any run.
-    Ranks map to ids in ``[0, n)`` by ``id = (rank * a + b) mod n`` with ``gcd(a, n) = 1``.
-
-    Args:
-        n: population size (>= 1).
-        alpha: Zipf exponent (>= 0; 0 = uniform).
-        rng: the generator this sampler owns.
-    """
-
-    def __init__(self, n: int, alpha: float, rng: np.random.Generator) -> None:
-        if n < 1:
-            raise ConfigError(f"a key population must hold at least 1 key (got {n})")
-        self.n, self.alpha, self._rng = n, alpha, rng
-        head = min(n, _HEAD)
-        w = np.arange(1, head + 1, dtype=np.float64) ** (-alpha)
-        tail_mass = self._tail_integral(head + 0.5, n + 0.5) if n > head else 0.0
-        total = float(w.sum()) + tail_mass
-        self._cdf = np.cumsum(w) / total
-        self._head_mass = float(self._cdf[-1])
-        self._head = head
-        a = 2_654_435_761 % n or 1
-        while math.gcd(a, n) != 1:
-            a += 1
-        self._a, self._b = a, (n // 3)
-
-    def _tail_integral(self, lo: float, hi: float) -> float:
-        a = self.alpha
-        if abs(a - 1.0) < 1e-12:
-            return math.log(hi / lo)
-        return (hi ** (1 - a) - lo ** (1 - a)) / (1 - a)
-
-    def ranks(self, size: int) -> np.ndarray:
-        """``size`` ranks in ``[0, n)`` (0 = most popular)."""
-        u = self._rng.random(size)
-        r = np.searchsorted(self._cdf, u, side="right")
-        if self.n > self._head:
-            tail = u >= self._head_mass
-            if tail.any():
-                # invert the continuous tail: mass from head+0.5 to x equals (u - head_mass) * total
-                a = self.alpha
-                lo, hi = self._head + 0.5, self.n + 0.5
-                frac = (u[tail] - self._head_mass) / (1.0 - self._head_mass)
-                if abs(a - 1.0) < 1e-12:
-                    x = lo * (hi / lo) ** frac
-                else:
-                    x = (lo ** (1 - a) + frac * (hi ** (1 - a) - lo ** (1 - a))) ** (1 / (1 - a))
-                r[tail] = np.minimum(np.floor(x - 0.5).astype(np.int64), self.n - 1)
-        return np.minimum(r, self.n - 1)
-
-    def draw(self, size: int) -> np.ndarray:
-        """``size`` ids in ``[0, n)``: Zipf ranks through the fixed permutation."""
-        r = self.ranks(size).astype(np.int64)
-        return (r * self._a + self._b) % self.n
-
-
-def rate_segments(spec: Spec, duration_ms: float) -> list[tuple[float, float, dict[str, float]]]:
-    """Piecewise-constant per-region rates: ``[(start_ms, end_ms, {region: req/ms})]``."""
     w = spec.workload
-    cuts = {0.0, duration_ms}
-    step = w.day_s * 1000.0 / len(w.diurnal)
-    k = 1
-    while k * step < duration_ms:
-        cuts.add(k * step)
+    if w.start_of_day_s is not None:
+        return float(w.start_of_day_s)
+    peak = max(range(len(w.diurnal)), key=lambda i: (w.diurnal[i], -i))
+    return peak * w.day_s / len(w.diurnal)
+
+
+def rate_segments(spec: Spec, duration_ms: float, cuts: Iterable[float] = (),
+                  ) -> list[tuple[float, float, dict[str, float]]]:
+    """Piecewise-constant per-region rates: ``[(start_ms, end_ms, {region: req/ms})]``.
+
+    Segments change at every diurnal step, campaign start and end, and at ``cuts``.
+    """
+    w = spec.workload
+    day_ms = w.day_s * 1000.0
+    step = day_ms / len(w.diurnal)
+    t0 = start_of_day(spec) * 1000.0
+    edges = {0.0, duration_ms}
+    k = int(t0 // step) + 1
+    while k * step - t0 < duration_ms:
+        edges.add(k * step - t0)
         k += 1
     for c in w.campaigns:
         for t in (c.start_s * 1000.0, (c.start_s + c.duration_s) * 1000.0):
             if 0 < t < duration_ms:
-                cuts.add(t)
-    edges = sorted(cuts)
+                edges.add(t)
+    edges.update(t for t in cuts if 0 < t < duration_ms)
+    bounds = sorted(edges)
     segs = []
-    for a, b in zip(edges, edges[1:]):
+    for a, b in zip(bounds, bounds[1:]):
         mid = (a + b) / 2
-        diurnal = w.diurnal[int((mid % (w.day_s * 1000.0)) // step) % len(w.diurnal)]
+        diurnal = w.diurnal[int(((mid + t0) % day_ms) // step) % len(w.diurnal)]
         rates = {}
         for r in spec.regions:
             q = w.peak_qps.get(r, 0.0) * diurnal
@@ -253,92 +87,92 @@ def rate_segments(spec: Spec, duration_ms: float) -> list[tuple[float, float, di
 
 
 @dataclass
-class Arrivals:
-    """One batch of arrivals, as Python lists (fast to iterate).
+class Chunk:
+    """One region's arrivals in ``[start_ms, end_ms)``, as NumPy arrays.
 
     Attributes:
+        start_ms, end_ms: the span the chunk covers (the next chunk starts at ``end_ms``).
         t_ms: arrival times, increasing.
-        region: client region index.
         rtype: request type index (into ``REQUEST_TYPES``).
-        user: user id (global, jurisdiction ranges are disjoint).
-        item: item id.
+        user: global user id.
+        full: True for a request simulated in full, False for a cache-only one.
         draw: a uniform integer for per-request choices (API server, ...).
     """
 
-    t_ms: list[float]
-    region: list[int]
-    rtype: list[int]
-    user: list[int]
-    item: list[int]
-    draw: list[int]
+    start_ms: float
+    end_ms: float
+    t_ms: np.ndarray
+    rtype: np.ndarray
+    user: np.ndarray
+    full: np.ndarray
+    draw: np.ndarray
 
 
-class ArrivalStream:
-    """All client arrivals of a run, in time order, generated in NumPy batches.
-
-    Each region's clients are users of the region's jurisdiction; the jurisdiction's
-    ``users x share`` users form a disjoint id range ``[offset, offset + n)``.
+class RegionArrivals:
+    """One region's clients: arrivals chunk by chunk, from the region's own stream.
 
     Args:
-        spec: the effective spec.
-        duration_ms: arrivals stop here.
-        rng: the generator for gaps, regions and types.
-        key_rngs: generators for user and item draws.
-        batch: arrivals per batch.
+        region: the client region.
+        population: the users of the region's jurisdiction (with the slice).
+        segments: :func:`rate_segments` of the run.
+        mix: request type shares, in ``REQUEST_TYPES`` order.
+        rng: this region's generator.
     """
 
-    def __init__(self, spec: Spec, duration_ms: float, rng: np.random.Generator,
-                 key_rngs: list[np.random.Generator], batch: int = 8192) -> None:
-        self.regions = list(spec.regions)
-        self.segments = rate_segments(spec, duration_ms)
+    def __init__(self, region: str, population: Population,
+                 segments: list[tuple[float, float, dict[str, float]]],
+                 mix: np.ndarray, rng: np.random.Generator) -> None:
+        self.region = region
+        self.population = population
+        share = population.slice_share
+        self._segs = [(a, b, rates.get(region, 0.0) * share) for a, b, rates in segments]
+        self._mix_cdf = np.cumsum(mix / mix.sum())
         self._rng = rng
-        self._batch = batch
-        w = spec.workload
-        self.jur_of_region = [spec.regions[r].jurisdiction for r in self.regions]
-        jurs = sorted(set(self.jur_of_region))
-        self.user_offset: dict[str, int] = {}
-        self.user_count: dict[str, int] = {}
-        off = 0
-        for j in sorted(spec.jurisdictions):
-            n = round(w.users * w.users_by_jurisdiction.get(j, 0.0))
-            self.user_offset[j], self.user_count[j] = off, n
-            off += n
-        self.silent_regions = [r for r, j in zip(self.regions, self.jur_of_region)
-                               if self.user_count[j] == 0]
-        self._users = {j: ZipfKeys(self.user_count[j], w.zipf.users, key_rngs[0])
-                       for j in jurs if self.user_count[j] > 0}
-        self._items = ZipfKeys(w.items, w.zipf.items, key_rngs[1])
-        self._mix = np.array([w.mix.get(t, 0.0) for t in REQUEST_TYPES], dtype=np.float64)
-        self._mix = self._mix / self._mix.sum()
+        self._seg = 0
+        self.t = 0.0
 
-    def batches(self) -> Iterator[Arrivals]:
-        """Yield every arrival of the run, batch by batch."""
-        rng, n = self._rng, self._batch
-        region_jur = [self.jur_of_region[i] for i in range(len(self.regions))]
-        for a, b, rates in self.segments:
-            lam = np.array([0.0 if r in self.silent_regions else rates[r] for r in self.regions])
-            total = float(lam.sum())
-            if total <= 0:
-                continue
-            p = lam / total
-            t = a
-            while t < b:
-                gaps = rng.exponential(1.0 / total, n)
-                times = t + np.cumsum(gaps)
-                keep = times < b
-                times = times[keep]
-                t = float(times[-1]) if len(times) == n else b
-                m = len(times)
-                if m == 0:
-                    break
-                reg = rng.choice(len(p), size=m, p=p)
-                typ = rng.choice(len(self._mix), size=m, p=self._mix)
-                users = np.empty(m, dtype=np.int64)
-                for ri in np.unique(reg).tolist():
-                    j = region_jur[ri]
-                    mask = reg == ri
-                    users[mask] = self._users[j].draw(int(mask.sum())) + self.user_offset[j]
-                items = self._items.draw(m)
-                draw = rng.integers(0, 1 << 30, m)
-                yield Arrivals(times.tolist(), reg.tolist(), typ.tolist(), users.tolist(),
-                               items.tolist(), draw.tolist())
+    @property
+    def done(self) -> bool:
+        """True when every arrival has been drawn."""
+        return self._seg >= len(self._segs)
+
+    def next_chunk(self, max_n: int = 4096) -> Chunk:
+        """Draw the arrivals from the current time on: at most ``max_n``, within one segment."""
+        a, b, lam = self._segs[self._seg]
+        start = self.t
+        rng = self._rng
+        if lam <= 0.0:
+            self._seg += 1
+            self.t = b
+            empty = np.empty(0)
+            return Chunk(start, b, empty, empty.astype(np.int64), empty.astype(np.int64),
+                         empty.astype(bool), empty.astype(np.int64))
+        times = start + np.cumsum(rng.exponential(1.0 / lam, max_n))
+        keep = times < b
+        if keep.all():
+            end = float(times[-1])
+            self.t = end
+        else:
+            times = times[keep]
+            end = b
+            self._seg += 1
+            self.t = b
+        n = len(times)
+        pop = self.population
+        rtype = np.searchsorted(self._mix_cdf, rng.random(n), side="right")
+        np.minimum(rtype, len(self._mix_cdf) - 1, out=rtype)
+        user, is_head = pop.draw(rng, n)
+        full = ~is_head
+        if pop.materialize_head >= 1.0:
+            full[:] = True
+        elif is_head.any():
+            full[is_head] = rng.random(int(is_head.sum())) < pop.materialize_head
+        draw = rng.integers(0, 1 << 30, n)
+        # the chunk ends just after its last arrival (the next one starts from there: the
+        # Poisson process is memoryless) or at the segment's end
+        return Chunk(start, end, times, rtype.astype(np.int64), user, full, draw)
+
+
+def mix_vector(spec: Spec) -> np.ndarray:
+    """The request mix as a vector in ``REQUEST_TYPES`` order."""
+    return np.array([spec.workload.mix.get(t, 0.0) for t in REQUEST_TYPES], dtype=np.float64)

@@ -1,0 +1,222 @@
+"""Who the users are, how popular each one is, and which of them a scaled run simulates.
+
+A jurisdiction's ``N`` users have bounded-Zipf(``alpha``) popularity: the user of rank
+``r`` (0 = most popular) gets a share ``p_r = (r + 1)^-alpha / Z`` of the jurisdiction's
+requests. Ranks map to user ids by a fixed affine permutation (``id = (r x a + b) mod
+N``), so popular users spread over the ring; :meth:`Population.rank_of` inverts it.
+
+**The faithful slice** (``--scale R``, see ``docs/simulator.md``). A run at scale ``R``
+simulates, in full detail, an unbiased sample of a fraction ``R`` of all requests, with
+every request of a sampled user kept (SHARDS-style spatial sampling, so caches see each
+sampled key at its full rate):
+
+* **tail**: every ``1/R``-th rank from rank ``H`` on (systematic sampling by popularity,
+  with a seeded phase), all of its requests simulated;
+* **head**: the ``H = ceil(16 / R)`` most popular users, whose single share would dwarf
+  the slice, are all kept at their full rate *for the caches*; each of their requests is
+  simulated in full (pools, latency) with probability ``m``, and otherwise only walks the
+  caches ("cache-only"), so their keys stay hot in the caches as at full scale.
+
+``m`` is set so that the simulated share is exactly ``R`` in expectation
+(``m x head + sampled tail = R``). Cache capacities become ``head residents + R x (C -
+head residents)``; pools keep every node and stretch service times by ``1 / R``
+(:class:`~geoshard.sim.pools.Pool`), so per-node load and queueing are those of the full
+topology. At ``R = 1`` the slice is everything (``m = 1``, no cache-only requests).
+
+Examples:
+    >>> import numpy as np
+    >>> pop = Population("eu", 1000, 0.8, offset=0, scale=1.0, phase=0.0)
+    >>> pop.head_share + pop.tail_share, pop.materialize_head
+    (1.0, 1.0)
+    >>> int(pop.rank_of(pop.user_of_rank(7)))
+    7
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from geoshard.errors import ConfigError
+
+__all__ = ["EXACT_RANKS", "HEAD_FACTOR", "Population", "zipf_normaliser"]
+
+#: ranks whose weights are summed and sampled exactly; beyond, a continuous approximation.
+EXACT_RANKS = 1 << 20
+#: the head of a scaled run: the ``HEAD_FACTOR / R`` most popular users.
+HEAD_FACTOR = 16.0
+
+
+def _power_integral(lo: float, hi: float, alpha: float) -> float:
+    """``integral_lo^hi x^-alpha dx`` (lo, hi > 0)."""
+    if hi <= lo:
+        return 0.0
+    if abs(alpha - 1.0) < 1e-12:
+        return math.log(hi / lo)
+    return (hi ** (1 - alpha) - lo ** (1 - alpha)) / (1 - alpha)
+
+
+def _power_inverse(lo: float, frac: np.ndarray, total: float, alpha: float) -> np.ndarray:
+    """``x`` with ``integral_lo^x t^-alpha dt = frac x total`` (vectorised)."""
+    if abs(alpha - 1.0) < 1e-12:
+        return np.asarray(lo * np.exp(frac * total))
+    base = lo ** (1 - alpha)
+    return np.asarray((base + frac * total * (1 - alpha)) ** (1 / (1 - alpha)))
+
+
+def zipf_normaliser(n: int, alpha: float) -> float:
+    """``Z = sum_{r < n} (r + 1)^-alpha``: exact for the first 2^20 ranks, an integral beyond."""
+    head = min(n, EXACT_RANKS)
+    z = float(np.sum(np.arange(1, head + 1, dtype=np.float64) ** (-alpha)))
+    if n > head:
+        z += _power_integral(head + 0.5, n + 0.5, alpha)
+    return z
+
+
+class _PowerSampler:
+    """Draws ``k`` in ``[0, count)`` with weight ``(base + k x step)^-alpha``.
+
+    Exact CDF for the first 2^20 values, the inverse of the continuous density beyond.
+    """
+
+    def __init__(self, base: float, step: float, count: int, alpha: float,
+                 exact_weights: np.ndarray | None = None) -> None:
+        self.base, self.step, self.count, self.alpha = base, step, count, alpha
+        exact = min(count, EXACT_RANKS)
+        w = (exact_weights if exact_weights is not None
+             else (base + np.arange(exact, dtype=np.float64) * step) ** (-alpha))
+        self.exact_mass = float(w.sum())
+        self.cdf = np.cumsum(w)
+        lo = base + (exact - 0.5) * step
+        hi = base + (count - 0.5) * step
+        # in units of k: integral over k of (base + k step)^-alpha = (1/step) x integral over x
+        self.tail_mass = _power_integral(lo, hi, alpha) / step if count > exact else 0.0
+        self.mass = self.exact_mass + self.tail_mass
+        self._exact = exact
+        self._lo = lo
+
+    def draw(self, u: np.ndarray) -> np.ndarray:
+        """Map uniforms in [0, 1) to ``k`` values (int64)."""
+        x = u * self.mass
+        k = np.searchsorted(self.cdf, x, side="right").astype(np.int64)
+        if self.count > self._exact:
+            tail = x >= self.exact_mass
+            if tail.any():
+                frac = (x[tail] - self.exact_mass) / self.tail_mass
+                xs = _power_inverse(self._lo, frac, self.tail_mass * self.step, self.alpha)
+                k[tail] = np.floor((xs - self.base) / self.step + 0.5).astype(np.int64)
+        return np.minimum(k, self.count - 1)
+
+
+class Population:
+    """The users of one jurisdiction: popularity, id permutation and the slice.
+
+    Args:
+        jurisdiction: its name.
+        n: number of users (>= 1).
+        alpha: Zipf exponent (>= 0).
+        offset: the first user id of this jurisdiction (ids are ``offset + [0, n)``).
+        scale: the slice ``R`` in (0, 1].
+        phase: the systematic sample's phase in [0, 1) (from the seed).
+
+    Attributes:
+        head: ``H``, the number of head ranks.
+        head_share: the share of the jurisdiction's requests made by head users.
+        tail_share: the share made by the sampled tail users (about ``R x`` the tail).
+        materialize_head: ``m``, the probability that a head request is simulated in full.
+        keys: how many distinct users the slice holds (head + sampled tail).
+    """
+
+    def __init__(self, jurisdiction: str, n: int, alpha: float, *, offset: int, scale: float,
+                 phase: float) -> None:
+        if n < 1:
+            raise ConfigError(f"jurisdiction '{jurisdiction}' needs at least 1 user (got {n})")
+        if not 0 < scale <= 1:
+            raise ConfigError(f"scale (={scale}) must be in (0, 1]")
+        self.jurisdiction, self.n, self.alpha, self.offset = jurisdiction, n, alpha, offset
+        self.scale = scale
+        self.z = zipf_normaliser(n, alpha)
+        h = min(n, math.ceil(HEAD_FACTOR / scale), EXACT_RANKS)
+        self.head = h
+        self._head = _PowerSampler(1.0, 1.0, h, alpha) if h else None
+        head_mass = self._head.mass if self._head else 0.0
+        self.head_share = head_mass / self.z
+        stride = 1.0 / scale
+        self._stride = stride
+        self._phase = phase if scale < 1 else 0.0
+        # tail ranks r_k = H + floor((k + phase) x stride), k = 0 .. K-1, r_k < n
+        count = 0 if h >= n else max(0, math.ceil((n - h) / stride - self._phase))
+        while count and h + math.floor((count - 1 + self._phase) * stride) >= n:
+            count -= 1
+        self.tail_count = count
+        # weight of k: (r_k + 1)^-alpha, exact for the first 2^20 k, then approximately
+        # (H + 1 + (k + phase) stride - 1/2)^-alpha (the floor takes half a rank on average)
+        self._tail = None
+        if count:
+            ks = np.arange(min(count, EXACT_RANKS), dtype=np.float64)
+            exact_w = (h + np.floor((ks + self._phase) * stride) + 1.0) ** (-alpha)
+            base = h + 1.0 + self._phase * stride - (0.5 if stride > 1 else 0.0)
+            self._tail = _PowerSampler(base, stride, count, alpha, exact_w)
+        tail_mass = self._tail.mass if self._tail else 0.0
+        self.tail_share = tail_mass / self.z
+        if scale >= 1:
+            self.materialize_head = 1.0
+        elif self.head_share > 0:
+            target = scale * (1.0 - self.head_share)  # what the tail ought to carry
+            m = scale + (target - self.tail_share) / self.head_share
+            self.materialize_head = min(1.0, max(0.0, m))
+        else:
+            self.materialize_head = scale
+        self.keys = h + count
+        self._a = 2_654_435_761 % n or 1
+        while math.gcd(self._a, n) != 1:
+            self._a += 1
+        self._b = n // 3
+        self._a_inv = pow(self._a, -1, n) if n > 1 else 0
+
+    # ------------------------------------------------------------------ shares
+    @property
+    def sampled_share(self) -> float:
+        """The share of requests the slice simulates in full: ``m x head + tail`` (~ R)."""
+        return self.materialize_head * self.head_share + self.tail_share
+
+    @property
+    def slice_share(self) -> float:
+        """The share of requests the slice generates at all (full + cache-only)."""
+        return self.head_share + self.tail_share
+
+    def popularity(self, rank: np.ndarray | int) -> np.ndarray:
+        """``p_r``: the share of this jurisdiction's requests made by the user of rank ``r``."""
+        return np.asarray((np.asarray(rank, dtype=np.float64) + 1.0) ** (-self.alpha) / self.z)
+
+    # ------------------------------------------------------------------ ids
+    def user_of_rank(self, rank: np.ndarray | int) -> np.ndarray:
+        """Global user ids of ranks (the fixed permutation, plus the jurisdiction offset)."""
+        r = np.asarray(rank, dtype=np.int64)
+        return np.asarray((r * self._a + self._b) % self.n + self.offset)
+
+    def rank_of(self, user: int) -> int:
+        """The rank of a global user id of this jurisdiction (the permutation's inverse)."""
+        return ((user - self.offset - self._b) * self._a_inv) % self.n if self.n > 1 else 0
+
+    # ------------------------------------------------------------------ sampling
+    def draw(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """``size`` slice requests: ``(user ids, is_head)``.
+
+        A request is a head request with probability ``head / (head + tail)``; its user is
+        drawn by popularity among the head (resp. the sampled tail).
+        """
+        total = self.head_share + self.tail_share
+        u = rng.random(size)
+        is_head = u * total < self.head_share
+        ranks = np.empty(size, dtype=np.int64)
+        v = rng.random(size)
+        if self._head is not None and is_head.any():
+            ranks[is_head] = self._head.draw(v[is_head])
+        tail = ~is_head
+        if self._tail is not None and tail.any():
+            k = self._tail.draw(v[tail])
+            ranks[tail] = self.head + np.floor((k + self._phase) * self._stride).astype(np.int64)
+        np.minimum(ranks, self.n - 1, out=ranks)
+        return self.user_of_rank(ranks), is_head

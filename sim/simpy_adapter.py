@@ -1,0 +1,104 @@
+"""The one place where the simulator touches SimPy's private state.
+
+The engine keeps its requests as small callback objects on SimPy's own event heap
+(``Environment._queue``) and runs them with a dispatch loop that does what
+``Environment.step`` does (pop, advance the clock, call the callbacks, re-raise a failed
+event nobody handled) without its per-event overhead. SimPy processes (the fault
+schedule) run on the same heap, so both kinds of events interleave in exact time order.
+
+Private names used here: ``Environment._queue`` (the heap of ``(time, priority, eid,
+event)``), ``Environment._eid`` (the tie-breaking counter), ``Environment._now``,
+``Event._ok``/``_defused``/``_value``. ``tests/unit/test_simpy_adapter.py`` checks them
+against the SimPy version pinned in ``pyproject.toml``.
+
+Examples:
+    >>> import simpy
+    >>> env = simpy.Environment()
+    >>> loop = EventLoop(env)
+    >>> seen = []
+    >>> class Ev:
+    ...     _ok = True
+    ...     callbacks = None
+    >>> ev = Ev()
+    >>> loop.schedule(ev, 5.0, [lambda e: seen.append(env.now)])
+    >>> loop.run_until(10.0)
+    >>> seen
+    [5.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from heapq import heappop, heappush
+from typing import Any
+
+import simpy
+
+__all__ = ["NORMAL", "URGENT", "EventLoop"]
+
+#: SimPy's priorities: at the same time, URGENT events run before NORMAL ones.
+URGENT = simpy.events.URGENT
+NORMAL = simpy.events.NORMAL
+
+
+class EventLoop:
+    """Runs SimPy's event heap with the engine's own lightweight events on it.
+
+    An engine event is any object with a ``callbacks`` list attribute and ``_ok = True``
+    (the engine's request objects): :meth:`schedule` pushes it, and when its time comes
+    every callback in the list is called with the object.
+
+    Args:
+        env: the SimPy environment whose heap and clock are used.
+    """
+
+    __slots__ = ("env", "_eid", "_heap")
+
+    def __init__(self, env: simpy.Environment) -> None:
+        self.env = env
+        self._heap: list[Any] = env._queue  # noqa: SLF001 - the adapter's purpose
+        self._eid = env._eid  # noqa: SLF001
+
+    @property
+    def now(self) -> float:
+        """The current simulated time."""
+        return self.env._now  # noqa: SLF001
+
+    def schedule(self, ev: Any, at: float, callbacks: list[Callable[[Any], None]],
+                 priority: int = NORMAL) -> None:
+        """Run ``callbacks`` on ``ev`` at time ``at`` (>= now)."""
+        ev.callbacks = callbacks
+        heappush(self._heap, (at, priority, next(self._eid), ev))
+
+    @property
+    def next_id(self) -> Callable[[], int]:
+        """The environment's tie-breaking counter (events at equal times run in id order)."""
+        return self._eid.__next__
+
+    @property
+    def heap(self) -> list[Any]:
+        """The event heap itself (for engines that push with ``heapq.heappush``)."""
+        return self._heap
+
+    def run_until(self, until: float) -> None:
+        """Process every event scheduled before ``until``; leave the clock at ``until``.
+
+        Events at exactly ``until`` stay on the heap (as with ``Environment.run(until)``).
+
+        Raises:
+            Exception: the value of a failed SimPy event that no callback defused.
+        """
+        env = self.env
+        heap = self._heap
+        pop = heappop
+        while heap and heap[0][0] < until:
+            t, _, _, ev = pop(heap)
+            env._now = t  # noqa: SLF001
+            callbacks = ev.callbacks
+            ev.callbacks = None
+            for cb in callbacks:
+                cb(ev)
+            if not ev._ok and not hasattr(ev, "_defused"):  # noqa: SLF001
+                raise ev._value  # noqa: SLF001
+        if env._now < until:  # noqa: SLF001
+            env._now = until  # noqa: SLF001

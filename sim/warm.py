@@ -1,0 +1,255 @@
+"""Warm start: caches begin at their steady state, filled lazily from the popularity model.
+
+At full scale the caches of a global topology hold tens of millions of keys; a 30 s run
+from empty caches would measure their warm-up, not the system. Filling them would not
+fit in memory, so the steady state is applied **lazily**:
+
+* For each region and cache level, :class:`CacheModel` solves the analytic steady state
+  (:mod:`geoshard.storage.cache.steady`: Che's characteristic time with TTLs and write
+  invalidations, the L1 -> L2 -> regional stack as a filtered stream) over the whole
+  key population, and tabulates, per popularity class and time since the start, the
+  probability that an untouched key is still resident.
+* Each simulated cache is the real policy object started with
+  :meth:`~geoshard.storage.cache.CachePolicy.start_warm`: a count of *virtual* residents
+  fills its capacity. The first time a key is looked up, a deterministic per-(cache,
+  key) uniform draw against that probability (:meth:`CacheModel.oracle`) says whether it
+  was resident; if so it becomes a real entry (a hit) with a residual TTL, and one
+  virtual resident is gone. Admissions evict virtual residents first (under LRU and
+  FIFO they are the oldest entries); writes invalidate them too. When no virtual
+  resident is left the cache is an ordinary one.
+
+The decisions are keyed (a key is resident or not, consistently, never an independent
+roll per lookup), and the check in ``tests/unit/test_sim_warm.py`` compares the hit
+ratios of the first simulated seconds after a warm start with those after a long cold
+run. Limits: the model's (IRM, filtered-stream hierarchy, SIEVE approximated as LRU;
+see ``docs/simulator.md``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from geoshard.storage.cache.steady import characteristic_time, hit_probability, resident_after
+
+from .population import Population, _power_integral
+
+__all__ = ["CacheModel", "LevelModel", "key_uniform"]
+
+_EXACT_CLASSES = 4096
+_BINS = 1500
+_MASK = (1 << 64) - 1
+
+
+def key_uniform(key: int, salt: int) -> float:
+    """A uniform in [0, 1) that is a fixed function of ``(key, salt)``.
+
+    Multiply-shift hashing with an odd 64-bit multiplier derived from ``salt``: cheap
+    enough for every first lookup of a key, and independent across caches (salts).
+    """
+    return (((key + 0x632BE59BD9B4E019) * _multiplier(salt)) & _MASK) * _INV64
+
+
+def _multiplier(salt: int) -> int:
+    """An odd 64-bit multiplier from a salt (splitmix64 finaliser)."""
+    z = (salt * 0x9E3779B97F4A7C15 + 0x7F4A7C15) & _MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return (z ^ (z >> 31)) | 1
+
+
+_INV64 = 1.0 / (1 << 64)
+
+
+@dataclass
+class _Classes:
+    """A jurisdiction's ranks in popularity classes: exact ranks first, then log bins."""
+
+    pop: Population
+    p: np.ndarray        # popularity of one key of the class
+    count: np.ndarray    # keys in the class
+    lo: list[int]        # first rank of each class, increasing
+    exact: int
+
+    @classmethod
+    def of(cls, pop: Population) -> _Classes:
+        n, a = pop.n, pop.alpha
+        k = min(n, _EXACT_CLASSES)
+        ranks = np.arange(k, dtype=np.float64)
+        p = list(pop.popularity(ranks))
+        count = [1.0] * k
+        lo = list(range(k))
+        if n > k:
+            edges = np.unique(np.floor(k * (n / k) ** (np.arange(_BINS + 1) / _BINS)))
+            edges[-1] = n
+            for x, y in zip(edges[:-1], edges[1:]):
+                c = y - x
+                mass = _power_integral(x + 0.5, y + 0.5, a) / pop.z
+                p.append(mass / c)
+                count.append(c)
+                lo.append(int(x))
+        return cls(pop, np.array(p), np.array(count), lo, k)
+
+    def index(self, rank: int) -> int:
+        """The class of a rank."""
+        if rank < self.exact:
+            return rank
+        return bisect.bisect_right(self.lo, rank) - 1
+
+
+@dataclass
+class LevelModel:
+    """The steady state of one cache level in one region (all its instances alike).
+
+    Attributes:
+        level: ``l1``, ``l2`` or ``regional``.
+        policy, ttl_s: the level's policy and TTL.
+        t_c: the characteristic time (s), ``inf`` when TTL-bound.
+        capacity_items: the full-scale capacity in keys.
+        hit_ratio: the model's hit ratio of lookups reaching this level.
+        head_residents: expected resident head keys of the slice (for the slice capacity).
+        table: per jurisdiction, a flat ``[class x time]`` table of P(resident).
+    """
+
+    level: str
+    policy: str
+    ttl_s: float | None
+    t_c: float
+    capacity_items: float
+    hit_ratio: float
+    head_residents: float
+    table: dict[str, array]
+
+    def slice_capacity(self, scale: float) -> float:
+        """The capacity of this level in a slice: head residents + R x the rest."""
+        head = min(self.head_residents, self.capacity_items)
+        return max(1.0, head + scale * (self.capacity_items - head))
+
+
+class CacheModel:
+    """The analytic steady state of every cache level of one region.
+
+    Args:
+        populations: per jurisdiction whose requests use this region's caches.
+        read_rate: per jurisdiction, lookups per second entering this region.
+        write_rate: per jurisdiction, writes per second entering this region.
+        inval_rate: per jurisdiction, writes per second anywhere (they invalidate the
+            shared levels of every region allowed to hold the data).
+        servers: L1 instances (API servers) in the region.
+        levels: ``(name, policy, capacity_items, ttl_s)`` from L1 down.
+        duration_s: the run's length (the time grid of the tables).
+    """
+
+    def __init__(self, populations: dict[str, Population], read_rate: dict[str, float],
+                 write_rate: dict[str, float], inval_rate: dict[str, float], servers: int,
+                 levels: Sequence[tuple[str, str, float, float | None]],
+                 duration_s: float) -> None:
+        self.classes = {j: _Classes.of(p) for j, p in populations.items()}
+        self.key_info = _KeyInfo()
+        step = max(0.5, duration_s / 60.0)
+        self.grid_step = step
+        self.grid = [i * step for i in range(int(math.ceil(duration_s / step)) + 2)]
+        self.levels: dict[str, LevelModel] = {}
+        # per jurisdiction: lookups of one key per second reaching the current level
+        reach = {j: read_rate.get(j, 0.0) * c.p for j, c in self.classes.items()}
+        for name, policy, cap, ttl in levels:
+            share = 1.0 / servers if name == "l1" else 1.0
+            r = {j: reach[j] * share for j in reach}
+            w = {j: (write_rate.get(j, 0.0) * share if name == "l1"
+                     else inval_rate.get(j, 0.0)) * self.classes[j].p for j in reach}
+            js = list(self.classes)
+            cat = (lambda d: np.concatenate([d[j] for j in js])) if js else (lambda d: np.zeros(0))
+            weights = cat({j: self.classes[j].count for j in js})
+            t_c = characteristic_time(policy, cat(r), cat(w), weights, ttl, cap) if js else math.inf
+            table: dict[str, array] = {}
+            lookups = hits = head = 0.0
+            for j in js:
+                cl = self.classes[j]
+                h0 = hit_probability(policy, r[j], w[j], ttl, t_c)
+                lookups += float(np.dot(cl.count, r[j]))
+                hits += float(np.dot(cl.count, r[j] * h0))
+                hr = cl.pop.head
+                below = np.clip(hr - np.array(cl.lo, dtype=np.float64), 0, cl.count)
+                head += float(np.dot(below, h0))
+                cols = [resident_after(policy, r[j], w[j], ttl, t_c, e) for e in self.grid]
+                table[j] = array("d", np.stack(cols, axis=1).ravel().tolist())
+                reach[j] = reach[j] * (1.0 - h0)
+            self.levels[name] = LevelModel(name, policy, ttl, t_c, cap,
+                                           hits / lookups if lookups else 0.0, head, table)
+
+    def oracle(self, level: str, salt: int) -> _Oracle:
+        """The residency oracle of one cache instance of ``level`` (its own ``salt``)."""
+        return _Oracle(self, self.levels[level], salt)
+
+
+class _KeyInfo:
+    """The popularity class of the key looked up last, shared by a region's levels
+    (a lookup walks L1, L2 and the regional level with the same key)."""
+
+    __slots__ = ("cls", "j", "key")
+
+    def __init__(self) -> None:
+        self.key = -1
+        self.j: str | None = None
+        self.cls = 0
+
+
+class _Oracle:
+    """``(key, now_s) -> insertion time if the key was resident, else None``."""
+
+    __slots__ = ("_grid_n", "_info", "_inv_step", "_mult", "_offsets", "_tables", "_ttl",
+                 "_two")
+
+    def __init__(self, model: CacheModel, level: LevelModel, salt: int) -> None:
+        # per jurisdiction: (first id, end id, name, n, b, a^-1, classes)
+        self._offsets = sorted((c.pop.offset, c.pop.offset + c.pop.n, j, c.pop.n, c.pop._b,
+                                c.pop._a_inv, c) for j, c in model.classes.items())
+        self._tables = level.table
+        self._grid_n = len(model.grid)
+        self._inv_step = 1.0 / model.grid_step
+        self._mult = _multiplier(salt)
+        self._two = _multiplier(salt ^ 0x5DEECE66D)
+        self._ttl = level.ttl_s
+        self._info = model.key_info
+
+    def __call__(self, key: int, now_s: float) -> float | None:
+        info = self._info
+        if info.key == key:
+            j, c = info.j, info.cls
+        else:
+            j = None
+            c = 0
+            for lo, hi, name, n, b, a_inv, cl in self._offsets:
+                if lo <= key < hi:
+                    j = name
+                    rank = ((key - lo - b) * a_inv) % n if n > 1 else 0
+                    c = rank if rank < cl.exact else bisect.bisect_right(cl.lo, rank) - 1
+                    break
+            info.key, info.j, info.cls = key, j, c
+            if j is None:
+                return None
+        if j is None:
+            return None
+        x = now_s * self._inv_step
+        k = int(x)
+        n = self._grid_n
+        if k >= n - 1:
+            k, frac = n - 2, 1.0
+        else:
+            frac = x - k
+        tab = self._tables[j]
+        base = c * n + k
+        prob = tab[base] * (1.0 - frac) + tab[base + 1] * frac
+        if (((key + 0x632BE59BD9B4E019) * self._mult) & _MASK) * _INV64 >= prob:
+            return None
+        ttl = self._ttl
+        if ttl is None or now_s >= ttl:
+            return now_s
+        # alive at now with expiry uniform in (now, ttl]: inserted at expiry - ttl
+        v = (((key + 0x632BE59BD9B4E019) * self._two) & _MASK) * _INV64
+        return now_s + v * (ttl - now_s) - ttl
