@@ -10,13 +10,17 @@ over them and :class:`~geoshard.storage.memory.MemoryHotStore`) and add:
   group by another logical shard.
 * **Batching**: :meth:`get_many` groups keys by node and slot and sends one pipeline per
   node (one MGET per slot); :meth:`put_many` sends one pipeline of SETs per node.
-* **Retry with backoff** as a policy object (:class:`RetryPolicy`, built on redis-py's
-  backoff classes) on connection loss, timeouts, MOVED/ASK, TRYAGAIN, CLUSTERDOWN and
-  writes to a demoted primary, bounded in attempts *and* in total time.
+* **Retry with backoff** under a :class:`~geoshard.storage.retry.RetryPolicy`, bounded in
+  attempts *and* in total time. Each attempt translates redis-py's exceptions into the
+  error taxonomy (:func:`translate_redis_error`): connection loss, timeouts, MOVED/ASK,
+  TRYAGAIN, CLUSTERDOWN and writes to a demoted primary become the retryable
+  :class:`~geoshard.errors.BackendUnavailableError`; every other Redis error becomes a
+  final :class:`~geoshard.errors.BackendError`, and the policy branches on that flag.
 * **Replica reads** (cluster, ``read_from_replicas: true``): reads round-robin over the
   replicas, which may lag the primary.
 * **Durable-write mode** (``durable_writes: true``): each node's write pipeline ends with
-  ``WAIT wait_replicas wait_timeout_ms``; fewer acks raise :class:`DurabilityError`.
+  ``WAIT wait_replicas wait_timeout_ms``; fewer acks raise
+  :class:`~geoshard.errors.DurabilityError`.
   In our loopback partition test WAIT 1 roughly halved single-client write throughput
   (6,485 -> 3,191 ops/s) and removed the loss of 3,038 acknowledged writes; it narrows
   the loss window, it does not make Redis strongly consistent (docs/storage-hot.md).
@@ -37,22 +41,19 @@ Examples:
 
 from __future__ import annotations
 
-import math
-import threading
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import redis
 import redis.exceptions as rex
 from pydantic import Field, model_validator
-from redis.backoff import AbstractBackoff, ExponentialWithJitterBackoff, NoBackoff
+from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, LoadBalancingStrategy, RedisCluster
 from redis.crc import key_slot
 from redis.retry import Retry
 
-from geoshard.errors import BackendError, ConfigError
+from geoshard.errors import BackendError, BackendUnavailableError, DurabilityError
 from geoshard.keys import DataKey
 from geoshard.regions.residency import ResidencyPolicy
 from geoshard.storage.base import MAX_VALUE_BYTES, BackendConfig, HotStore
@@ -62,25 +63,24 @@ from geoshard.storage.memory import (
     hot_key_name,
     prepare_writes,
 )
+from geoshard.storage.retry import ExponentialBackoff, RetryPolicy, RetryStats
 
 __all__ = [
     "RETRYABLE_ERRORS",
-    "DurabilityError",
     "RedisClusterHotStore",
     "RedisClusterHotStoreConfig",
     "RedisHotStore",
     "RedisHotStoreConfig",
     "ResendNeeded",
-    "RetryExhaustedError",
-    "RetryPolicy",
-    "RetryStats",
-    "hot_key_name",
+    "translate_redis_error",
 ]
 
 T = TypeVar("T")
 
-#: Errors worth another attempt after a backoff: the node or the topology may recover.
-#: (MovedError subclasses AskError; BusyLoadingError subclasses ConnectionError.)
+#: redis-py errors worth another attempt after a backoff: the node or the topology may
+#: recover. :func:`translate_redis_error` turns them into the retryable
+#: BackendUnavailableError. (MovedError subclasses AskError; BusyLoadingError subclasses
+#: ConnectionError.)
 RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
     rex.ConnectionError,
     rex.TimeoutError,
@@ -93,160 +93,33 @@ RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
 #: Connection errors that another attempt will not fix.
 _NEVER_RETRY: tuple[type[BaseException], ...] = (rex.AuthenticationError,
                                                  rex.AuthorizationError)
+#: What a give-up message tells the operator.
+_RETRY_HINT = "Check that the Redis nodes are up (geoshard status) or raise the retry budget"
 
 
-class DurabilityError(BackendError):
-    """Fewer replicas than required acknowledged a durable write (``WAIT``).
-
-    The write *was applied* on the primary and may or may not survive a failover: treat
-    it as indeterminate (Jepsen ``info``), never as failed-and-absent. It is not retried.
-
-    Attributes:
-        node: ``host:port`` of the primary.
-        acked: replicas that acknowledged within the timeout.
-        required: replicas required (``wait_replicas``).
-    """
-
-    def __init__(self, message: str, *, node: str, acked: int, required: int) -> None:
-        super().__init__(message)
-        self.node = node
-        self.acked = acked
-        self.required = required
-
-
-class RetryExhaustedError(BackendError):
-    """A retryable error persisted past the policy's attempts or time budget.
-
-    Attributes:
-        attempts: attempts made.
-        elapsed_s: seconds from the first attempt to giving up.
-        last: the last underlying error.
-    """
-
-    def __init__(self, message: str, *, attempts: int, elapsed_s: float,
-                 last: BaseException) -> None:
-        super().__init__(message)
-        self.attempts = attempts
-        self.elapsed_s = elapsed_s
-        self.last = last
-
-
-@dataclass
-class RetryStats:
-    """Counters a store keeps of its retries (chaos runs log these, not only errors).
-
-    Attributes:
-        calls: operations run through the policy.
-        retries: extra attempts after a retryable error.
-        exhausted: operations that gave up.
-        errors: retryable errors seen, by exception class name.
-        topology_refreshes: cluster slot-map reloads.
-    """
-
-    calls: int = 0
-    retries: int = 0
-    exhausted: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
-    topology_refreshes: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def record_error(self, exc: BaseException) -> None:
-        """Count one retryable error by its class name."""
-        with self._lock:
-            name = type(exc).__name__
-            self.errors[name] = self.errors.get(name, 0) + 1
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Retry with backoff, bounded by attempts and by a total time budget.
-
-    The delay before attempt ``n + 1`` is ``backoff.compute(n)`` (redis-py's backoff
-    classes; exponential with jitter by default). The policy gives up when ``max_attempts``
-    attempts failed, or when the next delay would cross ``budget_s`` since the first
-    attempt, and raises :class:`RetryExhaustedError` naming the operation.
+def translate_redis_error(exc: BaseException, *, node: str, op: str) -> BackendError:
+    """The taxonomy error for a redis-py error, to be raised ``from exc``.
 
     Args:
-        max_attempts: attempts in total (1 = no retry).
-        budget_s: total seconds the operation may take, backoff included.
-        backoff: a ``redis.backoff.AbstractBackoff``.
-        retry_on: exception classes that are retried; anything else propagates at once.
-        sleep: injected for tests.
-        clock: monotonic seconds, injected for tests.
+        exc: the redis-py exception.
+        node: ``host:port`` (or a list) of the server involved.
+        op: the operation, for the message (``GET k``, ``SET of 3 keys``).
 
-    Raises:
-        ConfigError: ``max_attempts < 1`` or ``budget_s <= 0``.
+    Returns:
+        A retryable :class:`~geoshard.errors.BackendUnavailableError` for the errors in
+        :data:`RETRYABLE_ERRORS` (except failed authentication or authorisation), else a
+        final :class:`~geoshard.errors.BackendError`.
 
     Examples:
-        >>> policy = RetryPolicy(max_attempts=3, budget_s=1.0, backoff=NoBackoff())
-        >>> policy.call(lambda: 42, what="GET k")
-        42
+        >>> translate_redis_error(rex.TimeoutError("slow"), node="10.0.0.1:7000", op="GET k")
+        BackendUnavailableError('redis 10.0.0.1:7000: GET k failed: TimeoutError: slow')
+        >>> translate_redis_error(rex.ResponseError("WRONGTYPE"), node="n:1", op="GET k").retryable
+        False
     """
-
-    max_attempts: int = 10
-    budget_s: float = 10.0
-    backoff: AbstractBackoff = field(
-        default_factory=lambda: ExponentialWithJitterBackoff(cap=1.0, base=0.02))
-    retry_on: tuple[type[BaseException], ...] = RETRYABLE_ERRORS
-    sleep: Callable[[float], None] = time.sleep
-    clock: Callable[[], float] = time.monotonic
-
-    def __post_init__(self) -> None:
-        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) \
-                or self.max_attempts < 1:
-            raise ConfigError(f"max_attempts(={self.max_attempts!r}) must be an integer >= 1.")
-        if not (isinstance(self.budget_s, (int, float)) and math.isfinite(self.budget_s)
-                and self.budget_s > 0):
-            raise ConfigError(f"budget_s(={self.budget_s!r}) must be a finite number > 0.")
-
-    def call(self, fn: Callable[[], T], *, what: str,
-             on_retry: Callable[[BaseException, int], None] | None = None,
-             stats: RetryStats | None = None) -> T:
-        """Run ``fn`` until it returns, a non-retryable error escapes, or the policy gives up.
-
-        Args:
-            fn: the operation; it must be safe to repeat (idempotent).
-            what: names the operation and server in the error message.
-            on_retry: called with the error and the attempt number before each backoff
-                (refresh a topology here).
-            stats: counters to update.
-
-        Raises:
-            RetryExhaustedError: attempts or budget exhausted on retryable errors.
-        """
-        start = self.clock()
-        if stats is not None:
-            stats.calls += 1
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return fn()
-            except self.retry_on as exc:
-                if isinstance(exc, _NEVER_RETRY):
-                    raise
-                if stats is not None:
-                    stats.record_error(exc)
-                elapsed = self.clock() - start
-                delay = max(0.0, float(self.backoff.compute(attempt)))
-                reason = ""
-                if attempt >= self.max_attempts:
-                    reason = f"max_attempts={self.max_attempts}"
-                elif elapsed + delay > self.budget_s:
-                    reason = f"budget_s={self.budget_s:g}"
-                if reason:
-                    if stats is not None:
-                        stats.exhausted += 1
-                    raise RetryExhaustedError(
-                        f"{what} failed after {attempt} attempt(s) in {elapsed:.2f} s "
-                        f"({reason} reached): {type(exc).__name__}: {exc}. Check that the "
-                        "Redis nodes are up (geoshard status) or raise the retry budget",
-                        attempts=attempt, elapsed_s=elapsed, last=exc) from exc
-                if stats is not None:
-                    stats.retries += 1
-                if on_retry is not None:
-                    on_retry(exc, attempt)
-                self.sleep(delay)
+    message = f"redis {node}: {op} failed: {type(exc).__name__}: {exc}"
+    if isinstance(exc, RETRYABLE_ERRORS) and not isinstance(exc, _NEVER_RETRY):
+        return BackendUnavailableError(message)
+    return BackendError(message)
 
 
 # --------------------------------------------------------------------------- configs
@@ -273,10 +146,10 @@ class _RedisStoreConfig(BackendConfig):
     max_value_bytes: int = Field(default=MAX_VALUE_BYTES, gt=0, description="largest value")
 
     def retry_policy(self) -> RetryPolicy:
-        """The :class:`RetryPolicy` these settings describe."""
+        """The :class:`~geoshard.storage.retry.RetryPolicy` these settings describe."""
         return RetryPolicy(max_attempts=self.max_attempts, budget_s=self.retry_budget_s,
-                           backoff=ExponentialWithJitterBackoff(cap=self.backoff_cap_s,
-                                                                base=self.backoff_base_s))
+                           backoff=ExponentialBackoff(base_s=self.backoff_base_s,
+                                                      cap_s=self.backoff_cap_s))
 
 
 class RedisHotStoreConfig(_RedisStoreConfig):
@@ -358,18 +231,18 @@ class _RedisStoreBase(HotStore):
         """``host:port`` (or a comma-separated list) of the server(s)."""
         raise NotImplementedError
 
-    def _run(self, fn: Callable[[], T], op: str,
-             on_retry: Callable[[BaseException, int], None] | None = None) -> T:
-        """Run ``fn`` under the retry policy; map redis errors to BackendError."""
-        try:
-            return self.retry.call(fn, what=f"redis {self.address}: {op}", on_retry=on_retry,
-                                   stats=self.retry_stats)
-        except BackendError:
-            raise
-        except (rex.RedisError, rex.RedisClusterException) as exc:
-            node = _node_of(exc) or self.address
-            raise BackendError(f"redis {node}: {op} failed: {type(exc).__name__}: {exc}") \
-                from exc
+    def _run(self, fn: Callable[[], T], op: str) -> T:
+        """Run ``fn`` under the retry policy, translating redis errors in every attempt."""
+
+        def attempt() -> T:
+            try:
+                return fn()
+            except (rex.RedisError, rex.RedisClusterException) as exc:
+                raise translate_redis_error(exc, node=_node_of(exc) or self.address,
+                                            op=op) from exc
+
+        return self.retry.call(attempt, what=f"redis {self.address}: {op}",
+                               stats=self.retry_stats, hint=_RETRY_HINT)
 
     def _durability_check(self, node: str, acked: int) -> None:
         need = self.config.wait_replicas
@@ -548,11 +421,11 @@ class _Cmd:
     asking: bool = False
 
 
-class ResendNeeded(rex.ConnectionError):
+class ResendNeeded(BackendUnavailableError):
     """Some commands of a cluster batch must be re-sent (moved, asked, node down).
 
-    Raised inside the retry loop, so it is retried; the underlying errors are counted
-    in :attr:`RetryStats.errors` by their own class names.
+    Raised inside the retry loop and retryable, so the policy re-runs the batch; the
+    underlying errors are counted in :attr:`RetryStats.errors` by their own class names.
     """
 
 
@@ -705,8 +578,7 @@ class RedisClusterHotStore(_RedisStoreBase):
                         refresh = refresh or isinstance(reply, (rex.ReadOnlyError,
                                                                 rex.ClusterDownError))
                     elif isinstance(reply, Exception):
-                        raise BackendError(f"redis {node_name}: {op} failed: "
-                                           f"{type(reply).__name__}: {reply}") from reply
+                        raise translate_redis_error(reply, node=node_name, op=op) from reply
                     else:
                         for i in cmd.idxs:
                             asking.pop(i, None)

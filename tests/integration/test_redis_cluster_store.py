@@ -9,15 +9,11 @@ from collections.abc import Iterator
 import pytest
 
 from geoshard.cluster.local.redis_procs import RedisClusterProcs, RedisServer
-from geoshard.errors import BackendError
+from geoshard.errors import BackendError, DurabilityError
 from geoshard.keys import DataKey, UserKey
 from geoshard.regions.residency import ResidencyPolicy
 from geoshard.spec import load_spec
-from geoshard.storage.redis_store import (
-    DurabilityError,
-    RedisClusterHotStore,
-    RedisClusterHotStoreConfig,
-)
+from geoshard.storage.redis_store import RedisClusterHotStore, RedisClusterHotStoreConfig
 
 pytestmark = pytest.mark.integration
 _ns = itertools.count()

@@ -7,12 +7,9 @@ import time
 
 import pytest
 
+from geoshard.errors import RetryExhaustedError
 from geoshard.keys import DataKey
-from geoshard.storage.redis_store import (
-    RedisClusterHotStore,
-    RedisClusterHotStoreConfig,
-    RetryExhaustedError,
-)
+from geoshard.storage.redis_store import RedisClusterHotStore, RedisClusterHotStoreConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

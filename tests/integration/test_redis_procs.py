@@ -13,14 +13,9 @@ from geoshard.cluster.local.redis_procs import (
     find_free_port,
     redis_binary,
 )
-from geoshard.errors import BackendError, ConfigError
+from geoshard.errors import BackendError, ConfigError, DurabilityError, RetryExhaustedError
 from geoshard.keys import DataKey
-from geoshard.storage.redis_store import (
-    DurabilityError,
-    RedisHotStore,
-    RedisHotStoreConfig,
-    RetryExhaustedError,
-)
+from geoshard.storage.redis_store import RedisHotStore, RedisHotStoreConfig
 
 pytestmark = pytest.mark.integration
 
