@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict
 from geoshard.errors import ConfigError, InputError, did_you_mean
 from geoshard.keys import DataKey
 from geoshard.regions.residency import ResidencyPolicy
+from geoshard.storage.keylayout import require_data_key
 
 __all__ = [
     "BACKENDS",
@@ -43,7 +44,9 @@ __all__ = [
     "TierName",
     "VectorStore",
     "load_backend",
+    "prepare_writes",
     "validate_embeddings",
+    "validate_ttl_s",
     "validate_value",
 ]
 
@@ -102,6 +105,21 @@ def validate_value(value: object, *, max_bytes: int = MAX_VALUE_BYTES) -> bytes:
         raise InputError(f"payload of {len(data):,} bytes is over the {max_bytes:,}-byte limit; "
                          "split it or store it in the cold tier")
     return data
+
+
+def validate_ttl_s(ttl_s: object) -> float | None:
+    """Return ``ttl_s`` as a float when it is a finite number > 0, or None for no expiry.
+
+    Raises:
+        InputError: zero, negative, NaN, infinite or not a number.
+    """
+    if ttl_s is None:
+        return None
+    if isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or \
+            not math.isfinite(ttl_s) or ttl_s <= 0:
+        raise InputError(f"ttl_s(={ttl_s!r}) must be a finite number of seconds > 0, or None "
+                         "for no expiry (nothing was written)")
+    return float(ttl_s)
 
 
 def validate_embeddings(vectors: object, dim: int) -> np.ndarray:
@@ -209,6 +227,53 @@ class HotStore(Tier):
     @abstractmethod
     def ttl(self, key: DataKey) -> float | None:
         """Remaining TTL in seconds; None when the key has none or is absent."""
+
+    @abstractmethod
+    def key_name(self, key: DataKey) -> str:
+        """The backend's name of ``key``
+        (:func:`~geoshard.storage.keylayout.hot_key_name` with its namespace and shards).
+
+        Raises:
+            InputError: ``key`` is not a DataKey.
+        """
+
+
+def prepare_writes(store: HotStore, items: Sequence[tuple[DataKey, object]],
+                   ttl_s: object, *, max_value_bytes: int = MAX_VALUE_BYTES,
+                   ) -> tuple[list[tuple[DataKey, bytes]], float | None]:
+    """Validate a whole hot-tier write batch before any I/O; one bad item and nothing is written.
+
+    Every hot backend calls this first, so they refuse the same batches with the same
+    messages. Checks, in order: every item is a ``(DataKey, bytes-like)`` pair, every
+    value is within ``max_value_bytes``, ``ttl_s`` is valid, and the store's region may
+    hold every key (:meth:`Tier.guard_write`).
+
+    Returns:
+        The items with values as ``bytes``, and the TTL as a float or None.
+
+    Raises:
+        InputError: a malformed item, key, value or TTL (the message names it).
+        ResidencyError: a personal key may not be stored in ``store.region``.
+        ConfigError: personal data and a store without a residency policy.
+    """
+    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+        raise InputError(f"items must be a sequence of (DataKey, bytes) pairs; got "
+                         f"{type(items).__name__}")
+    prepared: list[tuple[DataKey, bytes]] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, tuple) or len(item) != 2:
+            raise InputError(f"item {i} ({item!r:.60}) is not a (DataKey, bytes) pair "
+                             "(nothing was written)")
+        key, value = item
+        require_data_key(key)
+        try:
+            data = validate_value(value, max_bytes=max_value_bytes)
+        except InputError as exc:
+            raise InputError(f"item {i} ({key}): {exc} (nothing was written)") from None
+        prepared.append((key, data))
+    ttl = validate_ttl_s(ttl_s)
+    store.guard_write([k for k, _ in prepared])
+    return prepared, ttl
 
 
 class VectorStore(Tier):

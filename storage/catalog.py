@@ -37,6 +37,7 @@ from geoshard.keys import DataKey
 from geoshard.regions.residency import ResidencyPolicy
 from geoshard.spec import DATA_CLASSES, Spec
 from geoshard.storage.base import BackendConfig, Catalog
+from geoshard.storage.keylayout import key_text, require_data_key
 
 __all__ = [
     "MIGRATIONS",
@@ -474,10 +475,11 @@ class SqlCatalog(Catalog):
         """
         self._check(key, tier)
         self.guard_write([key])
+        name = key_text(key)
         with self._session() as s, s.begin():
-            row = s.get(TierMembershipRow, str(key), with_for_update=True)
+            row = s.get(TierMembershipRow, name, with_for_update=True)
             if row is None:
-                s.add(TierMembershipRow(key=str(key), data_class=key.data_class, tier=tier,
+                s.add(TierMembershipRow(key=name, data_class=key.data_class, tier=tier,
                                         last_access_s=now_s, access_count=int(count)))
             else:
                 row.tier = tier
@@ -491,7 +493,7 @@ class SqlCatalog(Catalog):
     def membership(self, key: DataKey) -> Membership | None:
         """The membership row of ``key``, or None."""
         with self._session() as s:
-            r = s.get(TierMembershipRow, str(key))
+            r = s.get(TierMembershipRow, key_text(key))
             return None if r is None else _membership(r)
 
     def members(self, tier: str | None = None) -> list[Membership]:
@@ -505,7 +507,7 @@ class SqlCatalog(Catalog):
     def forget(self, key: DataKey) -> bool:
         """Drop ``key``'s membership row (erasure); True when it existed."""
         with self._session() as s, s.begin():
-            r = s.get(TierMembershipRow, str(key))
+            r = s.get(TierMembershipRow, key_text(key))
             if r is None:
                 return False
             s.delete(r)
@@ -548,10 +550,7 @@ class SqlCatalog(Catalog):
     def _check(key: DataKey, tier: str) -> None:
         if tier not in TIERS:
             raise InputError(f"tier '{tier}' is unknown; use one of {', '.join(TIERS)}")
-        if not isinstance(key, DataKey) or key.data_class not in DATA_CLASSES:
-            raise InputError(f"key {key!r} is not a DataKey of a known data class")
-        if len(str(key)) > 300:
-            raise InputError(f"key '{str(key)[:60]}...' is longer than 300 characters")
+        require_data_key(key)  # a DataKey's text fits the 300-character column: ids are <= 128
 
 
 def _membership(r: TierMembershipRow) -> Membership:

@@ -2,7 +2,8 @@
 
 One :class:`MilvusVectorStore` serves one region and owns one collection,
 ``<prefix>_<region>`` (``-`` becomes ``_``). Rows are keyed by the :class:`DataKey` text
-(``item_embeddings:sku-1``, ``user_embeddings:eu:42``) and carry the data class, the
+(``item_embeddings:sku-1``, ``user_embeddings:eu:42``; both names come from
+:mod:`geoshard.storage.keylayout`) and carry the data class, the
 owner, an item attribute that is the collection's **partition key** (``category`` by
 default, so a search filtered on it only touches that partition) and any further
 scalar attributes as dynamic fields.
@@ -38,9 +39,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from geoshard.errors import BackendError, ConfigError, InputError
-from geoshard.keys import DataKey, UserKey, validate_item_id
+from geoshard.keys import DataKey
 from geoshard.regions.residency import ResidencyPolicy
 from geoshard.storage.base import BackendConfig, SearchHit, VectorStore, validate_embeddings
+from geoshard.storage.keylayout import key_text, require_data_key, vector_collection
 
 __all__ = [
     "LITE_INDEX_TYPES",
@@ -221,7 +223,7 @@ class MilvusVectorStore(VectorStore):
                  residency: ResidencyPolicy | None) -> None:
         super().__init__(region, residency)
         self.config = config
-        self.collection = f"{config.collection_prefix}_{region.replace('-', '_')}"
+        self.collection = vector_collection(config.collection_prefix, region)
         self._closed = False
         itype = config.index.type.upper()
         if config.is_lite and itype not in LITE_INDEX_TYPES:
@@ -283,21 +285,10 @@ class MilvusVectorStore(VectorStore):
 
     # -- validation ---------------------------------------------------------------
     def _row_key(self, key: DataKey) -> str:
-        if not isinstance(key, DataKey):
-            raise InputError(f"key {key!r} is not a DataKey; build one such as "
-                             "DataKey('item_embeddings', 'sku-1')")
-        if key.data_class not in VECTOR_CLASSES:
+        if require_data_key(key).data_class not in VECTOR_CLASSES:
             raise InputError(f"data class '{key.data_class}' does not belong in the vector tier; "
                              f"use one of {', '.join(VECTOR_CLASSES)}")
-        if key.data_class == "user_embeddings":
-            if not isinstance(key.owner, UserKey):
-                raise InputError(f"user_embeddings owner {key.owner!r} must be a UserKey such as "
-                                 "UserKey('eu', 42)")
-        else:
-            if not isinstance(key.owner, str):
-                raise InputError(f"item_embeddings owner {key.owner!r} must be an item id string")
-            validate_item_id(key.owner)
-        return str(key)
+        return key_text(key)
 
     def _row_attrs(self, attrs: Mapping[str, Any] | None) -> dict[str, Any]:
         if attrs is None:

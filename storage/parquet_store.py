@@ -1,7 +1,9 @@
 """The cold tier on Parquet: append-only records in a hive-partitioned pyarrow dataset.
 
 Layout under ``root`` (a local directory, or any URI ``pyarrow.fs.FileSystem.from_uri``
-understands: ``file:///...``, ``s3://bucket/prefix``, ``gs://...``)::
+understands: ``file:///...``, ``s3://bucket/prefix``, ``gs://...``), named by
+:func:`~geoshard.storage.keylayout.cold_partition` and
+:func:`~geoshard.storage.keylayout.cold_bucket`::
 
     region=eu-west/data_class=interactions/shard=0007/date=2024-05-01/part-<uuid>.parquet
 
@@ -32,7 +34,6 @@ import secrets
 import threading
 import time
 import uuid
-import zlib
 from collections.abc import Sequence
 from typing import Literal
 
@@ -44,12 +45,13 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from geoshard.errors import BackendError, InputError
-from geoshard.keys import DataKey, UserKey, validate_item_id
+from geoshard.keys import DataKey
 from geoshard.regions.residency import ResidencyPolicy
-from geoshard.spec import DATA_CLASSES, PERSONAL_CLASSES
+from geoshard.spec import DATA_CLASSES
 from geoshard.storage.base import MAX_VALUE_BYTES, BackendConfig, ColdStore, validate_value
+from geoshard.storage.keylayout import cold_bucket, cold_partition, require_data_key
 
-__all__ = ["RECORD_SCHEMA", "ParquetColdStore", "ParquetColdStoreConfig", "shard_of"]
+__all__ = ["RECORD_SCHEMA", "ParquetColdStore", "ParquetColdStoreConfig"]
 
 #: Columns of every data file (the partition columns live in the path).
 RECORD_SCHEMA = pa.schema([("owner", pa.string()), ("value", pa.binary()),
@@ -78,11 +80,6 @@ class ParquetColdStoreConfig(BackendConfig):
     compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
     max_value_bytes: int = Field(default=MAX_VALUE_BYTES, gt=0)
     fsync: bool = True
-
-
-def shard_of(owner: str, shards: int) -> int:
-    """The cold-tier hash bucket of an owner (CRC-32, stable across processes)."""
-    return zlib.crc32(owner.encode("utf-8")) % shards
 
 
 class _Clock:
@@ -131,36 +128,21 @@ class ParquetColdStore(ColdStore):
             self.fs, base = pafs.LocalFileSystem(), os.path.abspath(config.root)
         self.base = base.rstrip("/") or "/"
         self._local = isinstance(self.fs, pafs.LocalFileSystem)
-        self._region_dir = f"{self.base}/region={region}"
+        self._region_dir = f"{self.base}/{cold_partition(region)}"
         self.fs.create_dir(self._region_dir, recursive=True)
 
     # -- paths --------------------------------------------------------------------
     def _class_dir(self, data_class: str) -> str:
-        return f"{self._region_dir}/data_class={data_class}"
+        return f"{self.base}/{cold_partition(self.region, data_class)}"
 
-    def _shard_dir(self, data_class: str, shard: int) -> str:
-        return f"{self._class_dir(data_class)}/shard={shard:04d}"
+    def _bucket_dir(self, key: DataKey, date: str | None = None) -> str:
+        bucket = cold_bucket(str(key.owner), self.config.shards)
+        return f"{self.base}/{cold_partition(self.region, key.data_class, bucket=bucket, date=date)}"
 
     def _exists(self, path: str) -> bool:
         return self.fs.get_file_info(path).type == pafs.FileType.Directory
 
     # -- validation ---------------------------------------------------------------
-    @staticmethod
-    def _check_key(key: object) -> DataKey:
-        if not isinstance(key, DataKey):
-            raise InputError(f"key {key!r} is not a DataKey; build one such as "
-                             "DataKey('interactions', UserKey('eu', 42))")
-        if key.data_class not in DATA_CLASSES:
-            raise InputError(f"data class '{key.data_class}' is unknown; use one of "
-                             f"{', '.join(DATA_CLASSES)}")
-        if key.data_class in PERSONAL_CLASSES:
-            if not isinstance(key.owner, UserKey):
-                raise InputError(f"{key.data_class} owner {key.owner!r} must be a UserKey such as "
-                                 "UserKey('eu', 42)")
-        else:
-            validate_item_id(key.owner)
-        return key
-
     @staticmethod
     def _check_date(date: object) -> str:
         if not isinstance(date, str) or not _DATE.match(date):
@@ -221,16 +203,15 @@ class ParquetColdStore(ColdStore):
         date = self._check_date(date)
         rows: list[tuple[DataKey, bytes]] = []
         for key, value in records:
-            self._check_key(key)
+            require_data_key(key)
             rows.append((key, validate_value(value, max_bytes=self.config.max_value_bytes)))
         self.guard_write([k for k, _ in rows])
         if not rows:
             return 0
         groups: dict[str, list[tuple[str, bytes, int]]] = {}
         for key, value in rows:
-            owner = str(key.owner)
-            d = f"{self._shard_dir(key.data_class, shard_of(owner, self.config.shards))}/date={date}"
-            groups.setdefault(d, []).append((owner, value, _CLOCK.next()))
+            groups.setdefault(self._bucket_dir(key, date), []).append(
+                (str(key.owner), value, _CLOCK.next()))
         temps: list[str] = []
         try:
             for d, grp in groups.items():
@@ -276,12 +257,10 @@ class ParquetColdStore(ColdStore):
     def read_many(self, keys: Sequence[DataKey]) -> list[bytes | None]:
         """The newest value of each key, in order (None for absent); one scan per bucket."""
         for k in keys:
-            self._check_key(k)
+            require_data_key(k)
         by_dir: dict[str, list[int]] = {}
         for i, k in enumerate(keys):
-            owner = str(k.owner)
-            by_dir.setdefault(self._shard_dir(k.data_class, shard_of(owner, self.config.shards)),
-                              []).append(i)
+            by_dir.setdefault(self._bucket_dir(k), []).append(i)
         out: list[bytes | None] = [None] * len(keys)
         for d, idx in by_dir.items():
             owners = sorted({str(keys[i].owner) for i in idx})

@@ -5,7 +5,7 @@ Both keep the contract of :class:`~geoshard.storage.base.HotStore` (the same sui
 over them and :class:`~geoshard.storage.memory.MemoryHotStore`) and add:
 
 * **Key layout with hash tags**: ``[<namespace>:]{<shard>}:<data_class>:<owner>``
-  (:func:`~geoshard.storage.memory.hot_key_name`). The shard defaults to the key's owner
+  (:func:`~geoshard.storage.keylayout.hot_key_name`). The shard defaults to the key's owner
   (``eu:42``), so every data class of one user shares a slot; pass ``shard_of`` to
   group by another logical shard.
 * **Batching**: :meth:`get_many` groups keys by node and slot and sends one pipeline per
@@ -56,13 +56,8 @@ from redis.retry import Retry
 from geoshard.errors import BackendError, BackendUnavailableError, DurabilityError
 from geoshard.keys import DataKey
 from geoshard.regions.residency import ResidencyPolicy
-from geoshard.storage.base import MAX_VALUE_BYTES, BackendConfig, HotStore
-from geoshard.storage.memory import (
-    ShardOf,
-    default_shard_of,
-    hot_key_name,
-    prepare_writes,
-)
+from geoshard.storage.base import MAX_VALUE_BYTES, BackendConfig, HotStore, prepare_writes
+from geoshard.storage.keylayout import ShardOf, default_shard_of, hot_key_name
 from geoshard.storage.retry import ExponentialBackoff, RetryPolicy, RetryStats
 
 __all__ = [
@@ -223,7 +218,7 @@ class _RedisStoreBase(HotStore):
         self.retry_stats = RetryStats()
 
     def key_name(self, key: DataKey) -> str:
-        """The Redis key of ``key`` (see :func:`~geoshard.storage.memory.hot_key_name`)."""
+        """The Redis key of ``key`` (see :func:`~geoshard.storage.keylayout.hot_key_name`)."""
         return hot_key_name(key, self._shard_of, self.config.namespace)
 
     @property

@@ -31,8 +31,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from geoshard.errors import BackendError, InputError
-from geoshard.keys import DataKey, UserKey
+from geoshard.keys import DataKey
 from geoshard.storage.base import ColdStore, HotStore, VectorStore
+from geoshard.storage.keylayout import parse_key_text
 
 if TYPE_CHECKING:
     from geoshard.storage.catalog import SqlCatalog
@@ -171,7 +172,7 @@ class TierManager:
                              "catalog= to TierManager")
         idle = [m for m in self.catalog.members("hot")
                 if self.policy.should_demote(m.last_access_s, now_s)]
-        keys = [_parse_key(m.key, m.data_class) for m in idle]
+        keys = [parse_key_text(m.key) for m in idle]
         return self.demote(keys, now_s=now_s)
 
     # -- read-through promotion ---------------------------------------------------
@@ -225,7 +226,7 @@ class TierManager:
         written = 0
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
-            keys = [_parse_key(f"{data_class}:{owner}", data_class) for owner, _ in chunk]
+            keys = [parse_key_text(f"{data_class}:{owner}") for owner, _ in chunk]
             decoded = [decode(v) for _, v in chunk]
             written += self.warm.upsert(keys, np.stack([d[0] for d in decoded]),
                                         [dict(d[1]) for d in decoded])
@@ -259,13 +260,6 @@ def decode_embedding(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
         raise InputError(f"cold value is not an encoded embedding ({exc}); write it with "
                          "encode_embedding()") from None
     return vec, attrs
-
-
-def _parse_key(text: str, data_class: str) -> DataKey:
-    owner = text[len(data_class) + 1:]
-    if data_class in ("user_features", "user_embeddings", "interactions", "sessions"):
-        return DataKey(data_class, UserKey.parse(owner))
-    return DataKey(data_class, owner)
 
 
 def _read_many(cold: ColdStore, keys: Sequence[DataKey]) -> list[bytes | None]:

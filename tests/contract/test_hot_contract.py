@@ -247,11 +247,11 @@ def test_keys_of_one_shard_share_a_slot(hot: Harness) -> None:
     store = hot.make("eu-west")
     classes = ["user_features", "user_embeddings", "interactions", "sessions"]
     keys = [user("eu", 42, dc) for dc in classes]
-    names = [store.key_name(k) for k in keys]  # type: ignore[attr-defined]
+    names = [store.key_name(k) for k in keys]
     assert all("{eu:42}" in n for n in names)
     slots = {key_slot(n.encode()) for n in names}
     assert len(slots) == 1
-    other_users = {key_slot(store.key_name(user("eu", u)).encode())  # type: ignore[attr-defined]
+    other_users = {key_slot(store.key_name(user("eu", u)).encode())
                    for u in range(20)}
     assert len(other_users) > 10
     if hot.backend == "redis_cluster":
