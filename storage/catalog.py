@@ -1,6 +1,7 @@
 """The SQL catalog: regions, nodes, shards, placements, tier membership and residency audits.
 
-SQLAlchemy 2.0 typed ORM over SQLite (the default, ``sqlite:///catalog.db``) or
+:class:`SqlCatalog` implements the :class:`~geoshard.storage.base.Catalog` interface with
+the SQLAlchemy 2.0 typed ORM over SQLite (the default, ``sqlite:///catalog.db``) or
 PostgreSQL (``postgresql+psycopg2://user@host:port/db``).
 
 Schema migrations are a small versioned mechanism, not Alembic: :data:`MIGRATIONS` is an
@@ -24,8 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -36,16 +36,19 @@ from geoshard.errors import BackendError, InputError
 from geoshard.keys import DataKey
 from geoshard.regions.residency import ResidencyPolicy
 from geoshard.spec import DATA_CLASSES, Spec
-from geoshard.storage.base import BackendConfig, Catalog
+from geoshard.storage.base import (
+    AuditEvent,
+    BackendConfig,
+    Catalog,
+    Membership,
+    NodeInfo,
+    PlacementInfo,
+    RegionInfo,
+)
 from geoshard.storage.keylayout import key_text, require_data_key
 
 __all__ = [
     "MIGRATIONS",
-    "AuditEvent",
-    "Membership",
-    "NodeInfo",
-    "PlacementInfo",
-    "RegionInfo",
     "SqlCatalog",
     "SqlCatalogConfig",
     "current_version",
@@ -289,71 +292,12 @@ def migrate(engine: Engine, target: int | None = None) -> int:
     return version
 
 
-# --------------------------------------------------------------------------- value objects
-
-
-@dataclass(frozen=True)
-class RegionInfo:
-    """A region as the catalog records it."""
-
-    name: str
-    jurisdiction: str
-    cloud_region: str
-    lat: float
-    lon: float
-
-
-@dataclass(frozen=True)
-class NodeInfo:
-    """A node as the catalog records it."""
-
-    name: str
-    region: str
-    tier: str
-    healthy: bool
-
-
-@dataclass(frozen=True)
-class PlacementInfo:
-    """One replica of a shard (rank 0 is the primary)."""
-
-    shard: str
-    node: str
-    rank: int
-    epoch: int
-
-
-@dataclass(frozen=True)
-class Membership:
-    """Which tier holds a key, when it was last used and how often."""
-
-    key: str
-    data_class: str
-    tier: str
-    last_access_s: float
-    access_count: int
-
-
-@dataclass(frozen=True)
-class AuditEvent:
-    """One recorded residency decision."""
-
-    id: int
-    at_s: float
-    jurisdiction: str
-    data_class: str
-    region: str
-    purpose: str
-    allowed: bool
-    action: str
-    detail: str
-
-
 # --------------------------------------------------------------------------- the catalog
 
 
 class SqlCatalog(Catalog):
-    """The catalog on SQLite or PostgreSQL; migrates the schema to the latest on open.
+    """The :class:`~geoshard.storage.base.Catalog` on SQLite or PostgreSQL; migrates the
+    schema to the latest on open.
 
     Args:
         config: the backend config.
@@ -363,6 +307,9 @@ class SqlCatalog(Catalog):
     Raises:
         BackendError: when the database is unreachable or a migration fails.
     """
+
+    config_model: ClassVar[type[BackendConfig]] = SqlCatalogConfig
+    config: SqlCatalogConfig
 
     def __init__(self, config: SqlCatalogConfig, region: str,
                  residency: ResidencyPolicy | None) -> None:
@@ -375,6 +322,12 @@ class SqlCatalog(Catalog):
             self.engine.dispose()
             raise BackendError(f"catalog database at '{self.engine.url!r}' is unreachable: "
                                f"{exc.orig}; check the url and that the server is up") from None
+
+    @classmethod
+    def from_config(cls, config: SqlCatalogConfig, *, region: str,
+                    residency: ResidencyPolicy | None) -> Self:
+        """Build a catalog from its config (the registry's entry point)."""
+        return cls(config, region, residency)
 
     def close(self) -> None:
         """Dispose of the connection pool. Safe to call twice."""
@@ -485,10 +438,6 @@ class SqlCatalog(Catalog):
                 row.tier = tier
                 row.last_access_s = max(row.last_access_s, now_s)
                 row.access_count += int(count)
-
-    def set_tier(self, key: DataKey, tier: str, *, now_s: float) -> None:
-        """Move ``key`` to ``tier`` without counting an access."""
-        self.record_access(key, tier, now_s=now_s, count=False)
 
     def membership(self, key: DataKey) -> Membership | None:
         """The membership row of ``key``, or None."""

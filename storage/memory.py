@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Self
 
 from pydantic import Field
 
@@ -72,6 +72,7 @@ class MemoryHotStore(HotStore):
     """
 
     config_model: ClassVar[type[BackendConfig]] = MemoryHotStoreConfig
+    config: MemoryHotStoreConfig
 
     def __init__(self, region: str, residency: ResidencyPolicy | None,
                  config: MemoryHotStoreConfig | None = None, *,
@@ -86,9 +87,12 @@ class MemoryHotStore(HotStore):
 
     @classmethod
     def from_config(cls, config: MemoryHotStoreConfig, *, region: str,
-                    residency: ResidencyPolicy | None) -> MemoryHotStore:
-        """Build a store from its config (the registry's entry point)."""
-        return cls(region, residency, config)
+                    residency: ResidencyPolicy | None,
+                    clock: Callable[[], float] = time.monotonic,
+                    shard_of: ShardOf = default_shard_of) -> Self:
+        """Build a store from its config (the registry's entry point); ``clock`` and
+        ``shard_of`` as for the constructor."""
+        return cls(region, residency, config, clock=clock, shard_of=shard_of)
 
     def key_name(self, key: DataKey) -> str:
         """The layout name of ``key`` (the same as a Redis store would use)."""

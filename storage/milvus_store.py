@@ -33,7 +33,7 @@ import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -219,6 +219,9 @@ class MilvusVectorStore(VectorStore):
         ConfigError: for an index type Lite does not build.
     """
 
+    config_model: ClassVar[type[BackendConfig]] = MilvusVectorStoreConfig
+    config: MilvusVectorStoreConfig
+
     def __init__(self, config: MilvusVectorStoreConfig, region: str,
                  residency: ResidencyPolicy | None) -> None:
         super().__init__(region, residency)
@@ -246,6 +249,12 @@ class MilvusVectorStore(VectorStore):
         except Exception:
             self.close()
             raise
+
+    @classmethod
+    def from_config(cls, config: MilvusVectorStoreConfig, *, region: str,
+                    residency: ResidencyPolicy | None) -> Self:
+        """Build a store from its config (the registry's entry point)."""
+        return cls(config, region, residency)
 
     # -- setup --------------------------------------------------------------------
     def _ensure_collection(self) -> None:

@@ -35,7 +35,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Literal
+from typing import ClassVar, Literal, Self
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -110,6 +110,9 @@ class ParquetColdStore(ColdStore):
             (``root`` is then a path inside it), e.g. a ``SubTreeFileSystem``.
     """
 
+    config_model: ClassVar[type[BackendConfig]] = ParquetColdStoreConfig
+    config: ParquetColdStoreConfig
+
     def __init__(self, config: ParquetColdStoreConfig, region: str,
                  residency: ResidencyPolicy | None,
                  filesystem: pafs.FileSystem | None = None) -> None:
@@ -130,6 +133,14 @@ class ParquetColdStore(ColdStore):
         self._local = isinstance(self.fs, pafs.LocalFileSystem)
         self._region_dir = f"{self.base}/{cold_partition(region)}"
         self.fs.create_dir(self._region_dir, recursive=True)
+
+    @classmethod
+    def from_config(cls, config: ParquetColdStoreConfig, *, region: str,
+                    residency: ResidencyPolicy | None,
+                    filesystem: pafs.FileSystem | None = None) -> Self:
+        """Build a store from its config (the registry's entry point); ``filesystem`` as
+        for the constructor."""
+        return cls(config, region, residency, filesystem=filesystem)
 
     # -- paths --------------------------------------------------------------------
     def _class_dir(self, data_class: str) -> str:

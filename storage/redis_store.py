@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, TypeVar, cast
+from typing import Any, ClassVar, Literal, Self, TypeVar, cast
 
 import redis
 import redis.exceptions as rex
@@ -308,9 +308,11 @@ class RedisHotStore(_RedisStoreBase):
 
     @classmethod
     def from_config(cls, config: RedisHotStoreConfig, *, region: str,
-                    residency: ResidencyPolicy | None) -> RedisHotStore:
-        """Build a store from its config (the registry's entry point)."""
-        return cls(config, region=region, residency=residency)
+                    residency: ResidencyPolicy | None, shard_of: ShardOf = default_shard_of,
+                    retry: RetryPolicy | None = None) -> Self:
+        """Build a store from its config (the registry's entry point); ``shard_of`` and
+        ``retry`` as for the constructor."""
+        return cls(config, region=region, residency=residency, shard_of=shard_of, retry=retry)
 
     @property
     def address(self) -> str:
@@ -477,9 +479,11 @@ class RedisClusterHotStore(_RedisStoreBase):
 
     @classmethod
     def from_config(cls, config: RedisClusterHotStoreConfig, *, region: str,
-                    residency: ResidencyPolicy | None) -> RedisClusterHotStore:
-        """Build a store from its config (the registry's entry point)."""
-        return cls(config, region=region, residency=residency)
+                    residency: ResidencyPolicy | None, shard_of: ShardOf = default_shard_of,
+                    retry: RetryPolicy | None = None) -> Self:
+        """Build a store from its config (the registry's entry point); ``shard_of`` and
+        ``retry`` as for the constructor."""
+        return cls(config, region=region, residency=residency, shard_of=shard_of, retry=retry)
 
     @property
     def address(self) -> str:

@@ -25,18 +25,15 @@ import json
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from geoshard.errors import BackendError, InputError
 from geoshard.keys import DataKey
-from geoshard.storage.base import ColdStore, HotStore, VectorStore
+from geoshard.storage.base import Catalog, ColdStore, HotStore, VectorStore
 from geoshard.storage.keylayout import parse_key_text
-
-if TYPE_CHECKING:
-    from geoshard.storage.catalog import SqlCatalog
 
 __all__ = [
     "DemotionResult",
@@ -107,7 +104,7 @@ class TierManager:
     """
 
     def __init__(self, hot: HotStore, cold: ColdStore, *, warm: VectorStore | None = None,
-                 catalog: SqlCatalog | None = None, policy: TieringPolicy | None = None) -> None:
+                 catalog: Catalog | None = None, policy: TieringPolicy | None = None) -> None:
         self.hot = hot
         self.cold = cold
         self.warm = warm
@@ -142,7 +139,7 @@ class TierManager:
             if not present:
                 continue
             self.cold.append(present, date=date)
-            back = _read_many(self.cold, [k for k, _ in present])
+            back = self.cold.read_many([k for k, _ in present])
             for (k, v), got in zip(present, back, strict=True):
                 if got != v:
                     raise BackendError(f"cold copy of '{k}' did not read back equal; the hot copy "
@@ -222,7 +219,7 @@ class TierManager:
             raise InputError(f"data class '{data_class}' has no embeddings; use item_embeddings "
                              "or user_embeddings")
         decode = decode or decode_embedding
-        rows = _scan_latest(self.cold, data_class)
+        rows = self.cold.scan(data_class, latest_only=True)
         written = 0
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
@@ -260,20 +257,3 @@ def decode_embedding(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
         raise InputError(f"cold value is not an encoded embedding ({exc}); write it with "
                          "encode_embedding()") from None
     return vec, attrs
-
-
-def _read_many(cold: ColdStore, keys: Sequence[DataKey]) -> list[bytes | None]:
-    many = getattr(cold, "read_many", None)
-    if callable(many):
-        return list(many(keys))
-    return [cold.read(k) for k in keys]
-
-
-def _scan_latest(cold: ColdStore, data_class: str) -> list[tuple[str, bytes]]:
-    try:
-        return list(cold.scan(data_class, latest_only=True))  # type: ignore[call-arg]
-    except TypeError:
-        newest: dict[str, bytes] = {}
-        for owner, value in cold.scan(data_class):
-            newest[owner] = value
-        return sorted(newest.items())

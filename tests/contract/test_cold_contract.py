@@ -1,13 +1,15 @@
 """The cold-tier contract, run over every ColdStore backend and filesystem form.
 
 Backends: Parquet on a local directory, Parquet through a ``file://`` URI, and Parquet
-on pyarrow's in-memory mock filesystem (through a ``SubTreeFileSystem``).
+on pyarrow's in-memory mock filesystem (through a ``SubTreeFileSystem``). Every store is
+built from a config mapping through the ``BACKENDS`` registry (``build_backend``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow.fs as pafs
 import pytest
@@ -16,8 +18,7 @@ from geoshard.errors import InputError, ResidencyError
 from geoshard.keys import DataKey, UserKey
 from geoshard.regions.residency import ResidencyPolicy
 from geoshard.spec import DATA_CLASSES, PERSONAL_CLASSES, load_spec
-from geoshard.storage.base import ColdStore
-from geoshard.storage.parquet_store import ParquetColdStore, ParquetColdStoreConfig
+from geoshard.storage.base import ColdStore, build_backend
 
 Factory = Callable[[str], ColdStore]
 
@@ -28,18 +29,29 @@ def policy(repo_root: Path) -> ResidencyPolicy:
 
 
 @pytest.fixture(params=["parquet-local", "parquet-file-uri", "parquet-mockfs"])
-def make(request: pytest.FixtureRequest, tmp_path: Path, policy: ResidencyPolicy) -> Factory:
+def make(request: pytest.FixtureRequest, tmp_path: Path,
+         policy: ResidencyPolicy) -> Iterator[Factory]:
     kind = request.param
-    mock = pafs.SubTreeFileSystem("/", pafs._MockFileSystem())
+    runtime: dict[str, Any] = {}
+    if kind == "parquet-local":
+        config = {"type": "parquet", "root": str(tmp_path)}
+    elif kind == "parquet-file-uri":
+        config = {"type": "parquet", "root": tmp_path.as_uri()}
+    else:
+        # One mock filesystem per test, shared by its stores (regions must not see each
+        # other's records even on one filesystem).
+        config = {"type": "parquet", "root": "/cold"}
+        runtime["filesystem"] = pafs.SubTreeFileSystem("/", pafs._MockFileSystem())
+    made: list[ColdStore] = []
 
     def factory(region: str) -> ColdStore:
-        if kind == "parquet-local":
-            return ParquetColdStore(ParquetColdStoreConfig(root=str(tmp_path)), region, policy)
-        if kind == "parquet-file-uri":
-            return ParquetColdStore(ParquetColdStoreConfig(root=tmp_path.as_uri()), region, policy)
-        return ParquetColdStore(ParquetColdStoreConfig(root="/cold"), region, policy,
-                                filesystem=mock)
-    return factory
+        store = build_backend("cold", config, region=region, residency=policy, **runtime)
+        made.append(store)
+        return store
+
+    yield factory
+    for store in made:
+        store.close()
 
 
 def _key(data_class: str, jurisdiction: str = "eu", n: int = 1) -> DataKey:
