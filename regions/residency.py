@@ -135,11 +135,6 @@ class ResidencyPolicy:
                 f"allowed: {', '.join(allowed) or 'none'}. Route it to an allowed region "
                 f"(nothing was written)")
 
-    @staticmethod
-    def is_personal(data_class: str) -> bool:
-        """True for the personal data classes (residency applies)."""
-        return data_class in PERSONAL_CLASSES
-
     def explain(self, jurisdiction: str | None = None) -> list[ResidencyDecision]:
         """The effective decisions, for audits: one per (jurisdiction, data class)."""
         if jurisdiction is not None:

@@ -613,10 +613,6 @@ class RedisClusterProcs:
         if errors:
             raise BackendError("some cluster nodes did not stop cleanly: " + "; ".join(errors))
 
-    def client_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for a geoshard cluster store config (``startup_nodes``)."""
-        return {"startup_nodes": self.startup_nodes}
-
     def __enter__(self) -> Self:
         self.start()
         return self
