@@ -9,11 +9,13 @@ Afterwards every key must be readable from the hot or the cold tier, with its va
 from __future__ import annotations
 
 import os
+import queue
 import random
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 from pathlib import Path
 
@@ -25,6 +27,8 @@ from geoshard.storage.redis_store import RedisHotStore, RedisHotStoreConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 N_KEYS = 400
+#: Seconds the parent waits for one progress line of the child (a batch takes milliseconds).
+LINE_TIMEOUT_S = 60.0
 
 CHILD = textwrap.dedent("""
     import os, sys
@@ -69,6 +73,21 @@ def _assert_no_key_lost(hot: RedisHotStore, root: Path, keys: list[DataKey]) -> 
     return sum(h is not None for h in in_hot), sum(c is not None for c in in_cold)
 
 
+def _progress_lines(proc: subprocess.Popen[str]) -> queue.Queue[str]:
+    """The child's stdout lines, read by a thread, so the parent can wait with a deadline
+    (``get(timeout=...)``) instead of blocking on ``readline`` for ever; "" marks the end."""
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put("")
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
 def _child(url: str, ns: str, root: Path, crash_at: int) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-c", CHILD, url, ns, str(root), str(N_KEYS),
                              str(crash_at)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -83,9 +102,13 @@ def test_sigkill_at_a_random_point_loses_no_key(redis_server: object, tmp_path: 
     lines_before_kill = random.Random(seed).randint(1, N_KEYS // 10 - 2)
     proc = _child(url, ns, tmp_path, -1)
     try:
-        assert proc.stdout is not None
-        for _ in range(lines_before_kill):
-            line = proc.stdout.readline()
+        lines = _progress_lines(proc)
+        for i in range(lines_before_kill):
+            try:
+                line = lines.get(timeout=LINE_TIMEOUT_S)
+            except queue.Empty:
+                pytest.fail(f"the demoting child printed no progress line {i + 1} within "
+                            f"{LINE_TIMEOUT_S:g} s")
             assert line.startswith("batch"), (line, proc.stderr.read() if proc.stderr else "")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
