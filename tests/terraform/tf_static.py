@@ -290,9 +290,10 @@ def world_open_ingress(blocks: list[Block], port: int = REDIS_PORT) -> list[str]
 
 
 def checkov_skips_without_reason(root: Path, min_words: int = 4) -> list[str]:
-    """Inline ``#checkov:skip=ID:reason`` comments whose reason is missing or too short."""
+    """Inline ``#checkov:skip=ID:reason`` comments whose reason is missing or too short,
+    in Terraform code (``.tf``) and in its tests and mocks (``.hcl``)."""
     problems = []
-    for path in sorted(root.rglob("*.tf")):
+    for path in sorted([*root.rglob("*.tf"), *root.rglob("*.hcl")]):
         if ".terraform" in path.parts:
             continue
         for number, line in enumerate(path.read_text().splitlines(), 1):
