@@ -27,6 +27,7 @@ Examples:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import re
@@ -240,10 +241,8 @@ class ParquetColdStore(ColdStore):
         return len(rows)
 
     def _remove_quietly(self, path: str) -> None:
-        try:
+        with contextlib.suppress(OSError):  # cleaning up after a failure already reported
             self.fs.delete_file(path)
-        except OSError:
-            pass
 
     # -- reading ------------------------------------------------------------------
     def _dataset(self, path: str) -> ds.Dataset | None:

@@ -41,6 +41,7 @@ Examples:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Self, TypeVar, cast
@@ -503,10 +504,9 @@ class RedisClusterHotStore(_RedisStoreBase):
 
     def _refresh(self) -> None:
         self.retry_stats.topology_refreshes += 1
-        try:
+        # On failure the next attempt fails and backs off again; the policy bounds it.
+        with contextlib.suppress(rex.RedisError, rex.RedisClusterException):
             self._client.nodes_manager.initialize()
-        except (rex.RedisError, rex.RedisClusterException):
-            pass  # the next attempt fails and backs off again; the policy bounds it
 
     def _node(self, name: str) -> ClusterNode:
         nm = self._client.nodes_manager

@@ -15,6 +15,7 @@ Examples:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -176,11 +177,9 @@ class PostgresServer:
         if self.tmp is None:
             return
         if self._started:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):  # the kill below settles it
                 self._run(["pg_ctl", "stop", "-D", str(self.data_dir), "-m", "immediate", "-w"],
                           timeout_s=30)
-            except subprocess.TimeoutExpired:
-                pass
             self._kill_postmaster()
             self._started = False
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -192,10 +191,8 @@ class PostgresServer:
             pid = int(pidfile.read_text().split("\n", 1)[0])
         except (OSError, ValueError):
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):  # already gone
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     def __enter__(self) -> Self:
         return self.start()

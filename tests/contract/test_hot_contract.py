@@ -176,7 +176,7 @@ def test_put_many_validates_everything_before_writing_anything(hot: Harness) -> 
     batch = [(item("ok-1"), b"fine"), (item("bad"), 123), (item("ok-2"), b"fine")]
     with pytest.raises(InputError, match=r"item 1 \(item_catalog:bad\): value of type int "
                                          r"is not bytes.*nothing was written"):
-        store.put_many(batch)  # type: ignore[list-item]
+        store.put_many(batch)  # type: ignore[arg-type]
     assert store.get_many([item("ok-1"), item("bad"), item("ok-2")]) == [None, None, None]
 
 

@@ -27,7 +27,7 @@ def policy(repo_root: Path) -> ResidencyPolicy:
     return ResidencyPolicy.from_spec(load_spec(repo_root / "examples" / "local.yaml"))
 
 
-@pytest.fixture()
+@pytest.fixture
 def store(tmp_path: Path, policy: ResidencyPolicy) -> ParquetColdStore:
     return ParquetColdStore(ParquetColdStoreConfig(root=str(tmp_path), shards=4), "eu-west", policy)
 
@@ -58,7 +58,7 @@ def test_a_failed_write_leaves_nothing_visible(store: ParquetColdStore,
         calls["n"] += 1
         if calls["n"] == 2:
             raise OSError("disk full")
-        real(*a, **kw)  # type: ignore[arg-type]
+        real(*a, **kw)
 
     monkeypatch.setattr(parquet_store.pq, "write_table", flaky)
     records = [(_k(i), b"v") for i in range(20)]  # several shards -> several files

@@ -4,7 +4,9 @@ replica reads, durable writes with WAIT, and redirections during a slot migratio
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +19,8 @@ from geoshard.storage.redis_store import RedisClusterHotStore, RedisClusterHotSt
 
 pytestmark = pytest.mark.integration
 _ns = itertools.count()
+#: make_store(**config overrides) -> a cluster store with a fresh namespace, closed after the test
+MakeStore = Callable[..., RedisClusterHotStore]
 
 
 def user(uid: int, data_class: str = "user_features") -> DataKey:
@@ -24,17 +28,17 @@ def user(uid: int, data_class: str = "user_features") -> DataKey:
 
 
 @pytest.fixture(scope="module")
-def policy(repo_root) -> ResidencyPolicy:  # type: ignore[no-untyped-def]
+def policy(repo_root: Path) -> ResidencyPolicy:
     return ResidencyPolicy.from_spec(load_spec(repo_root / "examples" / "local.yaml"))
 
 
 @pytest.fixture
-def make_store(redis_cluster: RedisClusterProcs, policy: ResidencyPolicy) -> Iterator:  # type: ignore[type-arg]
+def make_store(redis_cluster: RedisClusterProcs, policy: ResidencyPolicy) -> Iterator[MakeStore]:
     made: list[RedisClusterHotStore] = []
 
-    def make(**overrides: object) -> RedisClusterHotStore:
+    def make(**overrides: Any) -> RedisClusterHotStore:
         cfg = RedisClusterHotStoreConfig(startup_nodes=redis_cluster.startup_nodes,
-                                         namespace=f"i{next(_ns)}", **overrides)  # type: ignore[arg-type]
+                                         namespace=f"i{next(_ns)}", **overrides)
         store = RedisClusterHotStore(cfg, region="us-east", residency=policy)
         made.append(store)
         return store
@@ -63,7 +67,7 @@ def _reset_stats(nodes: list[RedisServer]) -> None:
 
 
 def test_get_many_sends_one_mget_per_slot_to_every_primary(
-        redis_cluster: RedisClusterProcs, make_store) -> None:  # type: ignore[no-untyped-def]
+        redis_cluster: RedisClusterProcs, make_store: MakeStore) -> None:
     store = make_store()
     keys = [user(uid, dc) for uid in range(150) for dc in ("user_features", "sessions")]
     store.put_many([(k, str(k).encode()) for k in keys])
@@ -81,7 +85,7 @@ def test_get_many_sends_one_mget_per_slot_to_every_primary(
 
 
 def test_replica_reads_are_served_by_replicas(
-        redis_cluster: RedisClusterProcs, make_store) -> None:  # type: ignore[no-untyped-def]
+        redis_cluster: RedisClusterProcs, make_store: MakeStore) -> None:
     writer = make_store(durable_writes=True, wait_replicas=1, wait_timeout_ms=2000)
     reader = RedisClusterHotStore(writer.config.model_copy(update={"read_from_replicas": True}),
                                   region="us-east", residency=writer.residency)
@@ -98,7 +102,7 @@ def test_replica_reads_are_served_by_replicas(
 
 
 def test_durable_writes_are_acknowledged_when_the_replica_has_them(
-        redis_cluster: RedisClusterProcs, make_store) -> None:  # type: ignore[no-untyped-def]
+        redis_cluster: RedisClusterProcs, make_store: MakeStore) -> None:
     store = make_store(durable_writes=True, wait_replicas=1, wait_timeout_ms=2000)
     key = user(1)
     store.put(key, b"durable")
@@ -113,7 +117,7 @@ def test_durable_writes_are_acknowledged_when_the_replica_has_them(
 
 
 def test_durable_write_raises_when_the_replica_does_not_ack(
-        redis_cluster: RedisClusterProcs, make_store) -> None:  # type: ignore[no-untyped-def]
+        redis_cluster: RedisClusterProcs, make_store: MakeStore) -> None:
     store = make_store(durable_writes=True, wait_replicas=1, wait_timeout_ms=100)
     key = user(2)
     primary = redis_cluster.node_for_slot(store.slot_of(key))
@@ -130,7 +134,7 @@ def test_durable_write_raises_when_the_replica_does_not_ack(
 
 
 def test_durable_write_requiring_more_replicas_than_exist_raises(
-        make_store) -> None:  # type: ignore[no-untyped-def]
+        make_store: MakeStore) -> None:
     store = make_store(durable_writes=True, wait_replicas=2, wait_timeout_ms=50)
     with pytest.raises(DurabilityError, match=r"acknowledged by 1 of 2 required") as info:
         store.put_many([(user(uid), b"v") for uid in range(10)])
@@ -146,7 +150,7 @@ def _node_id(node: RedisServer) -> str:
 
 
 def test_reads_and_writes_follow_a_slot_migration_through_ask_and_moved(
-        redis_cluster: RedisClusterProcs, make_store) -> None:  # type: ignore[no-untyped-def]
+        redis_cluster: RedisClusterProcs, make_store: MakeStore) -> None:
     store = make_store()
     moved_key, staying_key = user(77, "user_features"), user(77, "sessions")
     store.put_many([(moved_key, b"m"), (staying_key, b"s")])
@@ -198,7 +202,7 @@ def test_an_unreachable_cluster_is_a_backend_error_naming_the_nodes() -> None:
 
 
 def test_a_server_error_reply_is_a_backend_error_and_not_retried(
-        redis_cluster: RedisClusterProcs, make_store) -> None:  # type: ignore[no-untyped-def]
+        redis_cluster: RedisClusterProcs, make_store: MakeStore) -> None:
     store = make_store()
     key = user(5)
     primary = redis_cluster.node_for_slot(store.slot_of(key))

@@ -4,9 +4,11 @@ policy, and gives up with a clear error when its budget is too small."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 
+from geoshard.cluster.local.redis_procs import RedisClusterProcs
 from geoshard.errors import RetryExhaustedError
 from geoshard.keys import DataKey
 from geoshard.storage.redis_store import RedisClusterHotStore, RedisClusterHotStoreConfig
@@ -19,7 +21,7 @@ def item(i: int) -> DataKey:
 
 
 def test_a_killed_primary_is_replaced_and_operations_succeed_through_retry(
-        redis_cluster_factory) -> None:  # type: ignore[no-untyped-def]
+        redis_cluster_factory: Callable[..., RedisClusterProcs]) -> None:
     cluster = redis_cluster_factory(node_timeout_ms=1000)
     base = RedisClusterHotStoreConfig(startup_nodes=cluster.startup_nodes,
                                       socket_timeout_s=0.5, connect_timeout_s=0.5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,7 @@ from geoshard.storage.redis_store import RedisHotStore, RedisHotStoreConfig
 pytestmark = pytest.mark.integration
 
 
-def test_a_server_starts_answers_and_stops_cleaning_its_dir(redis_server) -> None:  # type: ignore[no-untyped-def]
+def test_a_server_starts_answers_and_stops_cleaning_its_dir(redis_server: RedisServer) -> None:
     with RedisServer() as server:
         workdir = server.workdir
         assert server.client().ping() is True
@@ -30,7 +31,7 @@ def test_a_server_starts_answers_and_stops_cleaning_its_dir(redis_server) -> Non
     server.stop()  # idempotent
 
 
-def test_kill_then_restart_keeps_the_port(redis_server) -> None:  # type: ignore[no-untyped-def]
+def test_kill_then_restart_keeps_the_port(redis_server: RedisServer) -> None:
     server = RedisServer().start()
     try:
         port = server.port
@@ -42,7 +43,7 @@ def test_kill_then_restart_keeps_the_port(redis_server) -> None:  # type: ignore
         server.stop()
 
 
-def test_a_taken_fixed_port_is_a_clear_error(redis_server) -> None:  # type: ignore[no-untyped-def]
+def test_a_taken_fixed_port_is_a_clear_error(redis_server: RedisServer) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
@@ -72,12 +73,12 @@ def test_free_ports_leave_room_for_the_cluster_bus() -> None:
     ({"replicas_per_primary": -1}, r"replicas_per_primary\(=-1\) must be >= 0"),
     ({"node_timeout_ms": 0}, r"node_timeout_ms\(=0\) must be > 0"),
 ])
-def test_bad_cluster_shapes_are_config_errors(kwargs: dict, message: str) -> None:  # type: ignore[type-arg]
+def test_bad_cluster_shapes_are_config_errors(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         RedisClusterProcs(**kwargs)
 
 
-def test_standalone_store_gives_up_on_a_dead_server_naming_it(redis_server) -> None:  # type: ignore[no-untyped-def]
+def test_standalone_store_gives_up_on_a_dead_server_naming_it(redis_server: RedisServer) -> None:
     server = RedisServer().start()
     store = RedisHotStore(RedisHotStoreConfig(url=server.url, max_attempts=3,
                                               retry_budget_s=2.0, backoff_cap_s=0.01),
@@ -95,7 +96,7 @@ def test_standalone_store_gives_up_on_a_dead_server_naming_it(redis_server) -> N
         server.stop()
 
 
-def test_standalone_durable_write_without_replicas_raises(redis_server) -> None:  # type: ignore[no-untyped-def]
+def test_standalone_durable_write_without_replicas_raises(redis_server: RedisServer) -> None:
     store = RedisHotStore(RedisHotStoreConfig(url=redis_server.url, durable_writes=True,
                                               wait_replicas=1, wait_timeout_ms=20),
                           region="us-east", residency=None)

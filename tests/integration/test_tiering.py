@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from geoshard.cluster.local.redis_procs import RedisServer
 from geoshard.errors import BackendError, InputError, ResidencyError
 from geoshard.keys import DataKey, UserKey
 from geoshard.regions.residency import ResidencyPolicy
@@ -32,14 +33,14 @@ def policy(repo_root: Path) -> ResidencyPolicy:
     return ResidencyPolicy.from_spec(load_spec(repo_root / "examples" / "local.yaml"))
 
 
-@pytest.fixture()
-def hot(redis_server: object, policy: ResidencyPolicy) -> RedisHotStore:
-    url = redis_server.url  # type: ignore[attr-defined]
+@pytest.fixture
+def hot(redis_server: RedisServer, policy: ResidencyPolicy) -> RedisHotStore:
+    url = redis_server.url
     return RedisHotStore(RedisHotStoreConfig(url=url, namespace=f"t{uuid.uuid4().hex[:8]}"),
                          region="eu-west", residency=policy)
 
 
-@pytest.fixture()
+@pytest.fixture
 def cold(tmp_path: Path, policy: ResidencyPolicy) -> ParquetColdStore:
     return ParquetColdStore(ParquetColdStoreConfig(root=str(tmp_path / "cold")), "eu-west", policy)
 
@@ -146,7 +147,7 @@ def test_backfill_warm_from_cold(cold: ParquetColdStore, hot: RedisHotStore, tmp
     rng = np.random.default_rng(3)
     vecs = rng.normal(size=(50, 8)).astype(np.float32)
     items = [DataKey("item_embeddings", f"sku-{i}") for i in range(50)]
-    cold.append([(k, encode_embedding(v, {"category": "books"})) for k, v in zip(items, vecs)],
+    cold.append([(k, encode_embedding(v, {"category": "books"})) for k, v in zip(items, vecs, strict=True)],
                 date="2024-05-01")
     cold.append([(items[0], encode_embedding(vecs[1], {"category": "fashion"}))], date="2024-05-02")
     warm = MilvusVectorStore(MilvusVectorStoreConfig(uri=str(tmp_path / "m.db"), dim=8, metric="L2",

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from geoshard.cluster.local.redis_procs import RedisServer
 from geoshard.keys import DataKey
 from geoshard.storage.parquet_store import ParquetColdStore, ParquetColdStoreConfig
 from geoshard.storage.redis_store import RedisHotStore, RedisHotStoreConfig
@@ -66,9 +67,10 @@ def _assert_no_key_lost(hot: RedisHotStore, root: Path, keys: list[DataKey]) -> 
     cold = ParquetColdStore(ParquetColdStoreConfig(root=str(root)), "eu-west", None)
     in_hot = hot.get_many(keys)
     in_cold = cold.read_many(keys)
-    lost = [str(k) for k, h, c in zip(keys, in_hot, in_cold) if h is None and c is None]
+    lost = [str(k) for k, h, c in zip(keys, in_hot, in_cold, strict=True)
+            if h is None and c is None]
     assert not lost, f"{len(lost)} keys lost, e.g. {lost[:5]}"
-    for i, (h, c) in enumerate(zip(in_hot, in_cold)):
+    for i, (h, c) in enumerate(zip(in_hot, in_cold, strict=True)):
         assert (h or c) == f"value-{i}".encode()
     return sum(h is not None for h in in_hot), sum(c is not None for c in in_cold)
 
@@ -95,9 +97,9 @@ def _child(url: str, ns: str, root: Path, crash_at: int) -> subprocess.Popen[str
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_sigkill_at_a_random_point_loses_no_key(redis_server: object, tmp_path: Path,
+def test_sigkill_at_a_random_point_loses_no_key(redis_server: RedisServer, tmp_path: Path,
                                                 seed: int) -> None:
-    url = redis_server.url  # type: ignore[attr-defined]
+    url = redis_server.url
     ns, keys, hot = _setup(url, N_KEYS)
     lines_before_kill = random.Random(seed).randint(1, N_KEYS // 10 - 2)
     proc = _child(url, ns, tmp_path, -1)
@@ -120,9 +122,9 @@ def test_sigkill_at_a_random_point_loses_no_key(redis_server: object, tmp_path: 
     assert n_hot < N_KEYS and n_cold > 0  # the kill landed mid-demotion
 
 
-def test_exit_between_cold_write_and_hot_delete_loses_no_key(redis_server: object,
+def test_exit_between_cold_write_and_hot_delete_loses_no_key(redis_server: RedisServer,
                                                              tmp_path: Path) -> None:
-    url = redis_server.url  # type: ignore[attr-defined]
+    url = redis_server.url
     ns, keys, hot = _setup(url, N_KEYS)
     crash_at = 237
     proc = _child(url, ns, tmp_path, crash_at)

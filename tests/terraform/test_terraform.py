@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,9 @@ ALLOWED_CHECKOV_SKIPS = {
 #: Skips allowed only in files under a tests/ folder: a secret finding in a module or an
 #: example is a real finding, whatever its comment says.
 TEST_FIXTURE_SKIPS = {"CKV_SECRET_6"}
+
+#: ``init(root)`` -> (its directory in the temp copy, the environment to run terraform in)
+Init = Callable[[str], tuple[Path, dict[str, str]]]
 
 needs_terraform = pytest.mark.skipif(shutil.which("terraform") is None,
                                      reason="terraform binary not found on PATH")
@@ -98,7 +102,7 @@ def _run(args: list[str], cwd: Path, env: dict[str, str],
 
 @pytest.fixture(scope="session")
 def initialized(tf_copy: Path, tf_env: dict[str, str],
-                tmp_path_factory: pytest.TempPathFactory):
+                tmp_path_factory: pytest.TempPathFactory) -> Init:
     """``init(root)`` -> (dir, env): ``terraform init -backend=false`` once per root."""
     done: dict[str, tuple[Path, dict[str, str]]] = {}
     plugin_dir = find_plugin_dir()
@@ -136,7 +140,7 @@ def test_fmt_check_recursive(tf_env: dict[str, str]) -> None:
 
 @needs_terraform
 @pytest.mark.parametrize("root", ROOTS)
-def test_init_and_validate(root: str, initialized) -> None:
+def test_init_and_validate(root: str, initialized: Init) -> None:
     cwd, env = initialized(root)
     res = _run(["terraform", "validate", "-no-color"], cwd, env)
     assert res.returncode == 0, f"terraform validate in {root}:\n{res.stdout}{res.stderr}"
@@ -145,7 +149,7 @@ def test_init_and_validate(root: str, initialized) -> None:
 @needs_terraform
 @pytest.mark.slow
 @pytest.mark.parametrize("root", TESTED_ROOTS)
-def test_terraform_test_with_mocked_provider(root: str, initialized) -> None:
+def test_terraform_test_with_mocked_provider(root: str, initialized: Init) -> None:
     cwd, env = initialized(root)
     res = _run(["terraform", "test", "-no-color"], cwd, env, timeout=540)
     out = res.stdout + res.stderr
@@ -204,7 +208,7 @@ def test_no_security_group_opens_redis_to_the_world() -> None:
     assert tf_static.world_open_ingress(tf_static.iter_blocks(TF), port=6379) == []
 
 
-@pytest.mark.parametrize("hcl,flagged", [
+@pytest.mark.parametrize(("hcl", "flagged"), [
     (('resource "aws_vpc_security_group_ingress_rule" "r" {\n  ip_protocol = "tcp"\n'
      '  from_port = 6379\n  to_port = 6379\n  cidr_ipv4 = "0.0.0.0/0"\n}\n'), True),
     (('resource "aws_security_group" "sg" {\n  name = "x"\n  ingress {\n    protocol = "tcp"\n'

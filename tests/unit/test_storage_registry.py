@@ -61,15 +61,15 @@ def test_runtime_arguments_reach_the_backend() -> None:
 
 @pytest.mark.parametrize(("tier", "config", "message"), [
     ("hot", {"namespace": "x"},
-     r"hot backend config needs 'type:' naming the backend; use one of memory, redis, "
-     r"redis_cluster"),
+     (r"hot backend config needs 'type:' naming the backend; use one of memory, redis, "
+      r"redis_cluster")),
     ("hot", {"type": "rediss"},
-     r"unknown hot backend type 'rediss'; did you mean 'redis'\? \(known: memory, redis, "
-     r"redis_cluster\)"),
+     (r"unknown hot backend type 'rediss'; did you mean 'redis'\? \(known: memory, redis, "
+      r"redis_cluster\)")),
     ("cold", {"type": "redis"}, r"unknown cold backend type 'redis' \(known: parquet\)"),
     ("hot", {"type": "memory", "namspace": "x"},
-     r"hot backend 'memory' config is invalid: namspace: Extra inputs are not permitted; "
-     r"see geoshard\.storage\.memory\.MemoryHotStoreConfig"),
+     (r"hot backend 'memory' config is invalid: namspace: Extra inputs are not permitted; "
+      r"see geoshard\.storage\.memory\.MemoryHotStoreConfig")),
     ("hot", {"type": "redis", "url": "http://x"},
      r"hot backend 'redis' config is invalid: url: String should match pattern"),
     ("hot", ParquetColdStoreConfig(root="/tmp/x"),
