@@ -136,8 +136,9 @@ class RetryExhaustedError(BackendError):
         last: the last error the operation raised.
     """
 
-    def __init__(self, message: str, *, attempts: int, elapsed_s: float,
-                 last: BaseException) -> None:
+    def __init__(
+        self, message: str, *, attempts: int, elapsed_s: float, last: BaseException
+    ) -> None:
         super().__init__(message)
         self.attempts = attempts
         self.elapsed_s = elapsed_s

@@ -101,28 +101,59 @@ def load_backend(tier: TierName, type_: str) -> type[Backend]:
     path = BACKENDS.get((tier, type_))
     if path is None:
         known = sorted(t for (ti, t) in BACKENDS if ti == tier)
-        raise ConfigError(f"unknown {tier} backend type '{type_}'{did_you_mean(type_, known)}"
-                          f" (known: {', '.join(known)})")
+        raise ConfigError(
+            f"unknown {tier} backend type '{type_}'{did_you_mean(type_, known)}"
+            f" (known: {', '.join(known)})"
+        )
     module, _, name = path.partition(":")
     cls: type[Backend] = getattr(importlib.import_module(module), name)
     return cls
 
 
 @overload
-def build_backend(tier: Literal["hot"], config: BackendConfig | Mapping[str, Any], *,
-                  region: str, residency: ResidencyPolicy | None, **runtime: Any) -> HotStore: ...
+def build_backend(
+    tier: Literal["hot"],
+    config: BackendConfig | Mapping[str, Any],
+    *,
+    region: str,
+    residency: ResidencyPolicy | None,
+    **runtime: Any,
+) -> HotStore: ...
 @overload
-def build_backend(tier: Literal["vector"], config: BackendConfig | Mapping[str, Any], *,
-                  region: str, residency: ResidencyPolicy | None,
-                  **runtime: Any) -> VectorStore: ...
+def build_backend(
+    tier: Literal["vector"],
+    config: BackendConfig | Mapping[str, Any],
+    *,
+    region: str,
+    residency: ResidencyPolicy | None,
+    **runtime: Any,
+) -> VectorStore: ...
 @overload
-def build_backend(tier: Literal["cold"], config: BackendConfig | Mapping[str, Any], *,
-                  region: str, residency: ResidencyPolicy | None, **runtime: Any) -> ColdStore: ...
+def build_backend(
+    tier: Literal["cold"],
+    config: BackendConfig | Mapping[str, Any],
+    *,
+    region: str,
+    residency: ResidencyPolicy | None,
+    **runtime: Any,
+) -> ColdStore: ...
 @overload
-def build_backend(tier: Literal["catalog"], config: BackendConfig | Mapping[str, Any], *,
-                  region: str, residency: ResidencyPolicy | None, **runtime: Any) -> Catalog: ...
-def build_backend(tier: TierName, config: BackendConfig | Mapping[str, Any], *, region: str,
-                  residency: ResidencyPolicy | None, **runtime: Any) -> Backend:
+def build_backend(
+    tier: Literal["catalog"],
+    config: BackendConfig | Mapping[str, Any],
+    *,
+    region: str,
+    residency: ResidencyPolicy | None,
+    **runtime: Any,
+) -> Catalog: ...
+def build_backend(
+    tier: TierName,
+    config: BackendConfig | Mapping[str, Any],
+    *,
+    region: str,
+    residency: ResidencyPolicy | None,
+    **runtime: Any,
+) -> Backend:
     """Build the ``tier`` backend that ``config`` names by its ``type``, through the registry.
 
     Args:
@@ -146,18 +177,23 @@ def build_backend(tier: TierName, config: BackendConfig | Mapping[str, Any], *, 
     elif isinstance(config, Mapping):
         named = config.get("type")
         if not isinstance(named, str):
-            raise ConfigError(f"{tier} backend config needs 'type:' naming the backend; "
-                              f"use one of {', '.join(known)}")
+            raise ConfigError(
+                f"{tier} backend config needs 'type:' naming the backend; "
+                f"use one of {', '.join(known)}"
+            )
         type_ = named
     else:
-        raise ConfigError(f"{tier} backend config must be a mapping with 'type:' or a "
-                          f"backend config model; got {type(config).__name__}")
+        raise ConfigError(
+            f"{tier} backend config must be a mapping with 'type:' or a "
+            f"backend config model; got {type(config).__name__}"
+        )
     cls = load_backend(tier, type_)
     model = cls.config_model
     if isinstance(config, BackendConfig):
         if not isinstance(config, model):
-            raise ConfigError(f"{tier} backend '{type_}' takes a {model.__name__}; got a "
-                              f"{type(config).__name__}")
+            raise ConfigError(
+                f"{tier} backend '{type_}' takes a {model.__name__}; got a {type(config).__name__}"
+            )
         parsed = config
     else:
         try:
@@ -165,15 +201,23 @@ def build_backend(tier: TierName, config: BackendConfig | Mapping[str, Any], *, 
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
-                for e in exc.errors(include_url=False))
-            raise ConfigError(f"{tier} backend '{type_}' config is invalid: {problems}; "
-                              f"see {model.__module__}.{model.__name__}") from None
-    takes = [name for name, p in inspect.signature(cls.from_config).parameters.items()
-             if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in ("region", "residency")]
+                for e in exc.errors(include_url=False)
+            )
+            raise ConfigError(
+                f"{tier} backend '{type_}' config is invalid: {problems}; "
+                f"see {model.__module__}.{model.__name__}"
+            ) from None
+    takes = [
+        name
+        for name, p in inspect.signature(cls.from_config).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in ("region", "residency")
+    ]
     for name in runtime:
         if name not in takes:
-            raise ConfigError(f"{tier} backend '{type_}' takes no runtime argument '{name}'; "
-                              f"it takes: {', '.join(takes) or 'none'}")
+            raise ConfigError(
+                f"{tier} backend '{type_}' takes no runtime argument '{name}'; "
+                f"it takes: {', '.join(takes) or 'none'}"
+            )
     return cls.from_config(parsed, region=region, residency=residency, **runtime)
 
 
@@ -189,8 +233,10 @@ def validate_value(value: object, *, max_bytes: int = MAX_VALUE_BYTES) -> bytes:
         raise InputError(f"value of type {type(value).__name__} is not bytes; serialise it first")
     data = bytes(value)
     if len(data) > max_bytes:
-        raise InputError(f"payload of {len(data):,} bytes is over the {max_bytes:,}-byte limit; "
-                         "split it or store it in the cold tier")
+        raise InputError(
+            f"payload of {len(data):,} bytes is over the {max_bytes:,}-byte limit; "
+            "split it or store it in the cold tier"
+        )
     return data
 
 
@@ -202,10 +248,16 @@ def validate_ttl_s(ttl_s: object) -> float | None:
     """
     if ttl_s is None:
         return None
-    if isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or \
-            not math.isfinite(ttl_s) or ttl_s <= 0:
-        raise InputError(f"ttl_s(={ttl_s!r}) must be a finite number of seconds > 0, or None "
-                         "for no expiry (nothing was written)")
+    if (
+        isinstance(ttl_s, bool)
+        or not isinstance(ttl_s, (int, float))
+        or not math.isfinite(ttl_s)
+        or ttl_s <= 0
+    ):
+        raise InputError(
+            f"ttl_s(={ttl_s!r}) must be a finite number of seconds > 0, or None "
+            "for no expiry (nothing was written)"
+        )
     return float(ttl_s)
 
 
@@ -218,19 +270,25 @@ def validate_embeddings(vectors: object, dim: int) -> np.ndarray:
     try:
         arr = np.asarray(vectors)
     except (ValueError, TypeError) as exc:
-        raise InputError(f"embeddings are not a numeric array ({exc}); pass an (n, {dim}) array") from None
+        raise InputError(
+            f"embeddings are not a numeric array ({exc}); pass an (n, {dim}) array"
+        ) from None
     if arr.ndim == 1:
         arr = arr[None, :]
     if arr.ndim != 2 or arr.shape[1] != dim:
-        raise InputError(f"embeddings have shape {arr.shape}; expected (n, {dim}) for this collection")
+        raise InputError(
+            f"embeddings have shape {arr.shape}; expected (n, {dim}) for this collection"
+        )
     if arr.dtype.kind not in "fiu" or arr.dtype == np.float16:
         raise InputError(f"embeddings have dtype {arr.dtype}; use float32 or float64")
     arr = np.ascontiguousarray(arr, dtype=np.float32)
     bad = ~np.isfinite(arr).all(axis=1)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise InputError(f"embedding row {row} contains NaN or Inf; clean it before writing "
-                         "(nothing was written)")
+        raise InputError(
+            f"embedding row {row} contains NaN or Inf; clean it before writing "
+            "(nothing was written)"
+        )
     return arr
 
 
@@ -322,8 +380,10 @@ class Tier(ABC):
             if key.jurisdiction is None:
                 continue
             if self.residency is None:
-                raise ConfigError(f"{type(self).__name__} in '{self.region}' has no residency "
-                                  f"policy, so it may not store personal data ({key})")
+                raise ConfigError(
+                    f"{type(self).__name__} in '{self.region}' has no residency "
+                    f"policy, so it may not store personal data ({key})"
+                )
             self.residency.check(key.jurisdiction, key.data_class, self.region, "store")
 
     def close(self) -> None:  # noqa: B027 - an optional hook, not an abstract method
@@ -350,8 +410,7 @@ class Backend(Tier):
 
     @classmethod
     @abstractmethod
-    def from_config(cls, config: Any, *, region: str,
-                    residency: ResidencyPolicy | None) -> Self:
+    def from_config(cls, config: Any, *, region: str, residency: ResidencyPolicy | None) -> Self:
         """Build the backend from an instance of :attr:`config_model` (the registry's
         entry point; :func:`build_backend` checks the config's type first).
 
@@ -407,9 +466,13 @@ class HotStore(Backend):
         """
 
 
-def prepare_writes(store: HotStore, items: Sequence[tuple[DataKey, object]],
-                   ttl_s: object, *, max_value_bytes: int = MAX_VALUE_BYTES,
-                   ) -> tuple[list[tuple[DataKey, bytes]], float | None]:
+def prepare_writes(
+    store: HotStore,
+    items: Sequence[tuple[DataKey, object]],
+    ttl_s: object,
+    *,
+    max_value_bytes: int = MAX_VALUE_BYTES,
+) -> tuple[list[tuple[DataKey, bytes]], float | None]:
     """Validate a whole hot-tier write batch before any I/O; one bad item and nothing is written.
 
     Every hot backend calls this first, so they refuse the same batches with the same
@@ -426,13 +489,15 @@ def prepare_writes(store: HotStore, items: Sequence[tuple[DataKey, object]],
         ConfigError: personal data and a store without a residency policy.
     """
     if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
-        raise InputError(f"items must be a sequence of (DataKey, bytes) pairs; got "
-                         f"{type(items).__name__}")
+        raise InputError(
+            f"items must be a sequence of (DataKey, bytes) pairs; got {type(items).__name__}"
+        )
     prepared: list[tuple[DataKey, bytes]] = []
     for i, item in enumerate(items):
         if not isinstance(item, tuple) or len(item) != 2:
-            raise InputError(f"item {i} ({item!r:.60}) is not a (DataKey, bytes) pair "
-                             "(nothing was written)")
+            raise InputError(
+                f"item {i} ({item!r:.60}) is not a (DataKey, bytes) pair (nothing was written)"
+            )
         key, value = item
         require_data_key(key)
         try:
@@ -451,13 +516,23 @@ class VectorStore(Backend):
     tier: TierName = "vector"
 
     @abstractmethod
-    def upsert(self, keys: Sequence[DataKey], vectors: object,
-               attrs: Sequence[Mapping[str, Any]] | None = None) -> int:
+    def upsert(
+        self,
+        keys: Sequence[DataKey],
+        vectors: object,
+        attrs: Sequence[Mapping[str, Any]] | None = None,
+    ) -> int:
         """Insert or replace; returns the count written. Validates everything first."""
 
     @abstractmethod
-    def search(self, vector: object, k: int = 10, *, filter: str | None = None,
-               partition: str | None = None) -> list[SearchHit]:
+    def search(
+        self,
+        vector: object,
+        k: int = 10,
+        *,
+        filter: str | None = None,
+        partition: str | None = None,
+    ) -> list[SearchHit]:
         """The ``k`` nearest stored vectors, optionally filtered by attributes."""
 
     @abstractmethod
@@ -490,8 +565,9 @@ class ColdStore(Backend):
         return [self.read(k) for k in keys]
 
     @abstractmethod
-    def scan(self, data_class: str, *, date: str | None = None,
-             latest_only: bool = False) -> list[tuple[str, bytes]]:
+    def scan(
+        self, data_class: str, *, date: str | None = None, latest_only: bool = False
+    ) -> list[tuple[str, bytes]]:
         """Every (owner, value) of a class in this region, in write order, optionally for
         one date; with ``latest_only``, the newest value per owner, sorted by owner."""
 
@@ -539,8 +615,7 @@ class Catalog(Backend):
 
     # -- tier membership ----------------------------------------------------------
     @abstractmethod
-    def record_access(self, key: DataKey, tier: str, *, now_s: float,
-                      count: bool = True) -> None:
+    def record_access(self, key: DataKey, tier: str, *, now_s: float, count: bool = True) -> None:
         """Record that ``key`` lives in ``tier`` (``hot``, ``warm`` or ``cold``) and was
         used at ``now_s``; ``count`` adds one to its access count.
 
@@ -567,9 +642,18 @@ class Catalog(Backend):
 
     # -- residency audit ----------------------------------------------------------
     @abstractmethod
-    def record_audit(self, *, jurisdiction: str, data_class: str, region: str,
-                     purpose: str, allowed: bool, action: str, at_s: float,
-                     detail: str = "") -> int:
+    def record_audit(
+        self,
+        *,
+        jurisdiction: str,
+        data_class: str,
+        region: str,
+        purpose: str,
+        allowed: bool,
+        action: str,
+        at_s: float,
+        detail: str = "",
+    ) -> int:
         """Record one residency decision; returns its id. Put no user id in ``detail``.
 
         Raises:
@@ -577,6 +661,11 @@ class Catalog(Backend):
         """
 
     @abstractmethod
-    def audit_events(self, *, jurisdiction: str | None = None, region: str | None = None,
-                     limit: int | None = None) -> list[AuditEvent]:
+    def audit_events(
+        self,
+        *,
+        jurisdiction: str | None = None,
+        region: str | None = None,
+        limit: int | None = None,
+    ) -> list[AuditEvent]:
         """Recorded audit events, oldest first, optionally filtered."""

@@ -66,8 +66,10 @@ def require_data_key(key: object) -> DataKey:
         InputError: ``key`` is something else (a string, an id ...).
     """
     if not isinstance(key, DataKey):
-        raise InputError(f"key {key!r} of type {type(key).__name__} is not a DataKey; build "
-                         "one with DataKey(data_class, owner)")
+        raise InputError(
+            f"key {key!r} of type {type(key).__name__} is not a DataKey; build "
+            "one with DataKey(data_class, owner)"
+        )
     return key
 
 
@@ -88,8 +90,10 @@ def parse_key_text(text: str) -> DataKey:
             owner (a user key such as ``eu:42`` for personal classes).
     """
     if not isinstance(text, str) or ":" not in text:
-        raise InputError(f"key text {text!r} is malformed; expected '<data_class>:<owner>' "
-                         "such as 'user_features:eu:42' or 'item_catalog:sku-1'")
+        raise InputError(
+            f"key text {text!r} is malformed; expected '<data_class>:<owner>' "
+            "such as 'user_features:eu:42' or 'item_catalog:sku-1'"
+        )
     data_class, _, owner = text.partition(":")
     if data_class in PERSONAL_CLASSES:
         return DataKey(data_class, UserKey.parse(owner))
@@ -119,8 +123,10 @@ def hot_key_name(key: DataKey, shard_of: ShardOf = default_shard_of, namespace: 
     require_data_key(key)
     shard = shard_of(key)
     if not isinstance(shard, str) or not shard or "{" in shard or "}" in shard:
-        raise InputError(f"shard name {shard!r} for key {key} must be a non-empty string "
-                         "without '{' or '}'; fix the shard_of function")
+        raise InputError(
+            f"shard name {shard!r} for key {key} must be a non-empty string "
+            "without '{' or '}'; fix the shard_of function"
+        )
     name = f"{{{shard}}}:{key.data_class}:{key.owner}"
     return f"{namespace}:{name}" if namespace else name
 
@@ -135,8 +141,13 @@ def cold_bucket(owner: str, buckets: int) -> int:
     return zlib.crc32(owner.encode("utf-8")) % buckets
 
 
-def cold_partition(region: str, data_class: str | None = None, *, bucket: int | None = None,
-                   date: str | None = None) -> str:
+def cold_partition(
+    region: str,
+    data_class: str | None = None,
+    *,
+    bucket: int | None = None,
+    date: str | None = None,
+) -> str:
     """The cold tier's hive partition path, as deep as the parts given.
 
     Args:
@@ -149,9 +160,11 @@ def cold_partition(region: str, data_class: str | None = None, *, bucket: int | 
         InputError: a deeper part without the one above it.
     """
     if (bucket is not None and data_class is None) or (date is not None and bucket is None):
-        raise InputError(f"cold partition for region '{region}': give data_class before "
-                         f"bucket and bucket before date (got data_class={data_class!r}, "
-                         f"bucket={bucket!r}, date={date!r})")
+        raise InputError(
+            f"cold partition for region '{region}': give data_class before "
+            f"bucket and bucket before date (got data_class={data_class!r}, "
+            f"bucket={bucket!r}, date={date!r})"
+        )
     parts = [f"region={region}"]
     if data_class is not None:
         parts.append(f"data_class={data_class}")

@@ -74,10 +74,15 @@ class MemoryHotStore(HotStore):
     config_model: ClassVar[type[BackendConfig]] = MemoryHotStoreConfig
     config: MemoryHotStoreConfig
 
-    def __init__(self, region: str, residency: ResidencyPolicy | None,
-                 config: MemoryHotStoreConfig | None = None, *,
-                 clock: Callable[[], float] = time.monotonic,
-                 shard_of: ShardOf = default_shard_of) -> None:
+    def __init__(
+        self,
+        region: str,
+        residency: ResidencyPolicy | None,
+        config: MemoryHotStoreConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        shard_of: ShardOf = default_shard_of,
+    ) -> None:
         super().__init__(region, residency)
         self.config = config or MemoryHotStoreConfig()
         self._clock = clock
@@ -86,10 +91,15 @@ class MemoryHotStore(HotStore):
         self._lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, config: MemoryHotStoreConfig, *, region: str,
-                    residency: ResidencyPolicy | None,
-                    clock: Callable[[], float] = time.monotonic,
-                    shard_of: ShardOf = default_shard_of) -> Self:
+    def from_config(
+        cls,
+        config: MemoryHotStoreConfig,
+        *,
+        region: str,
+        residency: ResidencyPolicy | None,
+        clock: Callable[[], float] = time.monotonic,
+        shard_of: ShardOf = default_shard_of,
+    ) -> Self:
         """Build a store from its config (the registry's entry point); ``clock`` and
         ``shard_of`` as for the constructor."""
         return cls(region, residency, config, clock=clock, shard_of=shard_of)
@@ -131,8 +141,9 @@ class MemoryHotStore(HotStore):
 
     def put_many(self, items: Sequence[tuple[DataKey, bytes]], ttl_s: float | None = None) -> None:
         """Write many values with one TTL; the whole batch is validated before any write."""
-        prepared, ttl = prepare_writes(self, items, ttl_s,
-                                       max_value_bytes=self.config.max_value_bytes)
+        prepared, ttl = prepare_writes(
+            self, items, ttl_s, max_value_bytes=self.config.max_value_bytes
+        )
         names = [self.key_name(k) for k, _ in prepared]
         with self._lock:
             expire_at = None if ttl is None else self._clock() + ttl

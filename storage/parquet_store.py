@@ -55,12 +55,14 @@ from geoshard.storage.keylayout import cold_bucket, cold_partition, require_data
 __all__ = ["RECORD_SCHEMA", "ParquetColdStore", "ParquetColdStoreConfig"]
 
 #: Columns of every data file (the partition columns live in the path).
-RECORD_SCHEMA = pa.schema([("owner", pa.string()), ("value", pa.binary()),
-                           ("ts", pa.int64()), ("writer", pa.int64())])
+RECORD_SCHEMA = pa.schema(
+    [("owner", pa.string()), ("value", pa.binary()), ("ts", pa.int64()), ("writer", pa.int64())]
+)
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _IGNORE = [".", "_"]
-_PARTITIONING = ds.partitioning(pa.schema([("shard", pa.string()), ("date", pa.string())]),
-                                flavor="hive")
+_PARTITIONING = ds.partitioning(
+    pa.schema([("shard", pa.string()), ("date", pa.string())]), flavor="hive"
+)
 
 
 class ParquetColdStoreConfig(BackendConfig):
@@ -114,9 +116,13 @@ class ParquetColdStore(ColdStore):
     config_model: ClassVar[type[BackendConfig]] = ParquetColdStoreConfig
     config: ParquetColdStoreConfig
 
-    def __init__(self, config: ParquetColdStoreConfig, region: str,
-                 residency: ResidencyPolicy | None,
-                 filesystem: pafs.FileSystem | None = None) -> None:
+    def __init__(
+        self,
+        config: ParquetColdStoreConfig,
+        region: str,
+        residency: ResidencyPolicy | None,
+        filesystem: pafs.FileSystem | None = None,
+    ) -> None:
         super().__init__(region, residency)
         self.config = config
         if filesystem is not None:
@@ -125,9 +131,10 @@ class ParquetColdStore(ColdStore):
             try:
                 self.fs, base = pafs.FileSystem.from_uri(config.root)
             except (pa.ArrowInvalid, OSError) as exc:
-                raise BackendError(f"cannot open cold-tier root '{config.root}': {exc}; use a "
-                                   "local path or a URI such as file:///data or s3://bucket/prefix"
-                                   ) from None
+                raise BackendError(
+                    f"cannot open cold-tier root '{config.root}': {exc}; use a "
+                    "local path or a URI such as file:///data or s3://bucket/prefix"
+                ) from None
         else:
             self.fs, base = pafs.LocalFileSystem(), os.path.abspath(config.root)
         self.base = base.rstrip("/") or "/"
@@ -136,9 +143,14 @@ class ParquetColdStore(ColdStore):
         self.fs.create_dir(self._region_dir, recursive=True)
 
     @classmethod
-    def from_config(cls, config: ParquetColdStoreConfig, *, region: str,
-                    residency: ResidencyPolicy | None,
-                    filesystem: pafs.FileSystem | None = None) -> Self:
+    def from_config(
+        cls,
+        config: ParquetColdStoreConfig,
+        *,
+        region: str,
+        residency: ResidencyPolicy | None,
+        filesystem: pafs.FileSystem | None = None,
+    ) -> Self:
         """Build a store from its config (the registry's entry point); ``filesystem`` as
         for the constructor."""
         return cls(config, region, residency, filesystem=filesystem)
@@ -149,7 +161,9 @@ class ParquetColdStore(ColdStore):
 
     def _bucket_dir(self, key: DataKey, date: str | None = None) -> str:
         bucket = cold_bucket(str(key.owner), self.config.shards)
-        return f"{self.base}/{cold_partition(self.region, key.data_class, bucket=bucket, date=date)}"
+        return (
+            f"{self.base}/{cold_partition(self.region, key.data_class, bucket=bucket, date=date)}"
+        )
 
     def _exists(self, path: str) -> bool:
         return self.fs.get_file_info(path).type == pafs.FileType.Directory
@@ -223,19 +237,27 @@ class ParquetColdStore(ColdStore):
         groups: dict[str, list[tuple[str, bytes, int]]] = {}
         for key, value in rows:
             groups.setdefault(self._bucket_dir(key, date), []).append(
-                (str(key.owner), value, _CLOCK.next()))
+                (str(key.owner), value, _CLOCK.next())
+            )
         temps: list[str] = []
         try:
             for d, grp in groups.items():
-                table = pa.table({"owner": [g[0] for g in grp], "value": [g[1] for g in grp],
-                                  "ts": [g[2] for g in grp], "writer": [_WRITER] * len(grp)},
-                                 schema=RECORD_SCHEMA)
+                table = pa.table(
+                    {
+                        "owner": [g[0] for g in grp],
+                        "value": [g[1] for g in grp],
+                        "ts": [g[2] for g in grp],
+                        "writer": [_WRITER] * len(grp),
+                    },
+                    schema=RECORD_SCHEMA,
+                )
                 temps.append(self._write_atomic(d, table))
         except Exception as exc:
             for t in temps:
                 self._remove_quietly(t)
-            raise BackendError(f"cold-tier write under '{self._region_dir}' failed: {exc}; "
-                               "nothing was written") from exc
+            raise BackendError(
+                f"cold-tier write under '{self._region_dir}' failed: {exc}; nothing was written"
+            ) from exc
         for t in temps:
             self._publish(t)
         return len(rows)
@@ -248,11 +270,17 @@ class ParquetColdStore(ColdStore):
     def _dataset(self, path: str) -> ds.Dataset | None:
         if not self._exists(path):
             return None
-        return ds.dataset(path, filesystem=self.fs, format="parquet", partitioning=_PARTITIONING,
-                          ignore_prefixes=_IGNORE)
+        return ds.dataset(
+            path,
+            filesystem=self.fs,
+            format="parquet",
+            partitioning=_PARTITIONING,
+            ignore_prefixes=_IGNORE,
+        )
 
-    def _table(self, path: str, flt: ds.Expression | None = None,
-               columns: list[str] | None = None) -> pa.Table:
+    def _table(
+        self, path: str, flt: ds.Expression | None = None, columns: list[str] | None = None
+    ) -> pa.Table:
         dset = self._dataset(path)
         if dset is None:
             return RECORD_SCHEMA.empty_table()
@@ -280,8 +308,9 @@ class ParquetColdStore(ColdStore):
                 out[i] = newest.get(str(keys[i].owner))
         return out
 
-    def scan(self, data_class: str, *, date: str | None = None,
-             latest_only: bool = False) -> list[tuple[str, bytes]]:
+    def scan(
+        self, data_class: str, *, date: str | None = None, latest_only: bool = False
+    ) -> list[tuple[str, bytes]]:
         """Every (owner, value) of a class in this region, in write order.
 
         Args:
@@ -290,8 +319,9 @@ class ParquetColdStore(ColdStore):
             latest_only: only the newest value per owner (sorted by owner).
         """
         if data_class not in DATA_CLASSES:
-            raise InputError(f"data class '{data_class}' is unknown; use one of "
-                             f"{', '.join(DATA_CLASSES)}")
+            raise InputError(
+                f"data class '{data_class}' is unknown; use one of {', '.join(DATA_CLASSES)}"
+            )
         flt = None if date is None else ds.field("date") == self._check_date(date)
         dset = self._dataset(self._class_dir(data_class))
         if dset is None:
@@ -300,8 +330,9 @@ class ParquetColdStore(ColdStore):
         if latest_only:
             return sorted(_newest_per_owner(tab).items())
         tab = tab.sort_by([("ts", "ascending"), ("writer", "ascending")])
-        return list(zip(tab.column("owner").to_pylist(), tab.column("value").to_pylist(),
-                        strict=True))
+        return list(
+            zip(tab.column("owner").to_pylist(), tab.column("value").to_pylist(), strict=True)
+        )
 
     def files(self, data_class: str | None = None) -> list[str]:
         """Paths of the visible data files (temp and hidden files excluded)."""
@@ -309,9 +340,13 @@ class ParquetColdStore(ColdStore):
         if not self._exists(root):
             return []
         infos = self.fs.get_file_info(pafs.FileSelector(root, recursive=True))
-        return sorted(i.path for i in infos if i.type == pafs.FileType.File
-                      and i.base_name.endswith(".parquet")
-                      and not i.base_name.startswith(tuple(_IGNORE)))
+        return sorted(
+            i.path
+            for i in infos
+            if i.type == pafs.FileType.File
+            and i.base_name.endswith(".parquet")
+            and not i.base_name.startswith(tuple(_IGNORE))
+        )
 
     # -- maintenance --------------------------------------------------------------
     def compact(self, data_class: str | None = None, *, min_files: int = 2) -> int:
@@ -331,8 +366,11 @@ class ParquetColdStore(ColdStore):
         for leaf, paths in sorted(by_leaf.items()):
             if len(paths) < min_files:
                 continue
-            tab = _dedupe(pa.concat_tables(
-                [pq.read_table(p, filesystem=self.fs, schema=RECORD_SCHEMA) for p in paths]))
+            tab = _dedupe(
+                pa.concat_tables(
+                    [pq.read_table(p, filesystem=self.fs, schema=RECORD_SCHEMA) for p in paths]
+                )
+            )
             tab = tab.sort_by([("ts", "ascending"), ("writer", "ascending")])
             self._publish(self._write_atomic(leaf, tab, prefix="compact"))
             for p in paths:
@@ -357,7 +395,8 @@ def _newest_per_owner(tab: pa.Table) -> dict[str, bytes]:
         return {}
     tab = tab.sort_by([("owner", "ascending"), ("ts", "descending"), ("writer", "descending")])
     out: dict[str, bytes] = {}
-    for owner, value in zip(tab.column("owner").to_pylist(), tab.column("value").to_pylist(),
-                            strict=True):
+    for owner, value in zip(
+        tab.column("owner").to_pylist(), tab.column("value").to_pylist(), strict=True
+    ):
         out.setdefault(owner, value)
     return out

@@ -87,8 +87,7 @@ RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
     rex.ReadOnlyError,
 )
 #: Connection errors that another attempt will not fix.
-_NEVER_RETRY: tuple[type[BaseException], ...] = (rex.AuthenticationError,
-                                                 rex.AuthorizationError)
+_NEVER_RETRY: tuple[type[BaseException], ...] = (rex.AuthenticationError, rex.AuthorizationError)
 #: What a give-up message tells the operator.
 _RETRY_HINT = "Check that the Redis nodes are up (geoshard status) or raise the retry budget"
 
@@ -124,28 +123,34 @@ def translate_redis_error(exc: BaseException, *, node: str, op: str) -> BackendE
 class _RedisStoreConfig(BackendConfig):
     """Settings shared by both Redis stores."""
 
-    namespace: str = Field(default="", pattern=r"^[A-Za-z0-9_.\-]*$",
-                           description="optional key prefix (no braces)")
+    namespace: str = Field(
+        default="", pattern=r"^[A-Za-z0-9_.\-]*$", description="optional key prefix (no braces)"
+    )
     socket_timeout_s: float = Field(default=1.0, gt=0, description="per-command socket timeout")
     connect_timeout_s: float = Field(default=1.0, gt=0, description="TCP connect timeout")
     max_attempts: int = Field(default=10, ge=1, description="attempts per operation")
-    retry_budget_s: float = Field(default=10.0, gt=0,
-                                  description="total seconds per operation, backoff included")
+    retry_budget_s: float = Field(
+        default=10.0, gt=0, description="total seconds per operation, backoff included"
+    )
     backoff_base_s: float = Field(default=0.02, gt=0, description="first backoff delay")
     backoff_cap_s: float = Field(default=1.0, gt=0, description="largest backoff delay")
     batch_size: int = Field(default=1000, gt=0, description="keys per MGET in get_many")
-    durable_writes: bool = Field(default=False,
-                                 description="acknowledge a write only after WAIT confirms it")
+    durable_writes: bool = Field(
+        default=False, description="acknowledge a write only after WAIT confirms it"
+    )
     wait_replicas: int = Field(default=1, ge=0, description="replicas WAIT must hear from")
-    wait_timeout_ms: int = Field(default=100, gt=0,
-                                 description="WAIT timeout; 0 (block forever) is refused")
+    wait_timeout_ms: int = Field(
+        default=100, gt=0, description="WAIT timeout; 0 (block forever) is refused"
+    )
     max_value_bytes: int = Field(default=MAX_VALUE_BYTES, gt=0, description="largest value")
 
     def retry_policy(self) -> RetryPolicy:
         """The :class:`~geoshard.storage.retry.RetryPolicy` these settings describe."""
-        return RetryPolicy(max_attempts=self.max_attempts, budget_s=self.retry_budget_s,
-                           backoff=ExponentialBackoff(base_s=self.backoff_base_s,
-                                                      cap_s=self.backoff_cap_s))
+        return RetryPolicy(
+            max_attempts=self.max_attempts,
+            budget_s=self.retry_budget_s,
+            backoff=ExponentialBackoff(base_s=self.backoff_base_s, cap_s=self.backoff_cap_s),
+        )
 
 
 class RedisHotStoreConfig(_RedisStoreConfig):
@@ -156,8 +161,11 @@ class RedisHotStoreConfig(_RedisStoreConfig):
     """
 
     type: Literal["redis"] = "redis"
-    url: str = Field(default="redis://127.0.0.1:6379/0", pattern=r"^rediss?://",
-                     description="redis://host:port/db")
+    url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        pattern=r"^rediss?://",
+        description="redis://host:port/db",
+    )
 
 
 class RedisClusterHotStoreConfig(_RedisStoreConfig):
@@ -179,8 +187,9 @@ class RedisClusterHotStoreConfig(_RedisStoreConfig):
         for node in self.startup_nodes:
             host, _, port = node.rpartition(":")
             if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"startup node '{node}' must be 'host:port' such as "
-                                 "'127.0.0.1:7000'")
+                raise ValueError(
+                    f"startup node '{node}' must be 'host:port' such as '127.0.0.1:7000'"
+                )
         return self
 
 
@@ -196,12 +205,14 @@ def _ttl_from_pttl(pttl: int) -> float | None:
 
 
 def _chunks(seq: Sequence[T], n: int) -> list[Sequence[T]]:
-    return [seq[i:i + n] for i in range(0, len(seq), n)]
+    return [seq[i : i + n] for i in range(0, len(seq), n)]
 
 
 #: KEYS[1] is deleted only while it holds ARGV[1]; the script runs atomically on the server.
-_DEL_IF_EQUAL = ("if redis.call('GET', KEYS[1]) == ARGV[1] then "
-                 "return redis.call('DEL', KEYS[1]) else return 0 end")
+_DEL_IF_EQUAL = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+    "return redis.call('DEL', KEYS[1]) else return 0 end"
+)
 
 
 class _RedisStoreBase(HotStore):
@@ -209,9 +220,15 @@ class _RedisStoreBase(HotStore):
 
     config: _RedisStoreConfig
 
-    def __init__(self, config: _RedisStoreConfig, *, region: str,
-                 residency: ResidencyPolicy | None, shard_of: ShardOf = default_shard_of,
-                 retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        config: _RedisStoreConfig,
+        *,
+        region: str,
+        residency: ResidencyPolicy | None,
+        shard_of: ShardOf = default_shard_of,
+        retry: RetryPolicy | None = None,
+    ) -> None:
         super().__init__(region, residency)
         self.config = config
         self._shard_of = shard_of
@@ -234,11 +251,11 @@ class _RedisStoreBase(HotStore):
             try:
                 return fn()
             except (rex.RedisError, rex.RedisClusterException) as exc:
-                raise translate_redis_error(exc, node=_node_of(exc) or self.address,
-                                            op=op) from exc
+                raise translate_redis_error(exc, node=_node_of(exc) or self.address, op=op) from exc
 
-        return self.retry.call(attempt, what=f"redis {self.address}: {op}",
-                               stats=self.retry_stats, hint=_RETRY_HINT)
+        return self.retry.call(
+            attempt, what=f"redis {self.address}: {op}", stats=self.retry_stats, hint=_RETRY_HINT
+        )
 
     def _durability_check(self, node: str, acked: int) -> None:
         need = self.config.wait_replicas
@@ -248,7 +265,10 @@ class _RedisStoreBase(HotStore):
                 f"replica(s) within {self.config.wait_timeout_ms} ms; the write is applied "
                 "on the primary but may be lost on failover (indeterminate). Check the "
                 "replicas' master_link_status, or retry the write",
-                node=node, acked=acked, required=need)
+                node=node,
+                acked=acked,
+                required=need,
+            )
 
 
 def _node_of(exc: BaseException) -> str | None:
@@ -292,25 +312,38 @@ class RedisHotStore(_RedisStoreBase):
     config_model: ClassVar[type[BackendConfig]] = RedisHotStoreConfig
     config: RedisHotStoreConfig
 
-    def __init__(self, config: RedisHotStoreConfig, *, region: str,
-                 residency: ResidencyPolicy | None, shard_of: ShardOf = default_shard_of,
-                 retry: RetryPolicy | None = None) -> None:
-        super().__init__(config, region=region, residency=residency, shard_of=shard_of,
-                         retry=retry)
+    def __init__(
+        self,
+        config: RedisHotStoreConfig,
+        *,
+        region: str,
+        residency: ResidencyPolicy | None,
+        shard_of: ShardOf = default_shard_of,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(config, region=region, residency=residency, shard_of=shard_of, retry=retry)
         try:
             self._client = redis.Redis.from_url(
-                config.url, socket_timeout=config.socket_timeout_s,
+                config.url,
+                socket_timeout=config.socket_timeout_s,
                 socket_connect_timeout=config.connect_timeout_s,
-                retry=Retry(NoBackoff(), 0))
+                retry=Retry(NoBackoff(), 0),
+            )
         except ValueError as exc:
             raise BackendError(f"redis url '{config.url}' is invalid: {exc}") from None
         kw = self._client.connection_pool.connection_kwargs
         self._address = f"{kw.get('host', '?')}:{kw.get('port', '?')}"
 
     @classmethod
-    def from_config(cls, config: RedisHotStoreConfig, *, region: str,
-                    residency: ResidencyPolicy | None, shard_of: ShardOf = default_shard_of,
-                    retry: RetryPolicy | None = None) -> Self:
+    def from_config(
+        cls,
+        config: RedisHotStoreConfig,
+        *,
+        region: str,
+        residency: ResidencyPolicy | None,
+        shard_of: ShardOf = default_shard_of,
+        retry: RetryPolicy | None = None,
+    ) -> Self:
         """Build a store from its config (the registry's entry point); ``shard_of`` and
         ``retry`` as for the constructor."""
         return cls(config, region=region, residency=residency, shard_of=shard_of, retry=retry)
@@ -364,8 +397,9 @@ class RedisHotStore(_RedisStoreBase):
             DurabilityError: durable mode and fewer replicas acked than required.
             BackendError: the server failed or was unreachable past the retry policy.
         """
-        prepared, ttl = prepare_writes(self, items, ttl_s,
-                                       max_value_bytes=self.config.max_value_bytes)
+        prepared, ttl = prepare_writes(
+            self, items, ttl_s, max_value_bytes=self.config.max_value_bytes
+        )
         if not prepared:
             return
         writes = [(self.key_name(k), v) for k, v in prepared]
@@ -377,8 +411,7 @@ class RedisHotStore(_RedisStoreBase):
             for name, data in writes:
                 pipe.execute_command("SET", name, data, *px)
             if durable:
-                pipe.execute_command("WAIT", self.config.wait_replicas,
-                                     self.config.wait_timeout_ms)
+                pipe.execute_command("WAIT", self.config.wait_replicas, self.config.wait_timeout_ms)
             replies = pipe.execute()
             return int(replies[-1]) if durable else None
 
@@ -394,8 +427,12 @@ class RedisHotStore(_RedisStoreBase):
     def delete_if_equal(self, key: DataKey, value: bytes) -> bool:
         """Delete while the key holds ``value``: one Lua script, atomic on the server."""
         name = self.key_name(key)
-        return bool(self._run(lambda: self._client.eval(_DEL_IF_EQUAL, 1, name, bytes(value)),
-                              f"compare-and-delete {name}"))
+        return bool(
+            self._run(
+                lambda: self._client.eval(_DEL_IF_EQUAL, 1, name, bytes(value)),
+                f"compare-and-delete {name}",
+            )
+        )
 
     def ttl(self, key: DataKey) -> float | None:
         """Remaining TTL in seconds (PTTL); None when the key has none or is absent."""
@@ -457,31 +494,45 @@ class RedisClusterHotStore(_RedisStoreBase):
     config_model: ClassVar[type[BackendConfig]] = RedisClusterHotStoreConfig
     config: RedisClusterHotStoreConfig
 
-    def __init__(self, config: RedisClusterHotStoreConfig, *, region: str,
-                 residency: ResidencyPolicy | None, shard_of: ShardOf = default_shard_of,
-                 retry: RetryPolicy | None = None) -> None:
-        super().__init__(config, region=region, residency=residency, shard_of=shard_of,
-                         retry=retry)
+    def __init__(
+        self,
+        config: RedisClusterHotStoreConfig,
+        *,
+        region: str,
+        residency: ResidencyPolicy | None,
+        shard_of: ShardOf = default_shard_of,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(config, region=region, residency=residency, shard_of=shard_of, retry=retry)
         self._address = ",".join(config.startup_nodes)
-        self._lb = LoadBalancingStrategy.ROUND_ROBIN_REPLICAS if config.read_from_replicas \
-            else None
-        nodes = [ClusterNode(n.rpartition(":")[0], int(n.rpartition(":")[2]))
-                 for n in config.startup_nodes]
+        self._lb = LoadBalancingStrategy.ROUND_ROBIN_REPLICAS if config.read_from_replicas else None
+        nodes = [
+            ClusterNode(n.rpartition(":")[0], int(n.rpartition(":")[2]))
+            for n in config.startup_nodes
+        ]
 
         def connect() -> RedisCluster:
             return RedisCluster(
-                startup_nodes=nodes, retry=Retry(NoBackoff(), 0),
+                startup_nodes=nodes,
+                retry=Retry(NoBackoff(), 0),
                 require_full_coverage=config.require_full_coverage,
                 load_balancing_strategy=self._lb,
                 socket_timeout=config.socket_timeout_s,
-                socket_connect_timeout=config.connect_timeout_s)
+                socket_connect_timeout=config.connect_timeout_s,
+            )
 
         self._client: RedisCluster = self._run(connect, "connect")
 
     @classmethod
-    def from_config(cls, config: RedisClusterHotStoreConfig, *, region: str,
-                    residency: ResidencyPolicy | None, shard_of: ShardOf = default_shard_of,
-                    retry: RetryPolicy | None = None) -> Self:
+    def from_config(
+        cls,
+        config: RedisClusterHotStoreConfig,
+        *,
+        region: str,
+        residency: ResidencyPolicy | None,
+        shard_of: ShardOf = default_shard_of,
+        retry: RetryPolicy | None = None,
+    ) -> Self:
         """Build a store from its config (the registry's entry point); ``shard_of`` and
         ``retry`` as for the constructor."""
         return cls(config, region=region, residency=residency, shard_of=shard_of, retry=retry)
@@ -518,9 +569,14 @@ class RedisClusterHotStore(_RedisStoreBase):
             nm.nodes_cache[name] = node
         return node
 
-    def _run_batch(self, names: Sequence[str],
-                   build: Callable[[list[int], dict[int, str], set[int]], dict[str, list[_Cmd]]],
-                   *, write: bool, op: str) -> list[Any]:
+    def _run_batch(
+        self,
+        names: Sequence[str],
+        build: Callable[[list[int], dict[int, str], set[int]], dict[str, list[_Cmd]]],
+        *,
+        write: bool,
+        op: str,
+    ) -> list[Any]:
         """Send commands grouped per node; re-send only failed ones under the policy.
 
         ``build(pending, asking, split)`` returns ``node name -> commands`` for the pending
@@ -548,8 +604,9 @@ class RedisClusterHotStore(_RedisStoreBase):
                             pipe.execute_command("ASKING")
                         pipe.execute_command(*cmd.args)
                     if durable:
-                        pipe.execute_command("WAIT", self.config.wait_replicas,
-                                             self.config.wait_timeout_ms)
+                        pipe.execute_command(
+                            "WAIT", self.config.wait_replicas, self.config.wait_timeout_ms
+                        )
                     replies = pipe.execute(raise_on_error=False)
                 except (rex.ConnectionError, rex.TimeoutError) as exc:
                     if isinstance(exc, _NEVER_RETRY):
@@ -574,8 +631,9 @@ class RedisClusterHotStore(_RedisStoreBase):
                         # each then gets its value or an ASK.
                         split.update(cmd.idxs)
                     elif isinstance(reply, RETRYABLE_ERRORS):
-                        refresh = refresh or isinstance(reply, (rex.ReadOnlyError,
-                                                                rex.ClusterDownError))
+                        refresh = refresh or isinstance(
+                            reply, (rex.ReadOnlyError, rex.ClusterDownError)
+                        )
                     elif isinstance(reply, Exception):
                         raise translate_redis_error(reply, node=node_name, op=op) from reply
                     else:
@@ -602,8 +660,10 @@ class RedisClusterHotStore(_RedisStoreBase):
                 if refresh:
                     self._refresh()
                 where, err = first or ("?", None)
-                raise ResendNeeded(f"{len(pending)} of {len(names)} commands to re-send; first "
-                                   f"error at {where}: {type(err).__name__}: {err}")
+                raise ResendNeeded(
+                    f"{len(pending)} of {len(names)} commands to re-send; first "
+                    f"error at {where}: {type(err).__name__}: {err}"
+                )
 
         self._run(attempt, op)
         if short:
@@ -615,7 +675,8 @@ class RedisClusterHotStore(_RedisStoreBase):
         slot = key_slot(name.encode())
         try:
             node = self._client.nodes_manager.get_node_from_slot(
-                slot, load_balancing_strategy=self._lb if read else None)
+                slot, load_balancing_strategy=self._lb if read else None
+            )
         except rex.SlotNotCoveredError:
             self._refresh()
             raise
@@ -634,14 +695,14 @@ class RedisClusterHotStore(_RedisStoreBase):
             return []
         batch = self.config.batch_size
 
-        def build(pending: list[int], asking: dict[int, str],
-                  split: set[int]) -> dict[str, list[_Cmd]]:
+        def build(
+            pending: list[int], asking: dict[int, str], split: set[int]
+        ) -> dict[str, list[_Cmd]]:
             by_node: dict[str, dict[int, list[int]]] = {}
             out: dict[str, list[_Cmd]] = {}
             for i in pending:
                 if i in asking:
-                    out.setdefault(asking[i], []).append(
-                        _Cmd([i], ("GET", names[i]), asking=True))
+                    out.setdefault(asking[i], []).append(_Cmd([i], ("GET", names[i]), asking=True))
                     continue
                 node = self._slot_node(names[i], read=True)
                 if i in split:
@@ -657,10 +718,18 @@ class RedisClusterHotStore(_RedisStoreBase):
 
         return self._run_batch(names, build, write=False, op=f"MGET of {len(names)} keys")
 
-    def _per_key(self, names: Sequence[str], args_of: Callable[[int], tuple[Any, ...]],
-                 *, write: bool, read: bool, op: str) -> list[Any]:
-        def build(pending: list[int], asking: dict[int, str],
-                  split: set[int]) -> dict[str, list[_Cmd]]:
+    def _per_key(
+        self,
+        names: Sequence[str],
+        args_of: Callable[[int], tuple[Any, ...]],
+        *,
+        write: bool,
+        read: bool,
+        op: str,
+    ) -> list[Any]:
+        def build(
+            pending: list[int], asking: dict[int, str], split: set[int]
+        ) -> dict[str, list[_Cmd]]:
             out: dict[str, list[_Cmd]] = {}
             for i in pending:
                 node = asking.get(i) or self._slot_node(names[i], read=read)
@@ -683,38 +752,50 @@ class RedisClusterHotStore(_RedisStoreBase):
                 required (the lowest count is reported).
             BackendError: the cluster failed past the retry policy.
         """
-        prepared, ttl = prepare_writes(self, items, ttl_s,
-                                       max_value_bytes=self.config.max_value_bytes)
+        prepared, ttl = prepare_writes(
+            self, items, ttl_s, max_value_bytes=self.config.max_value_bytes
+        )
         if not prepared:
             return
         names = [self.key_name(k) for k, _ in prepared]
         px = _px(ttl)
-        self._per_key(names, lambda i: ("SET", names[i], prepared[i][1], *px), write=True,
-                      read=False, op=f"SET of {len(names)} keys")
+        self._per_key(
+            names,
+            lambda i: ("SET", names[i], prepared[i][1], *px),
+            write=True,
+            read=False,
+            op=f"SET of {len(names)} keys",
+        )
 
     def delete(self, key: DataKey) -> bool:
         """Delete; True when the key existed (WAITs in durable mode, like a write)."""
         name = self.key_name(key)
-        (n,) = self._per_key([name], lambda i: ("DEL", name), write=True, read=False,
-                             op=f"DEL {name}")
+        (n,) = self._per_key(
+            [name], lambda i: ("DEL", name), write=True, read=False, op=f"DEL {name}"
+        )
         return bool(n)
 
     def delete_if_equal(self, key: DataKey, value: bytes) -> bool:
         """Delete while the key holds ``value``: one Lua script on the key's primary."""
         name = self.key_name(key)
         data = bytes(value)
-        (n,) = self._per_key([name], lambda i: ("EVAL", _DEL_IF_EQUAL, 1, name, data), write=True,
-                             read=False, op=f"compare-and-delete {name}")
+        (n,) = self._per_key(
+            [name],
+            lambda i: ("EVAL", _DEL_IF_EQUAL, 1, name, data),
+            write=True,
+            read=False,
+            op=f"compare-and-delete {name}",
+        )
         return bool(n)
 
     def ttl(self, key: DataKey) -> float | None:
         """Remaining TTL in seconds (PTTL on the primary); None when none or absent."""
         name = self.key_name(key)
-        (pttl,) = self._per_key([name], lambda i: ("PTTL", name), write=False, read=False,
-                                op=f"PTTL {name}")
+        (pttl,) = self._per_key(
+            [name], lambda i: ("PTTL", name), write=False, read=False, op=f"PTTL {name}"
+        )
         return _ttl_from_pttl(int(pttl))
 
     def close(self) -> None:
         """Close every node connection. Safe to call twice."""
         self._client.close()
-

@@ -39,8 +39,12 @@ def catalog(request: pytest.FixtureRequest, tmp_path: Path, spec: Spec) -> Itera
             c.execute(sa.text(f"CREATE DATABASE {db}"))
         admin.dispose()
         url = base.rsplit("/", 1)[0] + f"/{db}"
-    cat = build_backend("catalog", {"type": "sql", "url": url}, region="eu-west",
-                        residency=ResidencyPolicy.from_spec(spec))
+    cat = build_backend(
+        "catalog",
+        {"type": "sql", "url": url},
+        region="eu-west",
+        residency=ResidencyPolicy.from_spec(spec),
+    )
     yield cat
     cat.close()
 
@@ -66,7 +70,8 @@ def test_placements_replace_per_shard(catalog: Catalog, spec: Spec) -> None:
     catalog.record_placement("items-a", ["eu-west/hot-0", "us-east/hot-0"], epoch=1)
     catalog.record_placement("items-a", ["eu-central/hot-2"], epoch=2)
     assert [(p.node, p.rank, p.epoch) for p in catalog.placements("items-a")] == [
-        ("eu-central/hot-2", 0, 2)]
+        ("eu-central/hot-2", 0, 2)
+    ]
     with pytest.raises(InputError, match="node 'mars/hot-0' is not in the catalog"):
         catalog.record_placement("items-a", ["mars/hot-0"], epoch=3)
     assert len(catalog.placements("items-a")) == 1
@@ -85,8 +90,12 @@ def test_tier_membership_counts_accesses(catalog: Catalog) -> None:
 
 
 def test_membership_rows_follow_residency(spec: Spec, tmp_path: Path) -> None:
-    us = build_backend("catalog", {"type": "sql", "url": f"sqlite:///{tmp_path / 'us.db'}"},
-                       region="us-east", residency=ResidencyPolicy.from_spec(spec))
+    us = build_backend(
+        "catalog",
+        {"type": "sql", "url": f"sqlite:///{tmp_path / 'us.db'}"},
+        region="us-east",
+        residency=ResidencyPolicy.from_spec(spec),
+    )
     with pytest.raises(ResidencyError, match="eu user_features may not be stored in 'us-east'"):
         us.record_access(DataKey("user_features", UserKey("eu", 1)), "hot", now_s=1.0)
     assert us.members() == []
@@ -94,17 +103,38 @@ def test_membership_rows_follow_residency(spec: Spec, tmp_path: Path) -> None:
 
 
 def test_audit_events_round_trip(catalog: Catalog) -> None:
-    a = catalog.record_audit(jurisdiction="eu", data_class="interactions", region="us-east",
-                             purpose="store", allowed=False, action="cold.append", at_s=1.0)
-    b = catalog.record_audit(jurisdiction="us", data_class="interactions", region="eu-west",
-                             purpose="store", allowed=True, action="cold.append", at_s=2.0)
+    a = catalog.record_audit(
+        jurisdiction="eu",
+        data_class="interactions",
+        region="us-east",
+        purpose="store",
+        allowed=False,
+        action="cold.append",
+        at_s=1.0,
+    )
+    b = catalog.record_audit(
+        jurisdiction="us",
+        data_class="interactions",
+        region="eu-west",
+        purpose="store",
+        allowed=True,
+        action="cold.append",
+        at_s=2.0,
+    )
     assert b > a
     evs = catalog.audit_events()
     assert [(e.jurisdiction, e.allowed) for e in evs] == [("eu", False), ("us", True)]
     assert [e.id for e in catalog.audit_events(jurisdiction="us")] == [b]
     with pytest.raises(InputError, match="purpose 'keep' must be 'store' or 'process'"):
-        catalog.record_audit(jurisdiction="eu", data_class="interactions", region="eu-west",
-                             purpose="keep", allowed=True, action="x", at_s=3.0)
+        catalog.record_audit(
+            jurisdiction="eu",
+            data_class="interactions",
+            region="eu-west",
+            purpose="keep",
+            allowed=True,
+            action="x",
+            at_s=3.0,
+        )
 
 
 def test_bad_tier_is_refused(catalog: Catalog) -> None:

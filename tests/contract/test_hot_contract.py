@@ -174,8 +174,11 @@ def test_get_many_of_a_large_batch_across_nodes(hot: Harness) -> None:
 def test_put_many_validates_everything_before_writing_anything(hot: Harness) -> None:
     store = hot.make("us-east")
     batch = [(item("ok-1"), b"fine"), (item("bad"), 123), (item("ok-2"), b"fine")]
-    with pytest.raises(InputError, match=r"item 1 \(item_catalog:bad\): value of type int "
-                                         r"is not bytes.*nothing was written"):
+    with pytest.raises(
+        InputError,
+        match=r"item 1 \(item_catalog:bad\): value of type int "
+        r"is not bytes.*nothing was written",
+    ):
         store.put_many(batch)  # type: ignore[arg-type]
     assert store.get_many([item("ok-1"), item("bad"), item("ok-2")]) == [None, None, None]
 
@@ -183,8 +186,11 @@ def test_put_many_validates_everything_before_writing_anything(hot: Harness) -> 
 def test_an_oversized_value_is_refused_and_nothing_written(hot: Harness) -> None:
     store = hot.make("us-east")
     big = b"x" * (MAX_VALUE_BYTES + 1)
-    with pytest.raises(InputError, match=r"payload of 1,048,577 bytes is over the "
-                                         r"1,048,576-byte limit"):
+    with pytest.raises(
+        InputError,
+        match=r"payload of 1,048,577 bytes is over the "
+        r"1,048,576-byte limit",
+    ):
         store.put(item("big"), big)
     with pytest.raises(InputError, match=r"item 1 .*over the 1,048,576-byte limit"):
         store.put_many([(item("small"), b"s"), (item("big"), big)])
@@ -218,8 +224,11 @@ def test_a_bad_ttl_is_refused_and_nothing_written(hot: Harness, ttl: object) -> 
 def test_eu_personal_data_is_refused_in_us_east_and_nothing_written(hot: Harness) -> None:
     store = hot.make("us-east")
     eu_key = user("eu", 42)
-    with pytest.raises(ResidencyError, match=r"eu user_features may not be stored in "
-                                             r"'us-east'; allowed: eu-central, eu-west"):
+    with pytest.raises(
+        ResidencyError,
+        match=r"eu user_features may not be stored in "
+        r"'us-east'; allowed: eu-central, eu-west",
+    ):
         store.put(eu_key, b"secret")
     with pytest.raises(ResidencyError, match=r"may not be stored in 'us-east'"):
         store.put_many([(item("sku-1"), b"fine"), (eu_key, b"secret")])
@@ -246,14 +255,14 @@ def test_keys_of_one_shard_share_a_slot(hot: Harness) -> None:
     assert all("{eu:42}" in n for n in names)
     slots = {key_slot(n.encode()) for n in names}
     assert len(slots) == 1
-    other_users = {key_slot(store.key_name(user("eu", u)).encode())
-                   for u in range(20)}
+    other_users = {key_slot(store.key_name(user("eu", u)).encode()) for u in range(20)}
     assert len(other_users) > 10
     if hot.backend == "redis_cluster":
         client = store.client  # type: ignore[attr-defined]
         node = client.get_primaries()[0]
-        server_slots = {client.execute_command("CLUSTER KEYSLOT", n, target_nodes=node)
-                        for n in names}
+        server_slots = {
+            client.execute_command("CLUSTER KEYSLOT", n, target_nodes=node) for n in names
+        }
         assert server_slots == slots
 
 

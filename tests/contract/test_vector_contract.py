@@ -26,8 +26,12 @@ DIM = 8
 REGIONS = ("eu-west", "eu-central", "us-east")
 #: backend name -> its config, given a fresh temp dir.
 CONFIGS: dict[str, Callable[[Path], dict[str, Any]]] = {
-    "milvus-lite": lambda tmp: {"type": "milvus", "uri": str(tmp / "milvus.db"), "dim": DIM,
-                                "collection_prefix": "contract"},
+    "milvus-lite": lambda tmp: {
+        "type": "milvus",
+        "uri": str(tmp / "milvus.db"),
+        "dim": DIM,
+        "collection_prefix": "contract",
+    },
 }
 
 
@@ -37,8 +41,11 @@ def policy(repo_root: Path) -> ResidencyPolicy:
 
 
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
-def stores(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-           policy: ResidencyPolicy) -> Iterator[dict[str, VectorStore]]:
+def stores(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    policy: ResidencyPolicy,
+) -> Iterator[dict[str, VectorStore]]:
     config = CONFIGS[request.param](tmp_path_factory.mktemp("vec"))
     made: dict[str, VectorStore] = {}
     try:
@@ -58,10 +65,15 @@ def test_upsert_search_delete(stores: dict[str, VectorStore]) -> None:
     s = stores["eu-west"]
     keys = [DataKey("item_embeddings", f"c-{i}") for i in range(20)]
     vecs = np.vstack([_vec(i) for i in range(20)])
-    assert s.upsert(keys, vecs, [{"category": "books" if i % 2 else "fashion"} for i in range(20)]) == 20
+    assert (
+        s.upsert(keys, vecs, [{"category": "books" if i % 2 else "fashion"} for i in range(20)])
+        == 20
+    )
     hits = s.search(vecs[4], k=3)
     assert hits[0].id == "c-4"
-    assert all(h.attrs["category"] == "fashion" for h in s.search(vecs[4], k=5, partition="fashion"))
+    assert all(
+        h.attrs["category"] == "fashion" for h in s.search(vecs[4], k=5, partition="fashion")
+    )
     assert s.delete(keys[:5]) == 5
     assert s.delete(keys[:5]) == 0
     assert "c-4" not in [h.id for h in s.search(vecs[4], k=20)]
@@ -79,13 +91,21 @@ def test_nan_embedding_is_refused_and_nothing_written(stores: dict[str, VectorSt
 @pytest.mark.parametrize("region", REGIONS)
 @pytest.mark.parametrize("jurisdiction", ["eu", "us"])
 @pytest.mark.parametrize("data_class", ["user_embeddings", "item_embeddings"])
-def test_residency_is_followed_exactly(stores: dict[str, VectorStore], policy: ResidencyPolicy,
-                                       region: str, jurisdiction: str, data_class: str) -> None:
+def test_residency_is_followed_exactly(
+    stores: dict[str, VectorStore],
+    policy: ResidencyPolicy,
+    region: str,
+    jurisdiction: str,
+    data_class: str,
+) -> None:
     """Both vector classes of each jurisdiction to every region of examples/local.yaml."""
     s = stores[region]
     uid = 1000 + REGIONS.index(region) * 10 + (jurisdiction == "us")
-    key = (DataKey(data_class, UserKey(jurisdiction, uid)) if data_class == "user_embeddings"
-           else DataKey(data_class, f"{jurisdiction}-item-{uid}"))
+    key = (
+        DataKey(data_class, UserKey(jurisdiction, uid))
+        if data_class == "user_embeddings"
+        else DataKey(data_class, f"{jurisdiction}-item-{uid}")
+    )
     before = s.count()
     if data_class == "item_embeddings" or policy.is_allowed(jurisdiction, data_class, region):
         assert s.upsert([key], _vec(uid)) == 1

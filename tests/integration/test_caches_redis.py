@@ -41,15 +41,19 @@ def namespace() -> str:
 
 
 @pytest.fixture
-def l2(redis_server: RedisServer, policy: ResidencyPolicy,
-       namespace: str) -> Iterator[Callable[[str], RedisHotStore]]:
+def l2(
+    redis_server: RedisServer, policy: ResidencyPolicy, namespace: str
+) -> Iterator[Callable[[str], RedisHotStore]]:
     """``l2(region)``: a region's L2 store on the session redis-server, closed even on failure."""
     made: list[RedisHotStore] = []
 
     def make(region: str) -> RedisHotStore:
         url = redis_server.url
-        made.append(RedisHotStore(RedisHotStoreConfig(url=url, namespace=namespace),
-                                  region=region, residency=policy))
+        made.append(
+            RedisHotStore(
+                RedisHotStoreConfig(url=url, namespace=namespace), region=region, residency=policy
+            )
+        )
         return made[-1]
 
     try:
@@ -67,10 +71,16 @@ def _raw_keys(redis_server: RedisServer, namespace: str) -> list[bytes]:
         client.close()
 
 
-def _reader(spec: Spec, store: RedisHotStore, tier: dict[DataKey, bytes],
-            loads: list[DataKey], region: str = "eu-west") -> ReadThroughCache:
-    levels = build_cache_levels(spec.caches, region=region, residency=store.residency,
-                                stores={"l2": store})
+def _reader(
+    spec: Spec,
+    store: RedisHotStore,
+    tier: dict[DataKey, bytes],
+    loads: list[DataKey],
+    region: str = "eu-west",
+) -> ReadThroughCache:
+    levels = build_cache_levels(
+        spec.caches, region=region, residency=store.residency, stores={"l2": store}
+    )
 
     def loader(key: DataKey) -> bytes | None:
         loads.append(key)
@@ -80,8 +90,8 @@ def _reader(spec: Spec, store: RedisHotStore, tier: dict[DataKey, bytes],
 
 
 def test_l2_in_redis_is_filled_with_the_spec_ttl_and_serves_another_l1(
-        redis_server: RedisServer, spec: Spec, l2: Callable[[str], RedisHotStore],
-        namespace: str) -> None:
+    redis_server: RedisServer, spec: Spec, l2: Callable[[str], RedisHotStore], namespace: str
+) -> None:
     store = l2("eu-west")
     key = DataKey("user_features", UserKey("eu", 42))
     tier = {key: b"features-v1"}
@@ -102,8 +112,8 @@ def test_l2_in_redis_is_filled_with_the_spec_ttl_and_serves_another_l1(
 
 
 def test_write_through_deletes_the_redis_copy_and_the_next_read_loads_the_new_value(
-        redis_server: RedisServer, spec: Spec, l2: Callable[[str], RedisHotStore],
-        namespace: str) -> None:
+    redis_server: RedisServer, spec: Spec, l2: Callable[[str], RedisHotStore], namespace: str
+) -> None:
     store = l2("eu-west")
     key = DataKey("user_features", UserKey("eu", 7))
     tier = {key: b"old"}
@@ -116,12 +126,12 @@ def test_write_through_deletes_the_redis_copy_and_the_next_read_loads_the_new_va
 
 
 def test_eu_personal_data_is_never_cached_in_a_us_l2(
-        redis_server: RedisServer, spec: Spec, l2: Callable[[str], RedisHotStore],
-        namespace: str) -> None:
+    redis_server: RedisServer, spec: Spec, l2: Callable[[str], RedisHotStore], namespace: str
+) -> None:
     store = l2("us-east")
     level = StoreCache("l2", store, ttl_s=60)
     with pytest.raises(ResidencyError):
         level.put(DataKey("user_features", UserKey("eu", 1)), b"x")
     level.put(DataKey("user_features", UserKey("us", 1)), b"x")  # a US user's data may be here
-    level.put(DataKey("item_catalog", "sku-1"), b"x")           # non-personal data anywhere
+    level.put(DataKey("item_catalog", "sku-1"), b"x")  # non-personal data anywhere
     assert len(_raw_keys(redis_server, namespace)) == 2

@@ -48,15 +48,21 @@ def test_a_taken_fixed_port_is_a_clear_error(redis_server: RedisServer) -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        with pytest.raises(BackendError, match=rf"redis-server on 127\.0\.0\.1:{port} exited "
-                                               r"at startup \(port in use\)"):
+        with pytest.raises(
+            BackendError,
+            match=rf"redis-server on 127\.0\.0\.1:{port} exited "
+            r"at startup \(port in use\)",
+        ):
             RedisServer(port=port, startup_timeout_s=5).start()
 
 
 def test_a_missing_binary_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
-    with pytest.raises(BackendError, match=r"redis-server not found on PATH; install it: "
-                                           r"apt-get install -y redis-server"):
+    with pytest.raises(
+        BackendError,
+        match=r"redis-server not found on PATH; install it: "
+        r"apt-get install -y redis-server",
+    ):
         redis_binary("redis-server")
     with pytest.raises(BackendError, match=r"redis-cli not found on PATH"):
         RedisClusterProcs()
@@ -68,11 +74,14 @@ def test_free_ports_leave_room_for_the_cluster_bus() -> None:
         s.bind(("127.0.0.1", port + CLUSTER_BUS_OFFSET))
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"primaries": 2}, r"primaries\(=2\) must be >= 3"),
-    ({"replicas_per_primary": -1}, r"replicas_per_primary\(=-1\) must be >= 0"),
-    ({"node_timeout_ms": 0}, r"node_timeout_ms\(=0\) must be > 0"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"primaries": 2}, r"primaries\(=2\) must be >= 3"),
+        ({"replicas_per_primary": -1}, r"replicas_per_primary\(=-1\) must be >= 0"),
+        ({"node_timeout_ms": 0}, r"node_timeout_ms\(=0\) must be > 0"),
+    ],
+)
 def test_bad_cluster_shapes_are_config_errors(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         RedisClusterProcs(**kwargs)
@@ -80,15 +89,20 @@ def test_bad_cluster_shapes_are_config_errors(kwargs: dict[str, Any], message: s
 
 def test_standalone_store_gives_up_on_a_dead_server_naming_it(redis_server: RedisServer) -> None:
     server = RedisServer().start()
-    store = RedisHotStore(RedisHotStoreConfig(url=server.url, max_attempts=3,
-                                              retry_budget_s=2.0, backoff_cap_s=0.01),
-                          region="us-east", residency=None)
+    store = RedisHotStore(
+        RedisHotStoreConfig(url=server.url, max_attempts=3, retry_budget_s=2.0, backoff_cap_s=0.01),
+        region="us-east",
+        residency=None,
+    )
     try:
         key = DataKey("item_catalog", "sku-1")
         store.put(key, b"v")
         server.kill()
-        with pytest.raises(RetryExhaustedError, match=rf"redis 127\.0\.0\.1:{server.port}: "
-                                                      r"GET .* failed after 3 attempt\(s\)"):
+        with pytest.raises(
+            RetryExhaustedError,
+            match=rf"redis 127\.0\.0\.1:{server.port}: "
+            r"GET .* failed after 3 attempt\(s\)",
+        ):
             store.get(key)
         assert store.retry_stats.retries == 2 and store.retry_stats.exhausted == 1
     finally:
@@ -97,9 +111,13 @@ def test_standalone_store_gives_up_on_a_dead_server_naming_it(redis_server: Redi
 
 
 def test_standalone_durable_write_without_replicas_raises(redis_server: RedisServer) -> None:
-    store = RedisHotStore(RedisHotStoreConfig(url=redis_server.url, durable_writes=True,
-                                              wait_replicas=1, wait_timeout_ms=20),
-                          region="us-east", residency=None)
+    store = RedisHotStore(
+        RedisHotStoreConfig(
+            url=redis_server.url, durable_writes=True, wait_replicas=1, wait_timeout_ms=20
+        ),
+        region="us-east",
+        residency=None,
+    )
     try:
         with pytest.raises(DurabilityError, match=r"acknowledged by 0 of 1 required"):
             store.put(DataKey("item_catalog", "sku-d"), b"v")

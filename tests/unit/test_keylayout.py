@@ -34,19 +34,29 @@ def test_a_bad_shard_name_is_refused(shard: object) -> None:
 
 @pytest.mark.parametrize("data_class", DATA_CLASSES)
 def test_key_text_round_trips_for_every_class(data_class: str) -> None:
-    owner: UserKey | str = UserKey("us-west", 2**63 - 1) if data_class in PERSONAL_CLASSES \
-        else "sku_1.v-2"
+    owner: UserKey | str = (
+        UserKey("us-west", 2**63 - 1) if data_class in PERSONAL_CLASSES else "sku_1.v-2"
+    )
     key = DataKey(data_class, owner)
     assert key_text(key) == f"{data_class}:{owner}"
     assert parse_key_text(key_text(key)) == key
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("user_features", r"key text 'user_features' is malformed; expected '<data_class>:<owner>'"),
-    ("user_features:42", r"user key '42' is malformed"),
-    ("item_catalog:eu:42", r"item id 'eu:42' is malformed"),
-    ("user_featurs:eu:42", r"data class 'user_featurs' is unknown; did you mean 'user_features'"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "user_features",
+            r"key text 'user_features' is malformed; expected '<data_class>:<owner>'",
+        ),
+        ("user_features:42", r"user key '42' is malformed"),
+        ("item_catalog:eu:42", r"item id 'eu:42' is malformed"),
+        (
+            "user_featurs:eu:42",
+            r"data class 'user_featurs' is unknown; did you mean 'user_features'",
+        ),
+    ],
+)
 def test_malformed_key_text_is_refused_naming_it(text: str, message: str) -> None:
     with pytest.raises(InputError, match=message):
         parse_key_text(text)
@@ -54,18 +64,25 @@ def test_malformed_key_text_is_refused_naming_it(text: str, message: str) -> Non
 
 @pytest.mark.parametrize("key", ["item_catalog:sku-1", 42, None])
 def test_only_data_keys_are_named(key: object) -> None:
-    with pytest.raises(InputError, match=rf"key {key!r} of type {type(key).__name__} is not a "
-                                         r"DataKey; build one with DataKey\(data_class, owner\)"):
+    with pytest.raises(
+        InputError,
+        match=rf"key {key!r} of type {type(key).__name__} is not a "
+        r"DataKey; build one with DataKey\(data_class, owner\)",
+    ):
         require_data_key(key)
 
 
 def test_cold_partitions_nest_region_class_bucket_date() -> None:
     assert cold_partition("eu-west") == "region=eu-west"
     assert cold_partition("eu-west", "sessions") == "region=eu-west/data_class=sessions"
-    assert cold_partition("eu-west", "sessions", bucket=7) == \
-        "region=eu-west/data_class=sessions/shard=0007"
-    assert cold_partition("eu-west", "sessions", bucket=12, date="2024-05-01") == \
-        "region=eu-west/data_class=sessions/shard=0012/date=2024-05-01"
+    assert (
+        cold_partition("eu-west", "sessions", bucket=7)
+        == "region=eu-west/data_class=sessions/shard=0007"
+    )
+    assert (
+        cold_partition("eu-west", "sessions", bucket=12, date="2024-05-01")
+        == "region=eu-west/data_class=sessions/shard=0012/date=2024-05-01"
+    )
     with pytest.raises(InputError, match=r"give data_class before bucket and bucket before date"):
         cold_partition("eu-west", "sessions", date="2024-05-01")
 

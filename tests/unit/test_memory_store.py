@@ -45,15 +45,19 @@ def test_purge_expired_drops_only_dead_entries() -> None:
 
 
 def test_the_store_names_keys_with_its_namespace_and_shard_function() -> None:
-    store = MemoryHotStore("us-east", None, MemoryHotStoreConfig(namespace="gs"),
-                           shard_of=lambda k: "s1")
+    store = MemoryHotStore(
+        "us-east", None, MemoryHotStoreConfig(namespace="gs"), shard_of=lambda k: "s1"
+    )
     assert store.key_name(DataKey("item_catalog", "x")) == "gs:{s1}:item_catalog:x"
 
 
 def test_personal_data_needs_a_residency_policy() -> None:
     store = MemoryHotStore("eu-west", None)
-    with pytest.raises(ConfigError, match=r"has no residency policy, so it may not store "
-                                          r"personal data \(user_features:eu:1\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"has no residency policy, so it may not store "
+        r"personal data \(user_features:eu:1\)",
+    ):
         store.put(DataKey("user_features", UserKey("eu", 1)), b"v")
     assert len(store) == 0
 

@@ -59,9 +59,13 @@ def unavailable(native: BaseException) -> BackendUnavailableError:
 
 def test_retries_with_exponential_backoff_until_success() -> None:
     t = FakeTime()
-    policy = RetryPolicy(max_attempts=5, budget_s=10,
-                         backoff=ExponentialBackoff(base_s=0.1, cap_s=1, jitter=False),
-                         sleep=t.sleep, clock=t.clock)
+    policy = RetryPolicy(
+        max_attempts=5,
+        budget_s=10,
+        backoff=ExponentialBackoff(base_s=0.1, cap_s=1, jitter=False),
+        sleep=t.sleep,
+        clock=t.clock,
+    )
     fn, calls = failing(3, unavailable(rex.ConnectionError("refused")))
     stats = RetryStats()
     assert policy.call(fn, what="GET k", stats=stats) == "ok"
@@ -73,14 +77,18 @@ def test_retries_with_exponential_backoff_until_success() -> None:
 
 def test_gives_up_after_max_attempts_naming_the_operation_and_the_cause() -> None:
     t = FakeTime()
-    policy = RetryPolicy(max_attempts=3, budget_s=10, backoff=ConstantBackoff(0.1),
-                         sleep=t.sleep, clock=t.clock)
+    policy = RetryPolicy(
+        max_attempts=3, budget_s=10, backoff=ConstantBackoff(0.1), sleep=t.sleep, clock=t.clock
+    )
     last = unavailable(rex.ClusterDownError("The cluster is down"))
     fn, calls = failing(99, last)
-    with pytest.raises(RetryExhaustedError, match=r"redis 10\.0\.0\.1:7000: SET k failed after "
-                                                  r"3 attempt\(s\) in 0\.20 s \(max_attempts=3 "
-                                                  r"reached\): ClusterDownError: The cluster is "
-                                                  r"down\. Check that the backend is up") as info:
+    with pytest.raises(
+        RetryExhaustedError,
+        match=r"redis 10\.0\.0\.1:7000: SET k failed after "
+        r"3 attempt\(s\) in 0\.20 s \(max_attempts=3 "
+        r"reached\): ClusterDownError: The cluster is "
+        r"down\. Check that the backend is up",
+    ) as info:
         policy.call(fn, what="redis 10.0.0.1:7000: SET k")
     assert calls[0] == 3
     assert (info.value.attempts, info.value.last, info.value.retryable) == (3, last, False)
@@ -88,23 +96,30 @@ def test_gives_up_after_max_attempts_naming_the_operation_and_the_cause() -> Non
 
 def test_gives_up_when_the_next_backoff_would_cross_the_budget() -> None:
     t = FakeTime()
-    policy = RetryPolicy(max_attempts=100, budget_s=1.0, backoff=ConstantBackoff(0.3),
-                         sleep=t.sleep, clock=t.clock)
+    policy = RetryPolicy(
+        max_attempts=100, budget_s=1.0, backoff=ConstantBackoff(0.3), sleep=t.sleep, clock=t.clock
+    )
     fn, calls = failing(99, BackendUnavailableError("slow"))
-    with pytest.raises(RetryExhaustedError, match=r"budget_s=1 reached.*BackendUnavailableError: "
-                                                  r"slow\. raise the budget"):
+    with pytest.raises(
+        RetryExhaustedError,
+        match=r"budget_s=1 reached.*BackendUnavailableError: "
+        r"slow\. raise the budget",
+    ):
         policy.call(fn, what="GET k", hint="raise the budget")
     assert calls[0] == 4 and t.now == pytest.approx(0.9)
 
 
-@pytest.mark.parametrize("exc", [
-    BackendError("WRONGTYPE"),
-    DurabilityError("acked by 0 of 1", node="n:1", acked=0, required=1),
-    InputError("bad key"),
-    ResidencyError("eu data in us-east"),
-    ValueError("bug"),
-    rex.ConnectionError("a client exception nobody translated"),
-])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        BackendError("WRONGTYPE"),
+        DurabilityError("acked by 0 of 1", node="n:1", acked=0, required=1),
+        InputError("bad key"),
+        ResidencyError("eu data in us-east"),
+        ValueError("bug"),
+        rex.ConnectionError("a client exception nobody translated"),
+    ],
+)
 def test_only_errors_flagged_retryable_are_retried(exc: BaseException) -> None:
     t = FakeTime()
     policy = RetryPolicy(sleep=t.sleep, clock=t.clock)
@@ -119,8 +134,9 @@ def test_on_retry_runs_before_each_backoff() -> None:
     seen: list[tuple[str, int]] = []
     policy = RetryPolicy(backoff=ConstantBackoff(0), sleep=t.sleep, clock=t.clock)
     fn, _ = failing(2, unavailable(rex.MovedError("3999 127.0.0.1:6381")))
-    policy.call(fn, what="GET k",
-                on_retry=lambda e, n: seen.append((type(e.__cause__).__name__, n)))
+    policy.call(
+        fn, what="GET k", on_retry=lambda e, n: seen.append((type(e.__cause__).__name__, n))
+    )
     assert seen == [("MovedError", 1), ("MovedError", 2)]
 
 
@@ -132,33 +148,39 @@ def test_jittered_backoff_stays_under_its_exponential_ceiling() -> None:
     assert len(set(delays)) > 100  # jittered, not constant
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"max_attempts": 0}, r"max_attempts\(=0\) must be an integer >= 1"),
-    ({"max_attempts": True}, r"max_attempts\(=True\) must be an integer >= 1"),
-    ({"budget_s": 0}, r"budget_s\(=0\) must be a finite number > 0"),
-    ({"budget_s": float("inf")}, r"budget_s\(=inf\) must be a finite number > 0"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_attempts": 0}, r"max_attempts\(=0\) must be an integer >= 1"),
+        ({"max_attempts": True}, r"max_attempts\(=True\) must be an integer >= 1"),
+        ({"budget_s": 0}, r"budget_s\(=0\) must be a finite number > 0"),
+        ({"budget_s": float("inf")}, r"budget_s\(=inf\) must be a finite number > 0"),
+    ],
+)
 def test_bad_policies_are_config_errors(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         RetryPolicy(**kwargs)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("native", "retryable"), [
-    (rex.ConnectionError("Connection refused"), True),
-    (rex.TimeoutError("Timeout reading from socket"), True),
-    (rex.BusyLoadingError("Redis is loading the dataset in memory"), True),
-    (rex.ClusterDownError("The cluster is down"), True),
-    (rex.MovedError("3999 127.0.0.1:6381"), True),
-    (rex.AskError("3999 127.0.0.1:6381"), True),
-    (rex.TryAgainError("TRYAGAIN"), True),
-    (rex.SlotNotCoveredError("slot 3999 not covered"), True),
-    (rex.ReadOnlyError("You can't write against a read only replica."), True),
-    (rex.AuthenticationError("invalid password"), False),
-    (rex.AuthorizationError("NOPERM"), False),
-    (rex.ResponseError("WRONGTYPE Operation against a key"), False),
-    (rex.OutOfMemoryError("command not allowed when used memory > 'maxmemory'"), False),
-    (rex.RedisClusterException("Redis Cluster cannot be connected"), False),
-])
+@pytest.mark.parametrize(
+    ("native", "retryable"),
+    [
+        (rex.ConnectionError("Connection refused"), True),
+        (rex.TimeoutError("Timeout reading from socket"), True),
+        (rex.BusyLoadingError("Redis is loading the dataset in memory"), True),
+        (rex.ClusterDownError("The cluster is down"), True),
+        (rex.MovedError("3999 127.0.0.1:6381"), True),
+        (rex.AskError("3999 127.0.0.1:6381"), True),
+        (rex.TryAgainError("TRYAGAIN"), True),
+        (rex.SlotNotCoveredError("slot 3999 not covered"), True),
+        (rex.ReadOnlyError("You can't write against a read only replica."), True),
+        (rex.AuthenticationError("invalid password"), False),
+        (rex.AuthorizationError("NOPERM"), False),
+        (rex.ResponseError("WRONGTYPE Operation against a key"), False),
+        (rex.OutOfMemoryError("command not allowed when used memory > 'maxmemory'"), False),
+        (rex.RedisClusterException("Redis Cluster cannot be connected"), False),
+    ],
+)
 def test_redis_errors_translate_to_the_taxonomy(native: BaseException, retryable: bool) -> None:
     err = translate_redis_error(native, node="10.0.0.1:7000", op="GET k")
     assert isinstance(err, BackendError)

@@ -22,8 +22,12 @@ from geoshard.storage.base import (
 from geoshard.storage.memory import MemoryHotStore, MemoryHotStoreConfig
 from geoshard.storage.parquet_store import ParquetColdStoreConfig
 
-INTERFACES: dict[str, type] = {"hot": HotStore, "vector": VectorStore, "cold": ColdStore,
-                               "catalog": Catalog}
+INTERFACES: dict[str, type] = {
+    "hot": HotStore,
+    "vector": VectorStore,
+    "cold": ColdStore,
+    "catalog": Catalog,
+}
 
 
 @pytest.mark.parametrize(("tier", "type_"), sorted(BACKENDS))
@@ -36,8 +40,12 @@ def test_every_entry_is_a_complete_backend_of_its_tier(tier: str, type_: str) ->
 
 
 def test_a_mapping_is_validated_by_the_backend_config_model() -> None:
-    store = build_backend("hot", {"type": "memory", "namespace": "gs", "max_value_bytes": 8},
-                          region="us-east", residency=None)
+    store = build_backend(
+        "hot",
+        {"type": "memory", "namespace": "gs", "max_value_bytes": 8},
+        region="us-east",
+        residency=None,
+    )
     assert isinstance(store, MemoryHotStore)
     assert store.config == MemoryHotStoreConfig(namespace="gs", max_value_bytes=8)
     assert store.region == "us-east"
@@ -51,45 +59,74 @@ def test_a_config_model_is_used_as_it_is() -> None:
 
 def test_runtime_arguments_reach_the_backend() -> None:
     now = [0.0]
-    store = build_backend("hot", {"type": "memory"}, region="us-east", residency=None,
-                          clock=lambda: now[0])
+    store = build_backend(
+        "hot", {"type": "memory"}, region="us-east", residency=None, clock=lambda: now[0]
+    )
     key = DataKey("aggregates", "top")
     store.put(key, b"v", ttl_s=10)
     now[0] = 10.0
     assert store.get(key) is None  # expired on the injected clock, not the wall clock
 
 
-@pytest.mark.parametrize(("tier", "config", "message"), [
-    ("hot", {"namespace": "x"},
-     (r"hot backend config needs 'type:' naming the backend; use one of memory, redis, "
-      r"redis_cluster")),
-    ("hot", {"type": "rediss"},
-     (r"unknown hot backend type 'rediss'; did you mean 'redis'\? \(known: memory, redis, "
-      r"redis_cluster\)")),
-    ("cold", {"type": "redis"}, r"unknown cold backend type 'redis' \(known: parquet\)"),
-    ("hot", {"type": "memory", "namspace": "x"},
-     (r"hot backend 'memory' config is invalid: namspace: Extra inputs are not permitted; "
-      r"see geoshard\.storage\.memory\.MemoryHotStoreConfig")),
-    ("hot", {"type": "redis", "url": "http://x"},
-     r"hot backend 'redis' config is invalid: url: String should match pattern"),
-    ("hot", ParquetColdStoreConfig(root="/tmp/x"),
-     r"unknown hot backend type 'parquet'"),
-    ("hot", "redis://127.0.0.1:6379",
-     r"hot backend config must be a mapping with 'type:' or a backend config model; got str"),
-])
+@pytest.mark.parametrize(
+    ("tier", "config", "message"),
+    [
+        (
+            "hot",
+            {"namespace": "x"},
+            (
+                r"hot backend config needs 'type:' naming the backend; use one of memory, redis, "
+                r"redis_cluster"
+            ),
+        ),
+        (
+            "hot",
+            {"type": "rediss"},
+            (
+                r"unknown hot backend type 'rediss'; did you mean 'redis'\? \(known: memory, redis, "
+                r"redis_cluster\)"
+            ),
+        ),
+        ("cold", {"type": "redis"}, r"unknown cold backend type 'redis' \(known: parquet\)"),
+        (
+            "hot",
+            {"type": "memory", "namspace": "x"},
+            (
+                r"hot backend 'memory' config is invalid: namspace: Extra inputs are not permitted; "
+                r"see geoshard\.storage\.memory\.MemoryHotStoreConfig"
+            ),
+        ),
+        (
+            "hot",
+            {"type": "redis", "url": "http://x"},
+            r"hot backend 'redis' config is invalid: url: String should match pattern",
+        ),
+        ("hot", ParquetColdStoreConfig(root="/tmp/x"), r"unknown hot backend type 'parquet'"),
+        (
+            "hot",
+            "redis://127.0.0.1:6379",
+            r"hot backend config must be a mapping with 'type:' or a backend config model; got str",
+        ),
+    ],
+)
 def test_bad_configs_are_refused_with_the_fix(tier: str, config: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build_backend(tier, config, region="us-east", residency=None)  # type: ignore[call-overload]
 
 
 def test_a_config_model_that_is_not_the_backend_model_is_refused() -> None:
-    with pytest.raises(ConfigError, match=r"hot backend 'memory' takes a MemoryHotStoreConfig; "
-                                          r"got a BackendConfig"):
+    with pytest.raises(
+        ConfigError,
+        match=r"hot backend 'memory' takes a MemoryHotStoreConfig; "
+        r"got a BackendConfig",
+    ):
         build_backend("hot", BackendConfig(type="memory"), region="us-east", residency=None)
 
 
 def test_an_unknown_runtime_argument_names_the_ones_taken() -> None:
-    with pytest.raises(ConfigError, match=r"hot backend 'memory' takes no runtime argument "
-                                          r"'filesystem'; it takes: clock, shard_of"):
-        build_backend("hot", {"type": "memory"}, region="us-east", residency=None,
-                      filesystem=None)
+    with pytest.raises(
+        ConfigError,
+        match=r"hot backend 'memory' takes no runtime argument "
+        r"'filesystem'; it takes: clock, shard_of",
+    ):
+        build_backend("hot", {"type": "memory"}, region="us-east", residency=None, filesystem=None)
