@@ -109,8 +109,11 @@ def main() -> int:
         write_oracle_general(ids, trace_path)
 
         def theirs() -> Callable[[], float]:
-            reader = lcs.TraceReader(str(trace_path), lcs.TraceType.ORACLE_GENERAL_TRACE,
-                                     lcs.ReaderInitParam(ignore_obj_size=True))
+            reader = lcs.TraceReader(
+                str(trace_path),
+                lcs.TraceType.ORACLE_GENERAL_TRACE,
+                lcs.ReaderInitParam(ignore_obj_size=True),
+            )
             cache = lcs.LRU(cache_size=CAPACITY)
             return lambda: float(cache.process_trace(reader)[0])
 
@@ -144,22 +147,25 @@ def main() -> int:
     ours_rps = n_requests / ours_s
     lcs_rps = n_requests / lcs_s
     report = Report("bench_cache")
-    report.metrics.update({
-        "requests": n_requests,
-        "objects": N_OBJECTS,
-        "zipf_alpha": ALPHA,
-        "capacity_items": CAPACITY,
-        "repeat": repeat,
-        "geoshard_lru_req_per_s": round(ours_rps),
-        "libcachesim_lru_req_per_s": round(lcs_rps),
-        "libcachesim_lru_get_loop_req_per_s": round(n_get / get_s),
-        "geoshard_lru_miss_ratio": round(ours_miss, 6),
-        "libcachesim_lru_miss_ratio": round(lcs_miss, 6),
-        "libcachesim_version": getattr(lcs, "__version__", "?"),
-    })
+    report.metrics.update(
+        {
+            "requests": n_requests,
+            "objects": N_OBJECTS,
+            "zipf_alpha": ALPHA,
+            "capacity_items": CAPACITY,
+            "repeat": repeat,
+            "geoshard_lru_req_per_s": round(ours_rps),
+            "libcachesim_lru_req_per_s": round(lcs_rps),
+            "libcachesim_lru_get_loop_req_per_s": round(n_get / get_s),
+            "geoshard_lru_miss_ratio": round(ours_miss, 6),
+            "libcachesim_lru_miss_ratio": round(lcs_miss, 6),
+            "libcachesim_version": getattr(lcs, "__version__", "?"),
+        }
+    )
     report.ratio("lru_speed_vs_libcachesim", ours_rps / lcs_rps, goal=0.3)
-    report.ratio("miss_ratio_identical", 1.0 if abs(ours_miss - lcs_miss) < 1e-12 else 0.0,
-                 goal=1.0)
+    report.ratio(
+        "miss_ratio_identical", 1.0 if abs(ours_miss - lcs_miss) < 1e-12 else 0.0, goal=1.0
+    )
     return report.emit(args.json)
 
 

@@ -40,8 +40,9 @@ from _common import Report, log, parser
 HERE = Path(__file__).resolve().parent
 
 
-def _interleaved(fns: dict[str, Callable[[], object]], repeat: int,
-                 warmup: int = 1) -> dict[str, float]:
+def _interleaved(
+    fns: dict[str, Callable[[], object]], repeat: int, warmup: int = 1
+) -> dict[str, float]:
     """Median seconds per function, rounds interleaved so drift hits both alike."""
     for _ in range(warmup):
         for fn in fns.values():
@@ -66,13 +67,12 @@ def section_hot(report: Report, args: argparse.Namespace) -> None:
     value = b"x" * 100
     with RedisServer() as server:
         log(f"hot: redis-server on {server.address}; writing {n_keys:,} keys of {len(value)} B")
-        store = RedisHotStore(RedisHotStoreConfig(url=server.url), region="us-east",
-                              residency=None)
+        store = RedisHotStore(RedisHotStoreConfig(url=server.url), region="us-east", residency=None)
         raw = server.client(timeout_s=30.0)
         try:
             keys = [DataKey("item_catalog", f"sku-{i}") for i in range(n_keys)]
             for start in range(0, n_keys, 10_000):
-                store.put_many([(k, value) for k in keys[start:start + 10_000]])
+                store.put_many([(k, value) for k in keys[start : start + 10_000]])
             names = [store.key_name(k) for k in keys]
 
             def ours() -> list[bytes | None]:
@@ -90,7 +90,7 @@ def section_hot(report: Report, args: argparse.Namespace) -> None:
                 # the strongest raw-client baseline: MGET chunks in one pipeline, as ours does
                 pipe = raw.pipeline(transaction=False)
                 for start in range(0, n_keys, batch):
-                    pipe.mget(names[start:start + batch])
+                    pipe.mget(names[start : start + batch])
                 return [v for chunk in pipe.execute() for v in chunk]
 
             assert ours() == theirs() == raw_mget() == [value] * n_keys, "the paths disagree"
@@ -99,17 +99,19 @@ def section_hot(report: Report, args: argparse.Namespace) -> None:
         finally:
             store.close()
             raw.close()
-    report.metrics.update({
-        "hot_keys": n_keys,
-        "hot_value_bytes": len(value),
-        "hot_repeat": repeat,
-        "hot_batch_size": store.config.batch_size,
-        "hot_get_many_keys_per_s": round(n_keys / med["ours"]),
-        "hot_raw_pipeline_keys_per_s": round(n_keys / med["raw"]),
-        "hot_get_many_s": round(med["ours"], 4),
-        "hot_raw_pipeline_s": round(med["raw"], 4),
-        "hot_raw_mget_pipeline_keys_per_s": round(n_keys / med["raw_mget"]),
-    })
+    report.metrics.update(
+        {
+            "hot_keys": n_keys,
+            "hot_value_bytes": len(value),
+            "hot_repeat": repeat,
+            "hot_batch_size": store.config.batch_size,
+            "hot_get_many_keys_per_s": round(n_keys / med["ours"]),
+            "hot_raw_pipeline_keys_per_s": round(n_keys / med["raw"]),
+            "hot_get_many_s": round(med["ours"], 4),
+            "hot_raw_pipeline_s": round(med["raw"], 4),
+            "hot_raw_mget_pipeline_keys_per_s": round(n_keys / med["raw_mget"]),
+        }
+    )
     report.ratio("hot_batched_read_vs_raw_pipeline", med["raw"] / med["ours"], goal=0.8)
     # same batching on both sides: what our layer (validation, key layout, retry) costs
     report.ratio("hot_batched_read_vs_raw_mget_pipeline", med["raw_mget"] / med["ours"], goal=0.8)
@@ -149,8 +151,12 @@ SECTIONS: dict[str, Callable[[Report, argparse.Namespace], None]] = {
 def main() -> int:
     """Run the chosen sections; exit 0 when every ratio meets its goal, 1 otherwise."""
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--section", action="append", choices=sorted(SECTIONS),
-                   help="run only this section (repeatable); default: all")
+    p.add_argument(
+        "--section",
+        action="append",
+        choices=sorted(SECTIONS),
+        help="run only this section (repeatable); default: all",
+    )
     args = p.parse_args()
     chosen = args.section or list(SECTIONS)
     report = Report("bench_storage")

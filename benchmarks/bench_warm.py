@@ -29,8 +29,9 @@ from geoshard.storage.milvus_store import (
 )
 
 DIM = 64
-INDEX = MilvusIndexConfig(type="HNSW", params={"M": 32, "efConstruction": 200},
-                          search_params={"ef": 200})
+INDEX = MilvusIndexConfig(
+    type="HNSW", params={"M": 32, "efConstruction": 200}, search_params={"ef": 200}
+)
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -52,7 +53,7 @@ def run_warm(report: Report, quick: bool) -> None:
             attrs = [{"category": str(cats[i % 4])} for i in range(n)]
             t0 = time.perf_counter()
             for s in range(0, n, 10_000):
-                store.upsert(keys[s:s + 10_000], data[s:s + 10_000], attrs[s:s + 10_000])
+                store.upsert(keys[s : s + 10_000], data[s : s + 10_000], attrs[s : s + 10_000])
             store._client.flush(store.collection)  # seal segments so the index serves searches
             insert_s = time.perf_counter() - t0
             log(f"warm: inserted {n} vectors in {insert_s:.1f}s")
@@ -75,17 +76,21 @@ def run_warm(report: Report, quick: bool) -> None:
         exact_lat.append((time.perf_counter() - t) * 1e3)
         hits_total += len(got & {int(i) for i in top})
     recall = hits_total / (10 * n_queries)
-    report.metrics.update({
-        "warm_vectors": n, "warm_dim": DIM, "warm_queries": n_queries,
-        "warm_index": f"{INDEX.type} {INDEX.params} search {INDEX.search_params}",
-        "warm_recall_at_10": round(recall, 4),
-        "warm_search_p50_ms": round(_pct(lat, 50), 3),
-        "warm_search_p99_ms": round(_pct(lat, 99), 3),
-        "warm_search_mean_ms": round(statistics.fmean(lat), 3),
-        "numpy_exact_p50_ms": round(_pct(exact_lat, 50), 3),
-        "numpy_exact_p99_ms": round(_pct(exact_lat, 99), 3),
-        "warm_insert_rows_per_s": round(n / insert_s),
-    })
+    report.metrics.update(
+        {
+            "warm_vectors": n,
+            "warm_dim": DIM,
+            "warm_queries": n_queries,
+            "warm_index": f"{INDEX.type} {INDEX.params} search {INDEX.search_params}",
+            "warm_recall_at_10": round(recall, 4),
+            "warm_search_p50_ms": round(_pct(lat, 50), 3),
+            "warm_search_p99_ms": round(_pct(lat, 99), 3),
+            "warm_search_mean_ms": round(statistics.fmean(lat), 3),
+            "numpy_exact_p50_ms": round(_pct(exact_lat, 50), 3),
+            "numpy_exact_p99_ms": round(_pct(exact_lat, 99), 3),
+            "warm_insert_rows_per_s": round(n / insert_s),
+        }
+    )
     report.ratio("warm_recall_at_10", recall, 0.95)
 
 

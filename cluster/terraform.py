@@ -21,10 +21,16 @@ __all__ = ["ELASTICACHE_NODE_TYPES", "node_type_for", "tfvars_from_spec"]
 
 #: ElastiCache node types and their usable memory in GiB (AWS documentation), smallest first.
 ELASTICACHE_NODE_TYPES: tuple[tuple[str, float], ...] = (
-    ("cache.t4g.micro", 0.5), ("cache.t4g.small", 1.37), ("cache.t4g.medium", 3.09),
-    ("cache.r7g.large", 13.07), ("cache.r7g.xlarge", 26.32), ("cache.r7g.2xlarge", 52.82),
-    ("cache.r7g.4xlarge", 105.81), ("cache.r7g.8xlarge", 209.55),
-    ("cache.r7g.12xlarge", 317.77), ("cache.r7g.16xlarge", 419.09),
+    ("cache.t4g.micro", 0.5),
+    ("cache.t4g.small", 1.37),
+    ("cache.t4g.medium", 3.09),
+    ("cache.r7g.large", 13.07),
+    ("cache.r7g.xlarge", 26.32),
+    ("cache.r7g.2xlarge", 52.82),
+    ("cache.r7g.4xlarge", 105.81),
+    ("cache.r7g.8xlarge", 209.55),
+    ("cache.r7g.12xlarge", 317.77),
+    ("cache.r7g.16xlarge", 419.09),
 )
 
 #: AWS allows 1 to 500 shards and 0 to 5 replicas per shard in cluster mode.
@@ -41,8 +47,10 @@ def node_type_for(memory_gb: float) -> str:
         if gib >= memory_gb:
             return name
     biggest = ELASTICACHE_NODE_TYPES[-1]
-    raise ConfigError(f"hot.memory_gb(={memory_gb}) is above the largest ElastiCache node "
-                      f"({biggest[0]}, {biggest[1]} GiB); add nodes with less memory each")
+    raise ConfigError(
+        f"hot.memory_gb(={memory_gb}) is above the largest ElastiCache node "
+        f"({biggest[0]}, {biggest[1]} GiB); add nodes with less memory each"
+    )
 
 
 def milvus_endpoint(uri: str, where: str) -> str:
@@ -62,13 +70,16 @@ def milvus_endpoint(uri: str, where: str) -> str:
     except ValueError:
         port = None
     if not parts.hostname or port is None:
-        raise ConfigError(f"{where}(={uri!r}) needs a host and a port, for example "
-                          "'https://milvus.internal:19530'")
+        raise ConfigError(
+            f"{where}(={uri!r}) needs a host and a port, for example "
+            "'https://milvus.internal:19530'"
+        )
     return f"{parts.hostname}:{port}"
 
 
-def tfvars_from_spec(spec: Spec, project: str | None = None,
-                     warnings: list[str] | None = None) -> dict[str, Any]:
+def tfvars_from_spec(
+    spec: Spec, project: str | None = None, warnings: list[str] | None = None
+) -> dict[str, Any]:
     """The ``terraform.tfvars.json`` document for ``spec``.
 
     Milvus: with ``warm.external_endpoint`` set, the region uses that Milvus (Distributed
@@ -90,24 +101,35 @@ def tfvars_from_spec(spec: Spec, project: str | None = None,
     regions: dict[str, Any] = {}
     for i, (name, r) in enumerate(spec.regions.items()):
         if r.hot.nodes > _MAX_SHARDS or r.hot.replicas > _MAX_REPLICAS:
-            raise ConfigError(f"regions.{name}.hot: {r.hot.nodes} shards x {r.hot.replicas} replicas "
-                              f"is beyond ElastiCache ({_MAX_SHARDS} shards, {_MAX_REPLICAS} replicas)")
+            raise ConfigError(
+                f"regions.{name}.hot: {r.hot.nodes} shards x {r.hot.replicas} replicas "
+                f"is beyond ElastiCache ({_MAX_SHARDS} shards, {_MAX_REPLICAS} replicas)"
+            )
         if not r.warm.external_endpoint and r.warm.nodes > 1 and warnings is not None:
-            warnings.append(f"regions.{name}.warm: {r.warm.nodes} Milvus nodes but no "
-                            "external_endpoint; Terraform runs Milvus standalone (1 task). Set "
-                            "warm.external_endpoint to a Milvus Distributed endpoint to deploy it")
+            warnings.append(
+                f"regions.{name}.warm: {r.warm.nodes} Milvus nodes but no "
+                "external_endpoint; Terraform runs Milvus standalone (1 task). Set "
+                "warm.external_endpoint to a Milvus Distributed endpoint to deploy it"
+            )
         regions[name] = {
             "aws_region": r.cloud_region,
             "jurisdiction": r.jurisdiction,
             "vpc_cidr": f"10.{10 + i}.0.0/16",
             "azs": 3,
-            "redis": {"num_shards": r.hot.nodes, "replicas_per_shard": r.hot.replicas,
-                      "node_type": node_type_for(r.hot.memory_gb)},
+            "redis": {
+                "num_shards": r.hot.nodes,
+                "replicas_per_shard": r.hot.replicas,
+                "node_type": node_type_for(r.hot.memory_gb),
+            },
             "api": {"desired_count": r.api.servers, "cpu": 1024, "memory": 2048},
-            "milvus": {"desired_count": r.warm.nodes if r.warm.external_endpoint else 1,
-                       "cpu": 4096, "memory": 16384,
-                       "external_endpoint": milvus_endpoint(
-                           r.warm.external_endpoint, f"regions.{name}.warm.external_endpoint")},
+            "milvus": {
+                "desired_count": r.warm.nodes if r.warm.external_endpoint else 1,
+                "cpu": 4096,
+                "memory": 16384,
+                "external_endpoint": milvus_endpoint(
+                    r.warm.external_endpoint, f"regions.{name}.warm.external_endpoint"
+                ),
+            },
             "cold": {"transition_ia_days": 30, "transition_glacier_days": 180},
         }
     jurisdictions: dict[str, list[str]] = {}
@@ -117,5 +139,8 @@ def tfvars_from_spec(spec: Spec, project: str | None = None,
         for dc in PERSONAL_CLASSES:
             allowed &= policy.allowed_regions(j, dc, "store")
         jurisdictions[j] = sorted(spec.regions[r].cloud_region for r in allowed)
-    return {"project": project or f"geoshard-{spec.name}", "regions": regions,
-            "jurisdictions": jurisdictions}
+    return {
+        "project": project or f"geoshard-{spec.name}",
+        "regions": regions,
+        "jurisdictions": jurisdictions,
+    }

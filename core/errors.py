@@ -1,11 +1,16 @@
 """The geoshard error taxonomy.
 
 Every error geoshard raises on purpose derives from :class:`GeoshardError` and carries a
-``category`` that retry logic and the CLI branch on (the redis-py model): ``config``
-(the spec or the arguments are wrong; exit code 2), ``residency`` (a datum would leave
-the regions its jurisdiction allows), ``capacity`` (no healthy replica, overload),
-``input`` (a bad id, embedding or payload) and ``backend`` (a server is unreachable;
-exit code 3).
+``category`` that the CLI branches on: ``config`` (the spec or the arguments are wrong;
+exit code 2), ``residency`` (a datum would leave the regions its jurisdiction allows),
+``capacity`` (no healthy replica, overload), ``input`` (a bad id, embedding or payload)
+and ``backend`` (a server failed or is unreachable; exit code 3).
+
+Retry logic branches on one flag, ``retryable`` (the redis-py model of an exception
+taxonomy): it is True only for :class:`BackendUnavailableError`, the failures after
+which the same call may succeed if repeated after a backoff (connection lost, timeout,
+failover or slot migration in progress). Every other error is final: retrying a bad
+input, a residency refusal or a server's "wrong type" answer cannot help.
 
 A message says what was wrong, with the value, and what to do about it::
 
@@ -19,12 +24,15 @@ from collections.abc import Iterable
 
 __all__ = [
     "BackendError",
+    "BackendUnavailableError",
     "CapacityError",
     "ConfigError",
+    "DurabilityError",
     "GeoshardError",
     "InputError",
     "NoHealthyReplicaError",
     "ResidencyError",
+    "RetryExhaustedError",
     "SpecError",
     "did_you_mean",
 ]
@@ -37,10 +45,13 @@ class GeoshardError(Exception):
         category: one of ``config``, ``residency``, ``capacity``, ``input``, ``backend``.
         exit_code: the CLI exit code for this error (2 for config and input, 3 for
             backend, 1 otherwise).
+        retryable: True when the same call may succeed if repeated after a backoff;
+            :class:`~geoshard.storage.retry.RetryPolicy` retries these and nothing else.
     """
 
     category: str = "generic"
     exit_code: int = 1
+    retryable: bool = False
 
 
 class ConfigError(GeoshardError):
@@ -95,10 +106,63 @@ class NoHealthyReplicaError(CapacityError):
 
 
 class BackendError(GeoshardError):
-    """A backend (Redis, Milvus, PostgreSQL, ...) is unreachable or failed."""
+    """A backend (Redis, Milvus, PostgreSQL, Parquet files, ...) failed.
+
+    Not retryable as such: the server answered with an error that another attempt will
+    not change (bad credentials, a wrong type, a failed migration). The retryable kind is
+    :class:`BackendUnavailableError`.
+    """
 
     category = "backend"
     exit_code = 3
+
+
+class BackendUnavailableError(BackendError):
+    """A backend is unreachable for now: connection refused or lost, a timeout, a failover
+    or a slot migration in progress. Retryable: the same call may succeed after a backoff.
+    """
+
+    retryable = True
+
+
+class RetryExhaustedError(BackendError):
+    """A retryable error persisted past a retry policy's attempts or time budget.
+
+    Not retryable itself: the policy already spent the budget the caller gave it.
+
+    Attributes:
+        attempts: attempts made.
+        elapsed_s: seconds from the first attempt to giving up.
+        last: the last error the operation raised.
+    """
+
+    def __init__(
+        self, message: str, *, attempts: int, elapsed_s: float, last: BaseException
+    ) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.elapsed_s = elapsed_s
+        self.last = last
+
+
+class DurabilityError(BackendError):
+    """Fewer replicas than required acknowledged a durable write (Redis ``WAIT``).
+
+    The write *was applied* on the primary and may or may not survive a failover: treat
+    it as indeterminate (Jepsen ``info``), never as failed-and-absent. Not retryable: a
+    blind retry would hide that the first write may have landed.
+
+    Attributes:
+        node: ``host:port`` of the primary.
+        acked: replicas that acknowledged within the timeout.
+        required: replicas required.
+    """
+
+    def __init__(self, message: str, *, node: str, acked: int, required: int) -> None:
+        super().__init__(message)
+        self.node = node
+        self.acked = acked
+        self.required = required
 
 
 def did_you_mean(value: str, choices: Iterable[str]) -> str:

@@ -98,10 +98,6 @@ ServiceTime = Annotated[
 ]
 
 
-def _mean_ms(d: ExponentialDist | ConstantDist | LognormalDist | GammaDist) -> float:
-    return d.ms if isinstance(d, ConstantDist) else d.mean_ms
-
-
 # --------------------------------------------------------------------------- regions
 
 
@@ -672,25 +668,6 @@ def _parse_dotted(path: str) -> tuple[str | int, ...]:
     return tuple(parts)
 
 
-def _model_at(path: tuple[str | int, ...]) -> type[BaseModel] | None:
-    """The pydantic model that owns the mapping at ``path`` (for did-you-mean on keys)."""
-    model: Any = Spec
-    for p in path:
-        if model is None:
-            return None
-        if isinstance(p, int):
-            continue
-        fields = getattr(model, "model_fields", None)
-        if fields is None:
-            return None
-        if p in fields:
-            model = _inner_model(fields[p].annotation)
-        else:
-            # a dict key (region name, ...): the dict's value model
-            model = model if _is_dict_owner(model) else None
-    return model
-
-
 def _inner_model(ann: Any) -> Any:
     import typing
 
@@ -710,10 +687,6 @@ class _DictOf:
     def __init__(self, model: type[BaseModel]) -> None:
         self.model_fields = None
         self.value = model
-
-
-def _is_dict_owner(model: Any) -> bool:
-    return isinstance(model, _DictOf)
 
 
 def _suggest_key(path: tuple[str | int, ...]) -> str:
@@ -741,7 +714,7 @@ def _suggest_key(path: tuple[str | int, ...]) -> str:
 
 
 def _problems_from(err: ValidationError, lines: Mapping[tuple[str | int, ...], int],
-                   source: str, data: Any) -> list[str]:
+                   source: str) -> list[str]:
     out: list[str] = []
     for e in err.errors(include_url=False):
         loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x in _DISCRIMINATOR_TAGS))
@@ -834,7 +807,7 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
     try:
         return Spec.model_validate(data)
     except ValidationError as exc:
-        problems = _problems_from(exc, lines, source, data)
+        problems = _problems_from(exc, lines, source)
         head = f"{source}: {len(problems)} problem(s) in the spec"
         raise SpecError(head + "\n" + "\n".join(f"  {p}" for p in problems), problems) from None
 

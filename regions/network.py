@@ -70,8 +70,9 @@ class NetworkModel:
             idx = {r: i for i, r in enumerate(net.matrix.regions)}
             for a in names:
                 for b in names:
-                    rtt[(a, b)] = (net.intra_region_ms if a == b
-                                   else float(net.matrix.ms[idx[a]][idx[b]]))
+                    rtt[(a, b)] = (
+                        net.intra_region_ms if a == b else float(net.matrix.ms[idx[a]][idx[b]])
+                    )
         else:
             for a in names:
                 la = spec.regions[a].location

@@ -53,8 +53,9 @@ class ResidencyPolicy:
         decisions: the effective decision per (jurisdiction, data class).
     """
 
-    def __init__(self, regions: Iterable[str],
-                 decisions: Mapping[tuple[str, str], ResidencyDecision]) -> None:
+    def __init__(
+        self, regions: Iterable[str], decisions: Mapping[tuple[str, str], ResidencyDecision]
+    ) -> None:
         self._regions = tuple(regions)
         self._decisions = dict(decisions)
         self._jurisdictions = tuple(sorted({j for j, _ in self._decisions}))
@@ -71,7 +72,8 @@ class ResidencyPolicy:
             for dc in DATA_CLASSES:
                 if dc in NON_PERSONAL_CLASSES:
                     decisions[(j, dc)] = ResidencyDecision(
-                        j, dc, False, all_regions, all_regions, "non-personal: any region")
+                        j, dc, False, all_regions, all_regions, "non-personal: any region"
+                    )
                     continue
                 store, process, source = home, home, "default (home regions)"
                 for i, rule in enumerate(spec.residency.rules):
@@ -92,20 +94,24 @@ class ResidencyPolicy:
             raise ConfigError(
                 f"jurisdiction '{jurisdiction}' is not in the spec"
                 f"{did_you_mean(jurisdiction, self._jurisdictions)}"
-                f" (known: {', '.join(self._jurisdictions)})")
+                f" (known: {', '.join(self._jurisdictions)})"
+            )
         if data_class not in DATA_CLASSES:
             raise ConfigError(
                 f"data class '{data_class}' is unknown{did_you_mean(data_class, DATA_CLASSES)}"
-                f" (known: {', '.join(DATA_CLASSES)})")
+                f" (known: {', '.join(DATA_CLASSES)})"
+            )
         return (jurisdiction, data_class)
 
     def _check_region(self, region: str) -> None:
         if region not in self._regions:
-            raise ConfigError(f"region '{region}' is not in the spec"
-                              f"{did_you_mean(region, self._regions)}")
+            raise ConfigError(
+                f"region '{region}' is not in the spec{did_you_mean(region, self._regions)}"
+            )
 
-    def allowed_regions(self, jurisdiction: str, data_class: str,
-                        purpose: Purpose = "store") -> frozenset[str]:
+    def allowed_regions(
+        self, jurisdiction: str, data_class: str, purpose: Purpose = "store"
+    ) -> frozenset[str]:
         """Regions where ``jurisdiction``'s ``data_class`` may be stored (or processed).
 
         Raises:
@@ -114,14 +120,16 @@ class ResidencyPolicy:
         key = self._key(jurisdiction, data_class)
         return (self._store if purpose == "store" else self._process)[key]
 
-    def is_allowed(self, jurisdiction: str, data_class: str, region: str,
-                   purpose: Purpose = "store") -> bool:
+    def is_allowed(
+        self, jurisdiction: str, data_class: str, region: str, purpose: Purpose = "store"
+    ) -> bool:
         """True when ``region`` may store (or process) that data."""
         self._check_region(region)
         return region in self.allowed_regions(jurisdiction, data_class, purpose)
 
-    def check(self, jurisdiction: str, data_class: str, region: str,
-              purpose: Purpose = "store") -> None:
+    def check(
+        self, jurisdiction: str, data_class: str, region: str, purpose: Purpose = "store"
+    ) -> None:
         """Raise :class:`ResidencyError` unless ``region`` may store (or process) that data.
 
         Call it before every write or processing step of personal data; nothing must be
@@ -133,16 +141,15 @@ class ResidencyPolicy:
             raise ResidencyError(
                 f"residency: {jurisdiction} {data_class} may not be {verb} in '{region}'; "
                 f"allowed: {', '.join(allowed) or 'none'}. Route it to an allowed region "
-                f"(nothing was written)")
-
-    @staticmethod
-    def is_personal(data_class: str) -> bool:
-        """True for the personal data classes (residency applies)."""
-        return data_class in PERSONAL_CLASSES
+                f"(nothing was written)"
+            )
 
     def explain(self, jurisdiction: str | None = None) -> list[ResidencyDecision]:
         """The effective decisions, for audits: one per (jurisdiction, data class)."""
         if jurisdiction is not None:
             self._key(jurisdiction, PERSONAL_CLASSES[0])
-        return [d for (j, _), d in sorted(self._decisions.items())
-                if jurisdiction is None or j == jurisdiction]
+        return [
+            d
+            for (j, _), d in sorted(self._decisions.items())
+            if jurisdiction is None or j == jurisdiction
+        ]

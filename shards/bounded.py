@@ -94,16 +94,21 @@ def bounded_capacities(weights: Iterable[float], keys: int, eps: float) -> np.nd
         >>> bounded_capacities([1.0] * 16, 1_000_000, 0.05).tolist()[0]
         65625
     """
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) \
-            or eps < 0:
+    if (
+        isinstance(eps, bool)
+        or not isinstance(eps, (int, float))
+        or not math.isfinite(eps)
+        or eps < 0
+    ):
         raise ConfigError(f"eps(={eps!r}) must be a finite number >= 0.")
     w = [Fraction(str(x)) for x in weights]
     factor = (1 + Fraction(str(eps))) * keys / sum(w)
     return np.array([math.ceil(factor * x) for x in w], dtype=np.int64)
 
 
-def assign_bounded(ring: HashRing, keys: Iterable[Key] | np.ndarray,
-                   eps: float) -> BoundedAssignment:
+def assign_bounded(
+    ring: HashRing, keys: Iterable[Key] | np.ndarray, eps: float
+) -> BoundedAssignment:
     """Assign keys to ring nodes so that no node exceeds ``ceil((1 + eps) * m * w_i / W)``.
 
     Vectorised: each round is a few NumPy passes over the keys still unplaced; 1,000,000
@@ -166,5 +171,12 @@ def assign_bounded(ring: HashRing, keys: Iterable[Key] | np.ndarray,
             pos = open_points[nxt]
             target = point_node[pos]
     loads = np.bincount(assigned, minlength=len(nodes)).astype(np.int64)
-    return BoundedAssignment(nodes=nodes, node_index=assigned, primary_index=primary,
-                             loads=loads, capacities=caps, eps=float(eps), rounds=rounds)
+    return BoundedAssignment(
+        nodes=nodes,
+        node_index=assigned,
+        primary_index=primary,
+        loads=loads,
+        capacities=caps,
+        eps=float(eps),
+        rounds=rounds,
+    )

@@ -69,10 +69,10 @@ def hash_str(text: str) -> int:
 
 def _bad_key(key: object) -> InputError:
     if isinstance(key, int) and not isinstance(key, bool):
-        return InputError(f"key {key!r} is out of range; int keys must satisfy "
-                          f"0 <= key < 2**64.")
-    return InputError(f"key {key!r} has type {type(key).__name__}; keys must be int "
-                      f"(0 <= key < 2**64) or str.")
+        return InputError(f"key {key!r} is out of range; int keys must satisfy 0 <= key < 2**64.")
+    return InputError(
+        f"key {key!r} has type {type(key).__name__}; keys must be int (0 <= key < 2**64) or str."
+    )
 
 
 def hash_key(key: object) -> int:

@@ -43,19 +43,20 @@ class ItemShardMap:
 
     __slots__ = ("_attribute", "_default", "_map")
 
-    def __init__(self, attribute: str, value_to_shard: Mapping[str, str],
-                 default_shard: str) -> None:
+    def __init__(
+        self, attribute: str, value_to_shard: Mapping[str, str], default_shard: str
+    ) -> None:
         if not isinstance(attribute, str) or not attribute:
             raise ConfigError(f"attribute(={attribute!r}) must be a non-empty str.")
         if not isinstance(default_shard, str) or not default_shard:
             raise ConfigError(f"default_shard(={default_shard!r}) must be a non-empty str.")
         for value, shard in value_to_shard.items():
             if not isinstance(value, str):
-                raise ConfigError(f"value {value!r} in value_to_shard must be a str; "
-                                  f"write it as {str(value)!r}.")
+                raise ConfigError(
+                    f"value {value!r} in value_to_shard must be a str; write it as {str(value)!r}."
+                )
             if not isinstance(shard, str) or not shard:
-                raise ConfigError(f"shard(={shard!r}) for value {value!r} must be a "
-                                  f"non-empty str.")
+                raise ConfigError(f"shard(={shard!r}) for value {value!r} must be a non-empty str.")
         self._attribute = attribute
         self._map: Mapping[str, str] = MappingProxyType(dict(value_to_shard))
         self._default = default_shard
@@ -121,5 +122,7 @@ class ItemShardMap:
         return out
 
     def __repr__(self) -> str:
-        return (f"ItemShardMap(attribute={self._attribute!r}, values={len(self._map)}, "
-                f"default_shard={self._default!r})")
+        return (
+            f"ItemShardMap(attribute={self._attribute!r}, values={len(self._map)}, "
+            f"default_shard={self._default!r})"
+        )

@@ -47,13 +47,16 @@ class Placement:
 
     __slots__ = ("_codes", "_live_cache", "_node_region", "_regions", "_ring", "_tables")
 
-    def __init__(self, ring: HashRing, node_region: Mapping[str, str],
-                 regions: Iterable[str] | None = None) -> None:
+    def __init__(
+        self, ring: HashRing, node_region: Mapping[str, str], regions: Iterable[str] | None = None
+    ) -> None:
         missing = [n for n in ring.nodes if n not in node_region]
         if missing:
-            raise ConfigError(f"node_region has no region for ring node(s) "
-                              f"{', '.join(repr(n) for n in missing)}; map every node to "
-                              f"a region.")
+            raise ConfigError(
+                f"node_region has no region for ring node(s) "
+                f"{', '.join(repr(n) for n in missing)}; map every node to "
+                f"a region."
+            )
         mapping = {n: node_region[n] for n in ring.nodes}
         known = set(mapping.values()) | set(regions or ())
         for region in known:
@@ -66,7 +69,9 @@ class Placement:
         # (allowed, down, r) -> {ring position of the key -> replicas}: the answer depends
         # on the key only through the ring point its walk starts at, so there are at most
         # point_count answers per (allowed, down, r)
-        self._tables: dict[tuple[frozenset[str], frozenset[str], int], dict[int, tuple[str, ...]]] = {}
+        self._tables: dict[
+            tuple[frozenset[str], frozenset[str], int], dict[int, tuple[str, ...]]
+        ] = {}
         # (allowed, down, r) -> (ring point -> code, code -> replicas, replicas -> code)
         self._codes: dict[tuple[frozenset[str], frozenset[str], int],
                           tuple[np.ndarray, list[tuple[str, ...]], dict[tuple[str, ...], int]]] = {}
@@ -86,16 +91,21 @@ class Placement:
         """Every region name this placement accepts in ``allowed_regions``."""
         return self._regions
 
-    def _eligible(self, key: Key, allowed_regions: Collection[str],
-                  down: Collection[str]) -> Iterator[str]:
+    def _eligible(
+        self, key: Key, allowed_regions: Collection[str], down: Collection[str]
+    ) -> Iterator[str]:
         """Healthy nodes in allowed regions, lazily, in ring order from the key."""
         if isinstance(allowed_regions, str):
-            raise ConfigError(f"allowed_regions(={allowed_regions!r}) must be a collection "
-                              f"of region names, not one str.")
+            raise ConfigError(
+                f"allowed_regions(={allowed_regions!r}) must be a collection "
+                f"of region names, not one str."
+            )
         for region in allowed_regions:
             if region not in self._regions:
-                raise ConfigError(f"region {region!r} is not known to this placement"
-                                  f"{did_you_mean(str(region), self._regions)}")
+                raise ConfigError(
+                    f"region {region!r} is not known to this placement"
+                    f"{did_you_mean(str(region), self._regions)}"
+                )
         allowed = frozenset(allowed_regions)
         region_of = self._node_region
         return (n for n in self._ring.walk(key) if region_of[n] in allowed and n not in down)
@@ -116,7 +126,9 @@ class Placement:
             self._live_cache[key] = live
         return live
 
-    def _pick(self, eligible: Iterator[str], r: int, live_regions: int) -> tuple[list[str], list[str]]:
+    def _pick(
+        self, eligible: Iterator[str], r: int, live_regions: int
+    ) -> tuple[list[str], list[str]]:
         """Take one node per region in ring order, then fill with further nodes.
 
         Returns the picked nodes and the nodes passed over so far (in ring order), so a
@@ -139,10 +151,15 @@ class Placement:
             if len(used) == want_regions and len(picked) + len(passed) >= r:
                 break
         fill = passed[: max(0, r - len(picked))]
-        return picked + fill, passed[len(fill):]
+        return picked + fill, passed[len(fill) :]
 
-    def replicas(self, key: Key, r: int, allowed_regions: Collection[str],
-                 down: Collection[str] = frozenset()) -> list[str]:
+    def replicas(
+        self,
+        key: Key,
+        r: int,
+        allowed_regions: Collection[str],
+        down: Collection[str] = frozenset(),
+    ) -> list[str]:
         """Return up to ``r`` replica nodes for ``key``, primary first.
 
         Walks the ring from the key over healthy nodes in ``allowed_regions``; first
@@ -191,8 +208,14 @@ class Placement:
             return chosen
         return list(self._fill(table, pos, r, allowed, dead))
 
-    def _fill(self, table: dict[int, tuple[str, ...]], pos: int, r: int,
-              allowed: frozenset[str], dead: frozenset[str]) -> tuple[str, ...]:
+    def _fill(
+        self,
+        table: dict[int, tuple[str, ...]],
+        pos: int,
+        r: int,
+        allowed: frozenset[str],
+        dead: frozenset[str],
+    ) -> tuple[str, ...]:
         """The memo entry of start point ``pos``, computing and storing it if needed.
 
         A start point whose node is not eligible (outside ``allowed``, or down), or is
@@ -222,8 +245,9 @@ class Placement:
             table[q] = hit
         return hit
 
-    def _pick_from(self, pos: int, r: int, allowed: frozenset[str],
-                   dead: frozenset[str]) -> list[str]:
+    def _pick_from(
+        self, pos: int, r: int, allowed: frozenset[str], dead: frozenset[str]
+    ) -> list[str]:
         """:meth:`_pick` over the walk from ring point ``pos``, without the generators.
 
         The same rule: one node per region in ring order (up to ``min(r, live regions)``
@@ -258,8 +282,13 @@ class Placement:
                 break
         return picked + passed[: max(0, r - len(picked))]
 
-    def replicas_batch(self, keys: np.ndarray | list[int], r: int, allowed_regions: Collection[str],
-                       down: Collection[str] = frozenset()) -> list[tuple[str, ...]]:
+    def replicas_batch(
+        self,
+        keys: np.ndarray | list[int],
+        r: int,
+        allowed_regions: Collection[str],
+        down: Collection[str] = frozenset(),
+    ) -> list[tuple[str, ...]]:
         """:meth:`replicas` for many integer keys at once: ``[tuple(replicas(k, ...)) for k in keys]``.
 
         Hashes and finds the ring points vectorised, then answers from the per-start-point
@@ -331,8 +360,13 @@ class Placement:
             codes = code_of[pos]
         return codes, sets
 
-    def failover_order(self, key: Key, r: int, allowed_regions: Collection[str],
-                       down: Collection[str] = frozenset()) -> list[str]:
+    def failover_order(
+        self,
+        key: Key,
+        r: int,
+        allowed_regions: Collection[str],
+        down: Collection[str] = frozenset(),
+    ) -> list[str]:
         """Return every candidate node for ``key``: the replicas, then the rest in ring order.
 
         A router tries the nodes in this order; it never leaves ``allowed_regions``.

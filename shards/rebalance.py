@@ -61,12 +61,12 @@ def ideal_moved_fraction(old: Mapping[str, float], new: Mapping[str, float]) -> 
     """
     old_total, new_total = sum(old.values()), sum(new.values())
     names = set(old) | set(new)
-    return sum(abs(new.get(n, 0.0) / new_total - old.get(n, 0.0) / old_total)
-               for n in names) / 2
+    return sum(abs(new.get(n, 0.0) / new_total - old.get(n, 0.0) / old_total) for n in names) / 2
 
 
-def plan_rebalance(old_ring: HashRing, new_ring: HashRing,
-                   keys: Iterable[Key] | np.ndarray) -> RebalancePlan:
+def plan_rebalance(
+    old_ring: HashRing, new_ring: HashRing, keys: Iterable[Key] | np.ndarray
+) -> RebalancePlan:
     """Compare key ownership on two rings (vectorised through the batch lookup).
 
     Args:
@@ -93,16 +93,21 @@ def plan_rebalance(old_ring: HashRing, new_ring: HashRing,
     old_names = np.array(old_ring.nodes, dtype=object)
     new_names = np.array(new_ring.nodes, dtype=object)
     # Compare by name: indices differ between rings when a node joins or leaves.
-    new_index_of_old = np.array([new_ring.nodes.index(n) if n in new_ring else -1
-                                 for n in old_ring.nodes], dtype=np.int64)
+    new_index_of_old = np.array(
+        [new_ring.nodes.index(n) if n in new_ring else -1 for n in old_ring.nodes], dtype=np.int64
+    )
     moved = new_index_of_old[before] != after
-    pair_codes, counts = np.unique(before[moved] * len(new_ring) + after[moved],
-                                   return_counts=True)
-    moves = {(str(old_names[c // len(new_ring)]), str(new_names[c % len(new_ring)])): int(k)
-             for c, k in zip(pair_codes.tolist(), counts.tolist(), strict=True)}
+    pair_codes, counts = np.unique(before[moved] * len(new_ring) + after[moved], return_counts=True)
+    moves = {
+        (str(old_names[c // len(new_ring)]), str(new_names[c % len(new_ring)])): int(k)
+        for c, k in zip(pair_codes.tolist(), counts.tolist(), strict=True)
+    }
     kept = set(old_ring.nodes) & set(new_ring.nodes)
     between_kept = sum(k for (src, dst), k in moves.items() if src in kept and dst in kept)
-    return RebalancePlan(total_keys=len(hashes), moved_keys=int(moved.sum()),
-                         ideal_fraction=ideal_moved_fraction(old_ring.weights,
-                                                             new_ring.weights),
-                         moves=moves, moved_between_kept_nodes=between_kept)
+    return RebalancePlan(
+        total_keys=len(hashes),
+        moved_keys=int(moved.sum()),
+        ideal_fraction=ideal_moved_fraction(old_ring.weights, new_ring.weights),
+        moves=moves,
+        moved_between_kept_nodes=between_kept,
+    )

@@ -40,8 +40,9 @@ nodes pass a smaller ``vnodes`` or use bounded loads."""
 @lru_cache(maxsize=512)
 def _node_points(name: str, count: int) -> np.ndarray:
     """The ring points of one node, read-only; cached so derived rings reuse them."""
-    points = np.fromiter((hash_str(f"{name}#{i}") for i in range(count)),
-                         dtype=np.uint64, count=count)
+    points = np.fromiter(
+        (hash_str(f"{name}#{i}") for i in range(count)), dtype=np.uint64, count=count
+    )
     points.flags.writeable = False
     return points
 
@@ -61,8 +62,10 @@ def _check_node(name: object, weight: object) -> tuple[str, float]:
         raise ConfigError(f"weight(={weight!r}) of node '{name}' must be a number > 0.")
     w = float(weight)
     if not math.isfinite(w) or w <= 0:
-        raise ConfigError(f"weight(={weight!r}) of node '{name}' must be a finite number > 0; "
-                          f"to drain a node use without_node('{name}').")
+        raise ConfigError(
+            f"weight(={weight!r}) of node '{name}' must be a finite number > 0; "
+            f"to drain a node use without_node('{name}')."
+        )
     return name, w
 
 
@@ -78,8 +81,9 @@ def _parse_nodes(nodes: Mapping[str, float] | Iterable[str]) -> dict[str, float]
         for name in nodes:
             n, w = _check_node(name, 1.0)
             if n in parsed:
-                raise ConfigError(f"node name '{n}' appears more than once; node names "
-                                  f"must be unique.")
+                raise ConfigError(
+                    f"node name '{n}' appears more than once; node names must be unique."
+                )
             parsed[n] = w
     if not parsed:
         raise ConfigError("nodes is empty; a ring needs at least one node.")
@@ -134,16 +138,16 @@ class HashRing:
     _index: Mapping[str, int]
     _buckets: tuple[int, np.ndarray] | None
 
-    def __init__(self, nodes: Mapping[str, float] | Iterable[str],
-                 vnodes: int = DEFAULT_VNODES) -> None:
+    def __init__(
+        self, nodes: Mapping[str, float] | Iterable[str], vnodes: int = DEFAULT_VNODES
+    ) -> None:
         self._build(_parse_nodes(nodes), _check_vnodes(vnodes))
 
     def _build(self, weights: dict[str, float], vnodes: int) -> None:
         names = tuple(sorted(weights))
         per_node = [_node_points(n, max(1, round(vnodes * weights[n]))) for n in names]
         points = np.concatenate(per_node)
-        owner = np.repeat(np.arange(len(names), dtype=np.int32),
-                          [len(p) for p in per_node])
+        owner = np.repeat(np.arange(len(names), dtype=np.int32), [len(p) for p in per_node])
         # Ties (a 64-bit collision) go to the node with the smaller name: deterministic.
         order = np.lexsort((owner, points))
         self._weights = MappingProxyType({n: weights[n] for n in names})
@@ -225,8 +229,9 @@ class HashRing:
         return hash((self._vnodes, tuple(self._weights.items())))
 
     def __repr__(self) -> str:
-        return (f"HashRing(nodes={len(self._nodes)}, vnodes={self._vnodes}, "
-                f"points={self.point_count})")
+        return (
+            f"HashRing(nodes={len(self._nodes)}, vnodes={self._vnodes}, points={self.point_count})"
+        )
 
     # -- membership changes ------------------------------------------------------------
 
@@ -238,8 +243,9 @@ class HashRing:
         """
         n, w = _check_node(name, weight)
         if n in self._index:
-            raise ConfigError(f"node '{n}' is already on the ring; use with_weight() "
-                              f"to change its weight.")
+            raise ConfigError(
+                f"node '{n}' is already on the ring; use with_weight() to change its weight."
+            )
         return self._derived({**self._weights, n: w}, self._vnodes)
 
     def with_weight(self, name: str, weight: float) -> HashRing:
@@ -261,14 +267,15 @@ class HashRing:
         """
         self.index_of(name)
         if len(self._nodes) == 1:
-            raise ConfigError(f"cannot remove '{name}': it is the last node and a ring "
-                              f"needs at least one.")
-        return self._derived({n: w for n, w in self._weights.items() if n != name},
-                             self._vnodes)
+            raise ConfigError(
+                f"cannot remove '{name}': it is the last node and a ring needs at least one."
+            )
+        return self._derived({n: w for n, w in self._weights.items() if n != name}, self._vnodes)
 
     def _unknown(self, name: object) -> ConfigError:
-        return ConfigError(f"node {name!r} is not on the ring"
-                           f"{did_you_mean(str(name), self._nodes)}")
+        return ConfigError(
+            f"node {name!r} is not on the ring{did_you_mean(str(name), self._nodes)}"
+        )
 
     # -- single-key lookups ------------------------------------------------------------
 
@@ -375,8 +382,9 @@ class HashRing:
             points, node = self._points, self._point_node
             bits = min(22, max(8, int(len(points) - 1).bit_length() + 4))
             shift = 64 - bits
-            per_bucket = np.bincount((points >> np.uint64(shift)).astype(np.intp),
-                                     minlength=1 << bits)
+            per_bucket = np.bincount(
+                (points >> np.uint64(shift)).astype(np.intp), minlength=1 << bits
+            )
             after = np.cumsum(per_bucket)  # index of the first point past each bucket
             first = after - per_bucket  # index of the first point in (or past) each bucket
             changes = np.concatenate(([0], np.cumsum(node != np.roll(node, -1))))
@@ -396,8 +404,7 @@ class HashRing:
         """Read-only ``int32`` array: node index of each point, in ring order."""
         return self._point_node
 
-    def assign_bounded(self, keys: Iterable[Key] | np.ndarray,
-                       eps: float) -> BoundedAssignment:
+    def assign_bounded(self, keys: Iterable[Key] | np.ndarray, eps: float) -> BoundedAssignment:
         """Assign keys with consistent hashing with bounded loads (capacity ``1 + eps``).
 
         See :func:`geoshard.shards.bounded.assign_bounded`.

@@ -1,6 +1,7 @@
 """The SQL catalog: regions, nodes, shards, placements, tier membership and residency audits.
 
-SQLAlchemy 2.0 typed ORM over SQLite (the default, ``sqlite:///catalog.db``) or
+:class:`SqlCatalog` implements the :class:`~geoshard.storage.base.Catalog` interface with
+the SQLAlchemy 2.0 typed ORM over SQLite (the default, ``sqlite:///catalog.db``) or
 PostgreSQL (``postgresql+psycopg2://user@host:port/db``).
 
 Schema migrations are a small versioned mechanism, not Alembic: :data:`MIGRATIONS` is an
@@ -24,8 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -36,15 +36,19 @@ from geoshard.errors import BackendError, InputError
 from geoshard.keys import DataKey
 from geoshard.regions.residency import ResidencyPolicy
 from geoshard.spec import DATA_CLASSES, Spec
-from geoshard.storage.base import BackendConfig, Catalog
+from geoshard.storage.base import (
+    AuditEvent,
+    BackendConfig,
+    Catalog,
+    Membership,
+    NodeInfo,
+    PlacementInfo,
+    RegionInfo,
+)
+from geoshard.storage.keylayout import key_text, require_data_key
 
 __all__ = [
     "MIGRATIONS",
-    "AuditEvent",
-    "Membership",
-    "NodeInfo",
-    "PlacementInfo",
-    "RegionInfo",
     "SqlCatalog",
     "SqlCatalogConfig",
     "current_version",
@@ -154,47 +158,65 @@ class AuditRow(Base):
 def _m1_topology(conn: Connection) -> None:
     """v1: regions, nodes, shards, placements (without nodes.healthy)."""
     md = sa.MetaData()
-    sa.Table("regions", md,
-             sa.Column("name", sa.String(40), primary_key=True),
-             sa.Column("jurisdiction", sa.String(40), nullable=False),
-             sa.Column("cloud_region", sa.String(64), nullable=False),
-             sa.Column("lat", sa.Float, nullable=False),
-             sa.Column("lon", sa.Float, nullable=False))
-    sa.Table("nodes", md,
-             sa.Column("name", sa.String(100), primary_key=True),
-             sa.Column("region", sa.String(40), sa.ForeignKey("regions.name"), nullable=False),
-             sa.Column("tier", sa.String(16), nullable=False))
-    sa.Table("shards", md,
-             sa.Column("name", sa.String(100), primary_key=True),
-             sa.Column("kind", sa.String(16), nullable=False))
-    sa.Table("placements", md,
-             sa.Column("shard", sa.String(100), sa.ForeignKey("shards.name"), primary_key=True),
-             sa.Column("node", sa.String(100), sa.ForeignKey("nodes.name"), primary_key=True),
-             sa.Column("rank", sa.Integer, nullable=False),
-             sa.Column("epoch", sa.Integer, nullable=False))
+    sa.Table(
+        "regions",
+        md,
+        sa.Column("name", sa.String(40), primary_key=True),
+        sa.Column("jurisdiction", sa.String(40), nullable=False),
+        sa.Column("cloud_region", sa.String(64), nullable=False),
+        sa.Column("lat", sa.Float, nullable=False),
+        sa.Column("lon", sa.Float, nullable=False),
+    )
+    sa.Table(
+        "nodes",
+        md,
+        sa.Column("name", sa.String(100), primary_key=True),
+        sa.Column("region", sa.String(40), sa.ForeignKey("regions.name"), nullable=False),
+        sa.Column("tier", sa.String(16), nullable=False),
+    )
+    sa.Table(
+        "shards",
+        md,
+        sa.Column("name", sa.String(100), primary_key=True),
+        sa.Column("kind", sa.String(16), nullable=False),
+    )
+    sa.Table(
+        "placements",
+        md,
+        sa.Column("shard", sa.String(100), sa.ForeignKey("shards.name"), primary_key=True),
+        sa.Column("node", sa.String(100), sa.ForeignKey("nodes.name"), primary_key=True),
+        sa.Column("rank", sa.Integer, nullable=False),
+        sa.Column("epoch", sa.Integer, nullable=False),
+    )
     md.create_all(conn)
 
 
 def _m2_tiers_and_audit(conn: Connection) -> None:
     """v2: tier membership and residency audit events."""
     md = sa.MetaData()
-    sa.Table("tier_membership", md,
-             sa.Column("key", sa.String(300), primary_key=True),
-             sa.Column("data_class", sa.String(32), nullable=False),
-             sa.Column("tier", sa.String(8), nullable=False),
-             sa.Column("last_access_s", sa.Float, nullable=False),
-             sa.Column("access_count", sa.BigInteger, nullable=False),
-             sa.Index("ix_tier_membership_tier", "tier"))
-    sa.Table("residency_audit", md,
-             sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-             sa.Column("at_s", sa.Float, nullable=False),
-             sa.Column("jurisdiction", sa.String(40), nullable=False),
-             sa.Column("data_class", sa.String(32), nullable=False),
-             sa.Column("region", sa.String(40), nullable=False),
-             sa.Column("purpose", sa.String(16), nullable=False),
-             sa.Column("allowed", sa.Boolean, nullable=False),
-             sa.Column("action", sa.String(64), nullable=False),
-             sa.Column("detail", sa.Text, nullable=False))
+    sa.Table(
+        "tier_membership",
+        md,
+        sa.Column("key", sa.String(300), primary_key=True),
+        sa.Column("data_class", sa.String(32), nullable=False),
+        sa.Column("tier", sa.String(8), nullable=False),
+        sa.Column("last_access_s", sa.Float, nullable=False),
+        sa.Column("access_count", sa.BigInteger, nullable=False),
+        sa.Index("ix_tier_membership_tier", "tier"),
+    )
+    sa.Table(
+        "residency_audit",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("at_s", sa.Float, nullable=False),
+        sa.Column("jurisdiction", sa.String(40), nullable=False),
+        sa.Column("data_class", sa.String(32), nullable=False),
+        sa.Column("region", sa.String(40), nullable=False),
+        sa.Column("purpose", sa.String(16), nullable=False),
+        sa.Column("allowed", sa.Boolean, nullable=False),
+        sa.Column("action", sa.String(64), nullable=False),
+        sa.Column("detail", sa.Text, nullable=False),
+    )
     md.create_all(conn)
 
 
@@ -204,8 +226,11 @@ def _m3_node_health(conn: Connection) -> None:
 
 
 #: Ordered migrations: index i takes the schema from version i to version i + 1.
-MIGRATIONS: list[Callable[[Connection], None]] = [_m1_topology, _m2_tiers_and_audit,
-                                                  _m3_node_health]
+MIGRATIONS: list[Callable[[Connection], None]] = [
+    _m1_topology,
+    _m2_tiers_and_audit,
+    _m3_node_health,
+]
 
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:
@@ -217,8 +242,10 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     try:
         engine = sa.create_engine(url, echo=echo, future=True)
     except (sa.exc.ArgumentError, ImportError) as exc:
-        raise BackendError(f"catalog url '{url}' is not usable: {exc}; use sqlite:///path.db or "
-                           "postgresql+psycopg2://user@host:port/db") from None
+        raise BackendError(
+            f"catalog url '{url}' is not usable: {exc}; use sqlite:///path.db or "
+            "postgresql+psycopg2://user@host:port/db"
+        ) from None
     if engine.dialect.name == "sqlite":
         # pysqlite's own transaction handling skips DDL; take control so that a migration
         # and its schema_version row commit together (SQLAlchemy docs, "Serializable
@@ -234,6 +261,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         @event.listens_for(engine, "begin")
         def _begin(conn: Connection) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+
     return engine
 
 
@@ -266,8 +294,10 @@ def migrate(engine: Engine, target: int | None = None) -> int:
         SchemaVersionRow.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
     version = current_version(engine)
     if version > latest:
-        raise BackendError(f"catalog schema is at version {version} but this geoshard knows up "
-                           f"to {latest}; upgrade geoshard")
+        raise BackendError(
+            f"catalog schema is at version {version} but this geoshard knows up "
+            f"to {latest}; upgrade geoshard"
+        )
     while version < target:
         fn = MIGRATIONS[version]
         try:
@@ -279,80 +309,25 @@ def migrate(engine: Engine, target: int | None = None) -> int:
                     version = int(now or 0)
                     continue
                 fn(conn)
-                conn.execute(sa.insert(SchemaVersionRow.__table__),  # type: ignore[arg-type]
-                             {"version": version + 1, "applied_at": time.time()})
+                conn.execute(
+                    sa.insert(SchemaVersionRow.__table__),  # type: ignore[arg-type]
+                    {"version": version + 1, "applied_at": time.time()},
+                )
         except sa.exc.SQLAlchemyError as exc:
-            raise BackendError(f"catalog migration {version + 1} ({fn.__name__}) failed: {exc}; "
-                               f"the schema stays at version {version}") from exc
+            raise BackendError(
+                f"catalog migration {version + 1} ({fn.__name__}) failed: {exc}; "
+                f"the schema stays at version {version}"
+            ) from exc
         version += 1
     return version
-
-
-# --------------------------------------------------------------------------- value objects
-
-
-@dataclass(frozen=True)
-class RegionInfo:
-    """A region as the catalog records it."""
-
-    name: str
-    jurisdiction: str
-    cloud_region: str
-    lat: float
-    lon: float
-
-
-@dataclass(frozen=True)
-class NodeInfo:
-    """A node as the catalog records it."""
-
-    name: str
-    region: str
-    tier: str
-    healthy: bool
-
-
-@dataclass(frozen=True)
-class PlacementInfo:
-    """One replica of a shard (rank 0 is the primary)."""
-
-    shard: str
-    node: str
-    rank: int
-    epoch: int
-
-
-@dataclass(frozen=True)
-class Membership:
-    """Which tier holds a key, when it was last used and how often."""
-
-    key: str
-    data_class: str
-    tier: str
-    last_access_s: float
-    access_count: int
-
-
-@dataclass(frozen=True)
-class AuditEvent:
-    """One recorded residency decision."""
-
-    id: int
-    at_s: float
-    jurisdiction: str
-    data_class: str
-    region: str
-    purpose: str
-    allowed: bool
-    action: str
-    detail: str
 
 
 # --------------------------------------------------------------------------- the catalog
 
 
 class SqlCatalog(Catalog):
-    """The catalog on SQLite or PostgreSQL; migrates the schema to the latest on open.
+    """The :class:`~geoshard.storage.base.Catalog` on SQLite or PostgreSQL; migrates the
+    schema to the latest on open.
 
     Args:
         config: the backend config.
@@ -363,8 +338,12 @@ class SqlCatalog(Catalog):
         BackendError: when the database is unreachable or a migration fails.
     """
 
-    def __init__(self, config: SqlCatalogConfig, region: str,
-                 residency: ResidencyPolicy | None) -> None:
+    config_model: ClassVar[type[BackendConfig]] = SqlCatalogConfig
+    config: SqlCatalogConfig
+
+    def __init__(
+        self, config: SqlCatalogConfig, region: str, residency: ResidencyPolicy | None
+    ) -> None:
         super().__init__(region, residency)
         self.config = config
         self.engine = make_engine(config.url, echo=config.echo)
@@ -372,8 +351,17 @@ class SqlCatalog(Catalog):
             self.version = migrate(self.engine)
         except sa.exc.OperationalError as exc:
             self.engine.dispose()
-            raise BackendError(f"catalog database at '{self.engine.url!r}' is unreachable: "
-                               f"{exc.orig}; check the url and that the server is up") from None
+            raise BackendError(
+                f"catalog database at '{self.engine.url!r}' is unreachable: "
+                f"{exc.orig}; check the url and that the server is up"
+            ) from None
+
+    @classmethod
+    def from_config(
+        cls, config: SqlCatalogConfig, *, region: str, residency: ResidencyPolicy | None
+    ) -> Self:
+        """Build a catalog from its config (the registry's entry point)."""
+        return cls(config, region, residency)
 
     def close(self) -> None:
         """Dispose of the connection pool. Safe to call twice."""
@@ -387,16 +375,23 @@ class SqlCatalog(Catalog):
         """Record (insert or update) every region, hot and warm node and item shard of ``spec``."""
         with self._session() as s, s.begin():
             for name, reg in spec.regions.items():
-                s.merge(RegionRow(name=name, jurisdiction=reg.jurisdiction,
-                                  cloud_region=reg.cloud_region, lat=reg.location.lat,
-                                  lon=reg.location.lon))
+                s.merge(
+                    RegionRow(
+                        name=name,
+                        jurisdiction=reg.jurisdiction,
+                        cloud_region=reg.cloud_region,
+                        lat=reg.location.lat,
+                        lon=reg.location.lon,
+                    )
+                )
             s.flush()
             for name, reg in spec.regions.items():
                 for node in reg.hot_node_names(name):
                     s.merge(NodeRow(name=node, region=name, tier="hot", healthy=True))
                 for i in range(reg.warm.nodes):
-                    s.merge(NodeRow(name=f"{name}/warm-{i}", region=name, tier="warm",
-                                    healthy=True))
+                    s.merge(
+                        NodeRow(name=f"{name}/warm-{i}", region=name, tier="warm", healthy=True)
+                    )
             items = spec.shards.items
             for shard in sorted({*items.shards.values(), items.default_shard}):
                 s.merge(ShardRow(name=shard, kind="items"))
@@ -458,8 +453,7 @@ class SqlCatalog(Catalog):
             return [PlacementInfo(r.shard, r.node, r.rank, r.epoch) for r in s.scalars(q).all()]
 
     # -- tier membership ----------------------------------------------------------
-    def record_access(self, key: DataKey, tier: str, *, now_s: float,
-                      count: bool = True) -> None:
+    def record_access(self, key: DataKey, tier: str, *, now_s: float, count: bool = True) -> None:
         """Record that ``key`` lives in ``tier`` and was used at ``now_s``.
 
         Args:
@@ -474,24 +468,28 @@ class SqlCatalog(Catalog):
         """
         self._check(key, tier)
         self.guard_write([key])
+        name = key_text(key)
         with self._session() as s, s.begin():
-            row = s.get(TierMembershipRow, str(key), with_for_update=True)
+            row = s.get(TierMembershipRow, name, with_for_update=True)
             if row is None:
-                s.add(TierMembershipRow(key=str(key), data_class=key.data_class, tier=tier,
-                                        last_access_s=now_s, access_count=int(count)))
+                s.add(
+                    TierMembershipRow(
+                        key=name,
+                        data_class=key.data_class,
+                        tier=tier,
+                        last_access_s=now_s,
+                        access_count=int(count),
+                    )
+                )
             else:
                 row.tier = tier
                 row.last_access_s = max(row.last_access_s, now_s)
                 row.access_count += int(count)
 
-    def set_tier(self, key: DataKey, tier: str, *, now_s: float) -> None:
-        """Move ``key`` to ``tier`` without counting an access."""
-        self.record_access(key, tier, now_s=now_s, count=False)
-
     def membership(self, key: DataKey) -> Membership | None:
         """The membership row of ``key``, or None."""
         with self._session() as s:
-            r = s.get(TierMembershipRow, str(key))
+            r = s.get(TierMembershipRow, key_text(key))
             return None if r is None else _membership(r)
 
     def members(self, tier: str | None = None) -> list[Membership]:
@@ -505,32 +503,54 @@ class SqlCatalog(Catalog):
     def forget(self, key: DataKey) -> bool:
         """Drop ``key``'s membership row (erasure); True when it existed."""
         with self._session() as s, s.begin():
-            r = s.get(TierMembershipRow, str(key))
+            r = s.get(TierMembershipRow, key_text(key))
             if r is None:
                 return False
             s.delete(r)
             return True
 
     # -- residency audit ----------------------------------------------------------
-    def record_audit(self, *, jurisdiction: str, data_class: str, region: str,
-                     purpose: str, allowed: bool, action: str, at_s: float,
-                     detail: str = "") -> int:
+    def record_audit(
+        self,
+        *,
+        jurisdiction: str,
+        data_class: str,
+        region: str,
+        purpose: str,
+        allowed: bool,
+        action: str,
+        at_s: float,
+        detail: str = "",
+    ) -> int:
         """Record one residency decision; returns its id. Put no user id in ``detail``."""
         if data_class not in DATA_CLASSES:
-            raise InputError(f"data class '{data_class}' is unknown; use one of "
-                             f"{', '.join(DATA_CLASSES)}")
+            raise InputError(
+                f"data class '{data_class}' is unknown; use one of {', '.join(DATA_CLASSES)}"
+            )
         if purpose not in ("store", "process"):
             raise InputError(f"purpose '{purpose}' must be 'store' or 'process'")
         with self._session() as s, s.begin():
-            row = AuditRow(at_s=at_s, jurisdiction=jurisdiction, data_class=data_class,
-                           region=region, purpose=purpose, allowed=allowed, action=action,
-                           detail=detail)
+            row = AuditRow(
+                at_s=at_s,
+                jurisdiction=jurisdiction,
+                data_class=data_class,
+                region=region,
+                purpose=purpose,
+                allowed=allowed,
+                action=action,
+                detail=detail,
+            )
             s.add(row)
             s.flush()
             return int(row.id)
 
-    def audit_events(self, *, jurisdiction: str | None = None, region: str | None = None,
-                     limit: int | None = None) -> list[AuditEvent]:
+    def audit_events(
+        self,
+        *,
+        jurisdiction: str | None = None,
+        region: str | None = None,
+        limit: int | None = None,
+    ) -> list[AuditEvent]:
         """Recorded audit events, oldest first, optionally filtered."""
         q = sa.select(AuditRow).order_by(AuditRow.id)
         if jurisdiction is not None:
@@ -540,18 +560,27 @@ class SqlCatalog(Catalog):
         if limit is not None:
             q = q.limit(limit)
         with self._session() as s:
-            return [AuditEvent(r.id, r.at_s, r.jurisdiction, r.data_class, r.region, r.purpose,
-                               r.allowed, r.action, r.detail) for r in s.scalars(q).all()]
+            return [
+                AuditEvent(
+                    r.id,
+                    r.at_s,
+                    r.jurisdiction,
+                    r.data_class,
+                    r.region,
+                    r.purpose,
+                    r.allowed,
+                    r.action,
+                    r.detail,
+                )
+                for r in s.scalars(q).all()
+            ]
 
     # -- helpers ------------------------------------------------------------------
     @staticmethod
     def _check(key: DataKey, tier: str) -> None:
         if tier not in TIERS:
             raise InputError(f"tier '{tier}' is unknown; use one of {', '.join(TIERS)}")
-        if not isinstance(key, DataKey) or key.data_class not in DATA_CLASSES:
-            raise InputError(f"key {key!r} is not a DataKey of a known data class")
-        if len(str(key)) > 300:
-            raise InputError(f"key '{str(key)[:60]}...' is longer than 300 characters")
+        require_data_key(key)  # a DataKey's text fits the 300-character column: ids are <= 128
 
 
 def _membership(r: TierMembershipRow) -> Membership:

@@ -2,7 +2,8 @@
 
 One :class:`MilvusVectorStore` serves one region and owns one collection,
 ``<prefix>_<region>`` (``-`` becomes ``_``). Rows are keyed by the :class:`DataKey` text
-(``item_embeddings:sku-1``, ``user_embeddings:eu:42``) and carry the data class, the
+(``item_embeddings:sku-1``, ``user_embeddings:eu:42``; both names come from
+:mod:`geoshard.storage.keylayout`) and carry the data class, the
 owner, an item attribute that is the collection's **partition key** (``category`` by
 default, so a search filtered on it only touches that partition) and any further
 scalar attributes as dynamic fields.
@@ -32,15 +33,16 @@ import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from geoshard.errors import BackendError, ConfigError, InputError
-from geoshard.keys import DataKey, UserKey, validate_item_id
+from geoshard.keys import DataKey
 from geoshard.regions.residency import ResidencyPolicy
 from geoshard.storage.base import BackendConfig, SearchHit, VectorStore, validate_embeddings
+from geoshard.storage.keylayout import key_text, require_data_key, vector_collection
 
 __all__ = [
     "LITE_INDEX_TYPES",
@@ -54,8 +56,15 @@ __all__ = [
 #: Data classes the warm tier holds.
 VECTOR_CLASSES: tuple[str, ...] = ("item_embeddings", "user_embeddings")
 #: Vector index types Milvus Lite 3.x builds (FLAT is brute force; AUTOINDEX is HNSW).
-LITE_INDEX_TYPES: tuple[str, ...] = ("FLAT", "BRUTE_FORCE", "IVF_FLAT", "IVF_SQ8", "HNSW",
-                                     "HNSW_SQ", "AUTOINDEX")
+LITE_INDEX_TYPES: tuple[str, ...] = (
+    "FLAT",
+    "BRUTE_FORCE",
+    "IVF_FLAT",
+    "IVF_SQ8",
+    "HNSW",
+    "HNSW_SQ",
+    "AUTOINDEX",
+)
 #: Milvus' own limit on the vector dimension.
 MAX_DIM = 32_768
 #: Largest JSON size of one row's extra attributes.
@@ -77,8 +86,12 @@ class MilvusIndexConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
-    type: str = Field(default="HNSW", description="FLAT, IVF_FLAT, IVF_SQ8, HNSW, HNSW_SQ, AUTOINDEX")
-    params: dict[str, int | float | str] = Field(default_factory=lambda: _params(M=16, efConstruction=200))
+    type: str = Field(
+        default="HNSW", description="FLAT, IVF_FLAT, IVF_SQ8, HNSW, HNSW_SQ, AUTOINDEX"
+    )
+    params: dict[str, int | float | str] = Field(
+        default_factory=lambda: _params(M=16, efConstruction=200)
+    )
     search_params: dict[str, int | float | str] = Field(default_factory=lambda: _params(ef=128))
 
 
@@ -152,7 +165,8 @@ def _locked_error(path: str) -> BackendError:
     return BackendError(
         f"Milvus Lite data dir '{path}' is locked by another process (Lite allows one process "
         "per data dir); stop that process, give this one its own uri, or run Milvus Lite in "
-        "gRPC server mode and point uri at it")
+        "gRPC server mode and point uri at it"
+    )
 
 
 def _acquire_lite(path: str) -> Any:
@@ -171,8 +185,10 @@ def _acquire_lite(path: str) -> Any:
         except Exception as exc:  # pymilvus wraps the lock error into a generic one
             if _lock_held_elsewhere(path):
                 raise _locked_error(path) from None
-            raise BackendError(f"cannot open Milvus Lite at '{path}': {exc}; check the path "
-                               "is a writable directory") from exc
+            raise BackendError(
+                f"cannot open Milvus Lite at '{path}': {exc}; check the path "
+                "is a writable directory"
+            ) from exc
         _REGISTRY[path] = _LiteEntry(client, 1)
         return client
 
@@ -217,16 +233,22 @@ class MilvusVectorStore(VectorStore):
         ConfigError: for an index type Lite does not build.
     """
 
-    def __init__(self, config: MilvusVectorStoreConfig, region: str,
-                 residency: ResidencyPolicy | None) -> None:
+    config_model: ClassVar[type[BackendConfig]] = MilvusVectorStoreConfig
+    config: MilvusVectorStoreConfig
+
+    def __init__(
+        self, config: MilvusVectorStoreConfig, region: str, residency: ResidencyPolicy | None
+    ) -> None:
         super().__init__(region, residency)
         self.config = config
-        self.collection = f"{config.collection_prefix}_{region.replace('-', '_')}"
+        self.collection = vector_collection(config.collection_prefix, region)
         self._closed = False
         itype = config.index.type.upper()
         if config.is_lite and itype not in LITE_INDEX_TYPES:
-            raise ConfigError(f"index type '{config.index.type}' is not built by Milvus Lite; "
-                              f"use one of {', '.join(LITE_INDEX_TYPES)}")
+            raise ConfigError(
+                f"index type '{config.index.type}' is not built by Milvus Lite; "
+                f"use one of {', '.join(LITE_INDEX_TYPES)}"
+            )
         if config.is_lite:
             self._path: str | None = os.path.abspath(config.uri)
             self._client = _acquire_lite(self._path)
@@ -237,13 +259,22 @@ class MilvusVectorStore(VectorStore):
             try:
                 self._client = MilvusClient(uri=config.uri, token=config.token or "")
             except Exception as exc:
-                raise BackendError(f"cannot reach Milvus at '{config.uri}': {exc}; check the "
-                                   "server is up and the uri/token are right") from exc
+                raise BackendError(
+                    f"cannot reach Milvus at '{config.uri}': {exc}; check the "
+                    "server is up and the uri/token are right"
+                ) from exc
         try:
             self._ensure_collection()
         except Exception:
             self.close()
             raise
+
+    @classmethod
+    def from_config(
+        cls, config: MilvusVectorStoreConfig, *, region: str, residency: ResidencyPolicy | None
+    ) -> Self:
+        """Build a store from its config (the registry's entry point)."""
+        return cls(config, region, residency)
 
     # -- setup --------------------------------------------------------------------
     def _ensure_collection(self) -> None:
@@ -257,14 +288,20 @@ class MilvusVectorStore(VectorStore):
         schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=256)
         schema.add_field("data_class", DataType.VARCHAR, max_length=32)
         schema.add_field("owner", DataType.VARCHAR, max_length=160)
-        schema.add_field(self.config.partition_key, DataType.VARCHAR, max_length=128,
-                         is_partition_key=True)
+        schema.add_field(
+            self.config.partition_key, DataType.VARCHAR, max_length=128, is_partition_key=True
+        )
         schema.add_field("vec", DataType.FLOAT_VECTOR, dim=self.config.dim)
         index = c.prepare_index_params()
-        index.add_index(field_name="vec", index_type=self.config.index.type.upper(),
-                        metric_type=self.config.metric, params=dict(self.config.index.params))
-        c.create_collection(self.collection, schema=schema, index_params=index,
-                            consistency_level="Strong")
+        index.add_index(
+            field_name="vec",
+            index_type=self.config.index.type.upper(),
+            metric_type=self.config.metric,
+            params=dict(self.config.index.params),
+        )
+        c.create_collection(
+            self.collection, schema=schema, index_params=index, consistency_level="Strong"
+        )
         c.load_collection(self.collection)
 
     def close(self) -> None:
@@ -283,21 +320,12 @@ class MilvusVectorStore(VectorStore):
 
     # -- validation ---------------------------------------------------------------
     def _row_key(self, key: DataKey) -> str:
-        if not isinstance(key, DataKey):
-            raise InputError(f"key {key!r} is not a DataKey; build one such as "
-                             "DataKey('item_embeddings', 'sku-1')")
-        if key.data_class not in VECTOR_CLASSES:
-            raise InputError(f"data class '{key.data_class}' does not belong in the vector tier; "
-                             f"use one of {', '.join(VECTOR_CLASSES)}")
-        if key.data_class == "user_embeddings":
-            if not isinstance(key.owner, UserKey):
-                raise InputError(f"user_embeddings owner {key.owner!r} must be a UserKey such as "
-                                 "UserKey('eu', 42)")
-        else:
-            if not isinstance(key.owner, str):
-                raise InputError(f"item_embeddings owner {key.owner!r} must be an item id string")
-            validate_item_id(key.owner)
-        return str(key)
+        if require_data_key(key).data_class not in VECTOR_CLASSES:
+            raise InputError(
+                f"data class '{key.data_class}' does not belong in the vector tier; "
+                f"use one of {', '.join(VECTOR_CLASSES)}"
+            )
+        return key_text(key)
 
     def _row_attrs(self, attrs: Mapping[str, Any] | None) -> dict[str, Any]:
         if attrs is None:
@@ -307,28 +335,40 @@ class MilvusVectorStore(VectorStore):
         out: dict[str, Any] = {}
         for name, value in attrs.items():
             if not isinstance(name, str) or not _ATTR_NAME.match(name) or name in _RESERVED:
-                raise InputError(f"attribute name {name!r} is not allowed; use letters, digits and "
-                                 f"'_' (not {', '.join(sorted(_RESERVED))})")
+                raise InputError(
+                    f"attribute name {name!r} is not allowed; use letters, digits and "
+                    f"'_' (not {', '.join(sorted(_RESERVED))})"
+                )
             if isinstance(value, float) and not np.isfinite(value):
                 raise InputError(f"attribute '{name}' is {value}; store a finite number")
             if value is not None and not isinstance(value, (str, int, float, bool)):
-                raise InputError(f"attribute '{name}' has type {type(value).__name__}; "
-                                 "use str, int, float or bool")
+                raise InputError(
+                    f"attribute '{name}' has type {type(value).__name__}; "
+                    "use str, int, float or bool"
+                )
             out[name] = value
         part = out.get(self.config.partition_key, "")
         if not isinstance(part, str) or len(part) > 128:
-            raise InputError(f"partition attribute '{self.config.partition_key}'={part!r} must be a "
-                             "string of at most 128 characters")
+            raise InputError(
+                f"partition attribute '{self.config.partition_key}'={part!r} must be a "
+                "string of at most 128 characters"
+            )
         out[self.config.partition_key] = part
         size = len(json.dumps(out))
         if size > MAX_ATTR_BYTES:
-            raise InputError(f"attributes of {size:,} bytes are over the {MAX_ATTR_BYTES:,}-byte "
-                             "limit; keep large payloads in the cold tier")
+            raise InputError(
+                f"attributes of {size:,} bytes are over the {MAX_ATTR_BYTES:,}-byte "
+                "limit; keep large payloads in the cold tier"
+            )
         return out
 
     # -- the interface ------------------------------------------------------------
-    def upsert(self, keys: Sequence[DataKey], vectors: object,
-               attrs: Sequence[Mapping[str, Any]] | None = None) -> int:
+    def upsert(
+        self,
+        keys: Sequence[DataKey],
+        vectors: object,
+        attrs: Sequence[Mapping[str, Any]] | None = None,
+    ) -> int:
         """Insert or replace embeddings; returns the count written.
 
         Every key, vector, attribute and the residency of every user embedding is checked
@@ -342,31 +382,49 @@ class MilvusVectorStore(VectorStore):
         keys = list(keys)
         arr = validate_embeddings(vectors, self.config.dim)
         if arr.shape[0] != len(keys):
-            raise InputError(f"{len(keys)} keys but {arr.shape[0]} embeddings; pass one row per key")
+            raise InputError(
+                f"{len(keys)} keys but {arr.shape[0]} embeddings; pass one row per key"
+            )
         if attrs is not None and len(attrs) != len(keys):
-            raise InputError(f"{len(keys)} keys but {len(attrs)} attribute rows; pass one per key "
-                             "or None")
+            raise InputError(
+                f"{len(keys)} keys but {len(attrs)} attribute rows; pass one per key or None"
+            )
         pks = [self._row_key(k) for k in keys]
         if len(set(pks)) != len(pks):
             dup = next(p for p in pks if pks.count(p) > 1)
             raise InputError(f"key '{dup}' appears twice in one upsert; pass each key once")
-        rows_attrs = [self._row_attrs(attrs[i] if attrs is not None else None)
-                      for i in range(len(keys))]
+        rows_attrs = [
+            self._row_attrs(attrs[i] if attrs is not None else None) for i in range(len(keys))
+        ]
         self.guard_write(keys)
         if not keys:
             return 0
-        rows = [{"pk": pk, "data_class": k.data_class, "owner": str(k.owner), **a,
-                 "vec": arr[i].tolist()}
-                for i, (pk, k, a) in enumerate(zip(pks, keys, rows_attrs, strict=True))]
+        rows = [
+            {
+                "pk": pk,
+                "data_class": k.data_class,
+                "owner": str(k.owner),
+                **a,
+                "vec": arr[i].tolist(),
+            }
+            for i, (pk, k, a) in enumerate(zip(pks, keys, rows_attrs, strict=True))
+        ]
         try:
             for start in range(0, len(rows), 2000):
-                self._client.upsert(self.collection, rows[start:start + 2000])
+                self._client.upsert(self.collection, rows[start : start + 2000])
         except Exception as exc:
             raise BackendError(f"Milvus upsert into '{self.collection}' failed: {exc}") from exc
         return len(rows)
 
-    def search(self, vector: object, k: int = 10, *, filter: str | None = None,
-               partition: str | None = None, data_class: str | None = None) -> list[SearchHit]:
+    def search(
+        self,
+        vector: object,
+        k: int = 10,
+        *,
+        filter: str | None = None,
+        partition: str | None = None,
+        data_class: str | None = None,
+    ) -> list[SearchHit]:
         """The ``k`` nearest stored embeddings.
 
         Args:
@@ -393,18 +451,28 @@ class MilvusVectorStore(VectorStore):
             clauses.append(f"{self.config.partition_key} == {_quote(partition)}")
         if data_class is not None:
             if data_class not in VECTOR_CLASSES:
-                raise InputError(f"data_class '{data_class}' is not in the vector tier; use one of "
-                                 f"{', '.join(VECTOR_CLASSES)}")
+                raise InputError(
+                    f"data_class '{data_class}' is not in the vector tier; use one of "
+                    f"{', '.join(VECTOR_CLASSES)}"
+                )
             clauses.append(f"data_class == {_quote(data_class)}")
         try:
             res = self._client.search(
-                self.collection, data=[q[0].tolist()], limit=k,
-                filter=" and ".join(clauses), output_fields=["*"],
-                search_params={"metric_type": self.config.metric,
-                               "params": dict(self.config.index.search_params)})
+                self.collection,
+                data=[q[0].tolist()],
+                limit=k,
+                filter=" and ".join(clauses),
+                output_fields=["*"],
+                search_params={
+                    "metric_type": self.config.metric,
+                    "params": dict(self.config.index.search_params),
+                },
+            )
         except Exception as exc:
-            raise BackendError(f"Milvus search in '{self.collection}' failed: {exc}; check the "
-                               f"filter expression {filter!r}") from exc
+            raise BackendError(
+                f"Milvus search in '{self.collection}' failed: {exc}; check the "
+                f"filter expression {filter!r}"
+            ) from exc
         hits = []
         for h in res[0]:
             ent = dict(h.get("entity", {}))
@@ -429,9 +497,10 @@ class MilvusVectorStore(VectorStore):
     def _existing(self, pks: Sequence[str]) -> set[str]:
         out: set[str] = set()
         for start in range(0, len(pks), 1000):
-            chunk = list(pks[start:start + 1000])
-            rows = self._client.query(self.collection, filter=f"pk in {json.dumps(chunk)}",
-                                      output_fields=["pk"])
+            chunk = list(pks[start : start + 1000])
+            rows = self._client.query(
+                self.collection, filter=f"pk in {json.dumps(chunk)}", output_fields=["pk"]
+            )
             out.update(r["pk"] for r in rows)
         return out
 
@@ -442,9 +511,10 @@ class MilvusVectorStore(VectorStore):
         out: dict[DataKey, np.ndarray] = {}
         pks = list(by_pk)
         for start in range(0, len(pks), 1000):
-            chunk = pks[start:start + 1000]
-            rows = self._client.query(self.collection, filter=f"pk in {json.dumps(chunk)}",
-                                      output_fields=["pk", "vec"])
+            chunk = pks[start : start + 1000]
+            rows = self._client.query(
+                self.collection, filter=f"pk in {json.dumps(chunk)}", output_fields=["pk", "vec"]
+            )
             for r in rows:
                 out[by_pk[r["pk"]]] = np.asarray(r["vec"], dtype=np.float32)
         return out

@@ -1,7 +1,9 @@
 """The cold tier on Parquet: append-only records in a hive-partitioned pyarrow dataset.
 
 Layout under ``root`` (a local directory, or any URI ``pyarrow.fs.FileSystem.from_uri``
-understands: ``file:///...``, ``s3://bucket/prefix``, ``gs://...``)::
+understands: ``file:///...``, ``s3://bucket/prefix``, ``gs://...``), named by
+:func:`~geoshard.storage.keylayout.cold_partition` and
+:func:`~geoshard.storage.keylayout.cold_bucket`::
 
     region=eu-west/data_class=interactions/shard=0007/date=2024-05-01/part-<uuid>.parquet
 
@@ -25,6 +27,7 @@ Examples:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import re
@@ -32,9 +35,8 @@ import secrets
 import threading
 import time
 import uuid
-import zlib
 from collections.abc import Sequence
-from typing import Literal
+from typing import ClassVar, Literal, Self
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -44,20 +46,23 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from geoshard.errors import BackendError, InputError
-from geoshard.keys import DataKey, UserKey, validate_item_id
+from geoshard.keys import DataKey
 from geoshard.regions.residency import ResidencyPolicy
-from geoshard.spec import DATA_CLASSES, PERSONAL_CLASSES
+from geoshard.spec import DATA_CLASSES
 from geoshard.storage.base import MAX_VALUE_BYTES, BackendConfig, ColdStore, validate_value
+from geoshard.storage.keylayout import cold_bucket, cold_partition, require_data_key
 
-__all__ = ["RECORD_SCHEMA", "ParquetColdStore", "ParquetColdStoreConfig", "shard_of"]
+__all__ = ["RECORD_SCHEMA", "ParquetColdStore", "ParquetColdStoreConfig"]
 
 #: Columns of every data file (the partition columns live in the path).
-RECORD_SCHEMA = pa.schema([("owner", pa.string()), ("value", pa.binary()),
-                           ("ts", pa.int64()), ("writer", pa.int64())])
+RECORD_SCHEMA = pa.schema(
+    [("owner", pa.string()), ("value", pa.binary()), ("ts", pa.int64()), ("writer", pa.int64())]
+)
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _IGNORE = [".", "_"]
-_PARTITIONING = ds.partitioning(pa.schema([("shard", pa.string()), ("date", pa.string())]),
-                                flavor="hive")
+_PARTITIONING = ds.partitioning(
+    pa.schema([("shard", pa.string()), ("date", pa.string())]), flavor="hive"
+)
 
 
 class ParquetColdStoreConfig(BackendConfig):
@@ -78,11 +83,6 @@ class ParquetColdStoreConfig(BackendConfig):
     compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
     max_value_bytes: int = Field(default=MAX_VALUE_BYTES, gt=0)
     fsync: bool = True
-
-
-def shard_of(owner: str, shards: int) -> int:
-    """The cold-tier hash bucket of an owner (CRC-32, stable across processes)."""
-    return zlib.crc32(owner.encode("utf-8")) % shards
 
 
 class _Clock:
@@ -113,9 +113,16 @@ class ParquetColdStore(ColdStore):
             (``root`` is then a path inside it), e.g. a ``SubTreeFileSystem``.
     """
 
-    def __init__(self, config: ParquetColdStoreConfig, region: str,
-                 residency: ResidencyPolicy | None,
-                 filesystem: pafs.FileSystem | None = None) -> None:
+    config_model: ClassVar[type[BackendConfig]] = ParquetColdStoreConfig
+    config: ParquetColdStoreConfig
+
+    def __init__(
+        self,
+        config: ParquetColdStoreConfig,
+        region: str,
+        residency: ResidencyPolicy | None,
+        filesystem: pafs.FileSystem | None = None,
+    ) -> None:
         super().__init__(region, residency)
         self.config = config
         if filesystem is not None:
@@ -124,43 +131,44 @@ class ParquetColdStore(ColdStore):
             try:
                 self.fs, base = pafs.FileSystem.from_uri(config.root)
             except (pa.ArrowInvalid, OSError) as exc:
-                raise BackendError(f"cannot open cold-tier root '{config.root}': {exc}; use a "
-                                   "local path or a URI such as file:///data or s3://bucket/prefix"
-                                   ) from None
+                raise BackendError(
+                    f"cannot open cold-tier root '{config.root}': {exc}; use a "
+                    "local path or a URI such as file:///data or s3://bucket/prefix"
+                ) from None
         else:
             self.fs, base = pafs.LocalFileSystem(), os.path.abspath(config.root)
         self.base = base.rstrip("/") or "/"
         self._local = isinstance(self.fs, pafs.LocalFileSystem)
-        self._region_dir = f"{self.base}/region={region}"
+        self._region_dir = f"{self.base}/{cold_partition(region)}"
         self.fs.create_dir(self._region_dir, recursive=True)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: ParquetColdStoreConfig,
+        *,
+        region: str,
+        residency: ResidencyPolicy | None,
+        filesystem: pafs.FileSystem | None = None,
+    ) -> Self:
+        """Build a store from its config (the registry's entry point); ``filesystem`` as
+        for the constructor."""
+        return cls(config, region, residency, filesystem=filesystem)
 
     # -- paths --------------------------------------------------------------------
     def _class_dir(self, data_class: str) -> str:
-        return f"{self._region_dir}/data_class={data_class}"
+        return f"{self.base}/{cold_partition(self.region, data_class)}"
 
-    def _shard_dir(self, data_class: str, shard: int) -> str:
-        return f"{self._class_dir(data_class)}/shard={shard:04d}"
+    def _bucket_dir(self, key: DataKey, date: str | None = None) -> str:
+        bucket = cold_bucket(str(key.owner), self.config.shards)
+        return (
+            f"{self.base}/{cold_partition(self.region, key.data_class, bucket=bucket, date=date)}"
+        )
 
     def _exists(self, path: str) -> bool:
         return self.fs.get_file_info(path).type == pafs.FileType.Directory
 
     # -- validation ---------------------------------------------------------------
-    @staticmethod
-    def _check_key(key: object) -> DataKey:
-        if not isinstance(key, DataKey):
-            raise InputError(f"key {key!r} is not a DataKey; build one such as "
-                             "DataKey('interactions', UserKey('eu', 42))")
-        if key.data_class not in DATA_CLASSES:
-            raise InputError(f"data class '{key.data_class}' is unknown; use one of "
-                             f"{', '.join(DATA_CLASSES)}")
-        if key.data_class in PERSONAL_CLASSES:
-            if not isinstance(key.owner, UserKey):
-                raise InputError(f"{key.data_class} owner {key.owner!r} must be a UserKey such as "
-                                 "UserKey('eu', 42)")
-        else:
-            validate_item_id(key.owner)
-        return key
-
     @staticmethod
     def _check_date(date: object) -> str:
         if not isinstance(date, str) or not _DATE.match(date):
@@ -221,47 +229,58 @@ class ParquetColdStore(ColdStore):
         date = self._check_date(date)
         rows: list[tuple[DataKey, bytes]] = []
         for key, value in records:
-            self._check_key(key)
+            require_data_key(key)
             rows.append((key, validate_value(value, max_bytes=self.config.max_value_bytes)))
         self.guard_write([k for k, _ in rows])
         if not rows:
             return 0
         groups: dict[str, list[tuple[str, bytes, int]]] = {}
         for key, value in rows:
-            owner = str(key.owner)
-            d = f"{self._shard_dir(key.data_class, shard_of(owner, self.config.shards))}/date={date}"
-            groups.setdefault(d, []).append((owner, value, _CLOCK.next()))
+            groups.setdefault(self._bucket_dir(key, date), []).append(
+                (str(key.owner), value, _CLOCK.next())
+            )
         temps: list[str] = []
         try:
             for d, grp in groups.items():
-                table = pa.table({"owner": [g[0] for g in grp], "value": [g[1] for g in grp],
-                                  "ts": [g[2] for g in grp], "writer": [_WRITER] * len(grp)},
-                                 schema=RECORD_SCHEMA)
+                table = pa.table(
+                    {
+                        "owner": [g[0] for g in grp],
+                        "value": [g[1] for g in grp],
+                        "ts": [g[2] for g in grp],
+                        "writer": [_WRITER] * len(grp),
+                    },
+                    schema=RECORD_SCHEMA,
+                )
                 temps.append(self._write_atomic(d, table))
         except Exception as exc:
             for t in temps:
                 self._remove_quietly(t)
-            raise BackendError(f"cold-tier write under '{self._region_dir}' failed: {exc}; "
-                               "nothing was written") from exc
+            raise BackendError(
+                f"cold-tier write under '{self._region_dir}' failed: {exc}; nothing was written"
+            ) from exc
         for t in temps:
             self._publish(t)
         return len(rows)
 
     def _remove_quietly(self, path: str) -> None:
-        try:
+        with contextlib.suppress(OSError):  # cleaning up after a failure already reported
             self.fs.delete_file(path)
-        except OSError:
-            pass
 
     # -- reading ------------------------------------------------------------------
     def _dataset(self, path: str) -> ds.Dataset | None:
         if not self._exists(path):
             return None
-        return ds.dataset(path, filesystem=self.fs, format="parquet", partitioning=_PARTITIONING,
-                          ignore_prefixes=_IGNORE)
+        return ds.dataset(
+            path,
+            filesystem=self.fs,
+            format="parquet",
+            partitioning=_PARTITIONING,
+            ignore_prefixes=_IGNORE,
+        )
 
-    def _table(self, path: str, flt: ds.Expression | None = None,
-               columns: list[str] | None = None) -> pa.Table:
+    def _table(
+        self, path: str, flt: ds.Expression | None = None, columns: list[str] | None = None
+    ) -> pa.Table:
         dset = self._dataset(path)
         if dset is None:
             return RECORD_SCHEMA.empty_table()
@@ -276,12 +295,10 @@ class ParquetColdStore(ColdStore):
     def read_many(self, keys: Sequence[DataKey]) -> list[bytes | None]:
         """The newest value of each key, in order (None for absent); one scan per bucket."""
         for k in keys:
-            self._check_key(k)
+            require_data_key(k)
         by_dir: dict[str, list[int]] = {}
         for i, k in enumerate(keys):
-            owner = str(k.owner)
-            by_dir.setdefault(self._shard_dir(k.data_class, shard_of(owner, self.config.shards)),
-                              []).append(i)
+            by_dir.setdefault(self._bucket_dir(k), []).append(i)
         out: list[bytes | None] = [None] * len(keys)
         for d, idx in by_dir.items():
             owners = sorted({str(keys[i].owner) for i in idx})
@@ -291,8 +308,9 @@ class ParquetColdStore(ColdStore):
                 out[i] = newest.get(str(keys[i].owner))
         return out
 
-    def scan(self, data_class: str, *, date: str | None = None,
-             latest_only: bool = False) -> list[tuple[str, bytes]]:
+    def scan(
+        self, data_class: str, *, date: str | None = None, latest_only: bool = False
+    ) -> list[tuple[str, bytes]]:
         """Every (owner, value) of a class in this region, in write order.
 
         Args:
@@ -301,8 +319,9 @@ class ParquetColdStore(ColdStore):
             latest_only: only the newest value per owner (sorted by owner).
         """
         if data_class not in DATA_CLASSES:
-            raise InputError(f"data class '{data_class}' is unknown; use one of "
-                             f"{', '.join(DATA_CLASSES)}")
+            raise InputError(
+                f"data class '{data_class}' is unknown; use one of {', '.join(DATA_CLASSES)}"
+            )
         flt = None if date is None else ds.field("date") == self._check_date(date)
         dset = self._dataset(self._class_dir(data_class))
         if dset is None:
@@ -311,8 +330,9 @@ class ParquetColdStore(ColdStore):
         if latest_only:
             return sorted(_newest_per_owner(tab).items())
         tab = tab.sort_by([("ts", "ascending"), ("writer", "ascending")])
-        return list(zip(tab.column("owner").to_pylist(), tab.column("value").to_pylist(),
-                        strict=True))
+        return list(
+            zip(tab.column("owner").to_pylist(), tab.column("value").to_pylist(), strict=True)
+        )
 
     def files(self, data_class: str | None = None) -> list[str]:
         """Paths of the visible data files (temp and hidden files excluded)."""
@@ -320,9 +340,13 @@ class ParquetColdStore(ColdStore):
         if not self._exists(root):
             return []
         infos = self.fs.get_file_info(pafs.FileSelector(root, recursive=True))
-        return sorted(i.path for i in infos if i.type == pafs.FileType.File
-                      and i.base_name.endswith(".parquet")
-                      and not i.base_name.startswith(tuple(_IGNORE)))
+        return sorted(
+            i.path
+            for i in infos
+            if i.type == pafs.FileType.File
+            and i.base_name.endswith(".parquet")
+            and not i.base_name.startswith(tuple(_IGNORE))
+        )
 
     # -- maintenance --------------------------------------------------------------
     def compact(self, data_class: str | None = None, *, min_files: int = 2) -> int:
@@ -342,8 +366,11 @@ class ParquetColdStore(ColdStore):
         for leaf, paths in sorted(by_leaf.items()):
             if len(paths) < min_files:
                 continue
-            tab = _dedupe(pa.concat_tables(
-                [pq.read_table(p, filesystem=self.fs, schema=RECORD_SCHEMA) for p in paths]))
+            tab = _dedupe(
+                pa.concat_tables(
+                    [pq.read_table(p, filesystem=self.fs, schema=RECORD_SCHEMA) for p in paths]
+                )
+            )
             tab = tab.sort_by([("ts", "ascending"), ("writer", "ascending")])
             self._publish(self._write_atomic(leaf, tab, prefix="compact"))
             for p in paths:
@@ -368,7 +395,8 @@ def _newest_per_owner(tab: pa.Table) -> dict[str, bytes]:
         return {}
     tab = tab.sort_by([("owner", "ascending"), ("ts", "descending"), ("writer", "descending")])
     out: dict[str, bytes] = {}
-    for owner, value in zip(tab.column("owner").to_pylist(), tab.column("value").to_pylist(),
-                            strict=True):
+    for owner, value in zip(
+        tab.column("owner").to_pylist(), tab.column("value").to_pylist(), strict=True
+    ):
         out.setdefault(owner, value)
     return out

@@ -5,18 +5,22 @@ Both keep the contract of :class:`~geoshard.storage.base.HotStore` (the same sui
 over them and :class:`~geoshard.storage.memory.MemoryHotStore`) and add:
 
 * **Key layout with hash tags**: ``[<namespace>:]{<shard>}:<data_class>:<owner>``
-  (:func:`~geoshard.storage.memory.hot_key_name`). The shard defaults to the key's owner
+  (:func:`~geoshard.storage.keylayout.hot_key_name`). The shard defaults to the key's owner
   (``eu:42``), so every data class of one user shares a slot; pass ``shard_of`` to
   group by another logical shard.
 * **Batching**: :meth:`get_many` groups keys by node and slot and sends one pipeline per
   node (one MGET per slot); :meth:`put_many` sends one pipeline of SETs per node.
-* **Retry with backoff** as a policy object (:class:`RetryPolicy`, built on redis-py's
-  backoff classes) on connection loss, timeouts, MOVED/ASK, TRYAGAIN, CLUSTERDOWN and
-  writes to a demoted primary, bounded in attempts *and* in total time.
+* **Retry with backoff** under a :class:`~geoshard.storage.retry.RetryPolicy`, bounded in
+  attempts *and* in total time. Each attempt translates redis-py's exceptions into the
+  error taxonomy (:func:`translate_redis_error`): connection loss, timeouts, MOVED/ASK,
+  TRYAGAIN, CLUSTERDOWN and writes to a demoted primary become the retryable
+  :class:`~geoshard.errors.BackendUnavailableError`; every other Redis error becomes a
+  final :class:`~geoshard.errors.BackendError`, and the policy branches on that flag.
 * **Replica reads** (cluster, ``read_from_replicas: true``): reads round-robin over the
   replicas, which may lag the primary.
 * **Durable-write mode** (``durable_writes: true``): each node's write pipeline ends with
-  ``WAIT wait_replicas wait_timeout_ms``; fewer acks raise :class:`DurabilityError`.
+  ``WAIT wait_replicas wait_timeout_ms``; fewer acks raise
+  :class:`~geoshard.errors.DurabilityError`.
   In our loopback partition test WAIT 1 roughly halved single-client write throughput
   (6,485 -> 3,191 ops/s) and removed the loss of 3,038 acknowledged writes; it narrows
   the loss window, it does not make Redis strongly consistent (docs/storage-hot.md).
@@ -37,50 +41,42 @@ Examples:
 
 from __future__ import annotations
 
-import math
-import threading
-import time
+import contextlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, TypeVar, cast
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Self, TypeVar, cast
 
 import redis
 import redis.exceptions as rex
 from pydantic import Field, model_validator
-from redis.backoff import AbstractBackoff, ExponentialWithJitterBackoff, NoBackoff
+from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, LoadBalancingStrategy, RedisCluster
 from redis.crc import key_slot
 from redis.retry import Retry
 
-from geoshard.errors import BackendError, ConfigError
+from geoshard.errors import BackendError, BackendUnavailableError, DurabilityError
 from geoshard.keys import DataKey
 from geoshard.regions.residency import ResidencyPolicy
-from geoshard.storage.base import MAX_VALUE_BYTES, BackendConfig, HotStore
-from geoshard.storage.memory import (
-    ShardOf,
-    default_shard_of,
-    hot_key_name,
-    prepare_writes,
-)
+from geoshard.storage.base import MAX_VALUE_BYTES, BackendConfig, HotStore, prepare_writes
+from geoshard.storage.keylayout import ShardOf, default_shard_of, hot_key_name
+from geoshard.storage.retry import ExponentialBackoff, RetryPolicy, RetryStats
 
 __all__ = [
     "RETRYABLE_ERRORS",
-    "DurabilityError",
     "RedisClusterHotStore",
     "RedisClusterHotStoreConfig",
     "RedisHotStore",
     "RedisHotStoreConfig",
     "ResendNeeded",
-    "RetryExhaustedError",
-    "RetryPolicy",
-    "RetryStats",
-    "hot_key_name",
+    "translate_redis_error",
 ]
 
 T = TypeVar("T")
 
-#: Errors worth another attempt after a backoff: the node or the topology may recover.
-#: (MovedError subclasses AskError; BusyLoadingError subclasses ConnectionError.)
+#: redis-py errors worth another attempt after a backoff: the node or the topology may
+#: recover. :func:`translate_redis_error` turns them into the retryable
+#: BackendUnavailableError. (MovedError subclasses AskError; BusyLoadingError subclasses
+#: ConnectionError.)
 RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
     rex.ConnectionError,
     rex.TimeoutError,
@@ -91,162 +87,34 @@ RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
     rex.ReadOnlyError,
 )
 #: Connection errors that another attempt will not fix.
-_NEVER_RETRY: tuple[type[BaseException], ...] = (rex.AuthenticationError,
-                                                 rex.AuthorizationError)
+_NEVER_RETRY: tuple[type[BaseException], ...] = (rex.AuthenticationError, rex.AuthorizationError)
+#: What a give-up message tells the operator.
+_RETRY_HINT = "Check that the Redis nodes are up (geoshard status) or raise the retry budget"
 
 
-class DurabilityError(BackendError):
-    """Fewer replicas than required acknowledged a durable write (``WAIT``).
-
-    The write *was applied* on the primary and may or may not survive a failover: treat
-    it as indeterminate (Jepsen ``info``), never as failed-and-absent. It is not retried.
-
-    Attributes:
-        node: ``host:port`` of the primary.
-        acked: replicas that acknowledged within the timeout.
-        required: replicas required (``wait_replicas``).
-    """
-
-    def __init__(self, message: str, *, node: str, acked: int, required: int) -> None:
-        super().__init__(message)
-        self.node = node
-        self.acked = acked
-        self.required = required
-
-
-class RetryExhaustedError(BackendError):
-    """A retryable error persisted past the policy's attempts or time budget.
-
-    Attributes:
-        attempts: attempts made.
-        elapsed_s: seconds from the first attempt to giving up.
-        last: the last underlying error.
-    """
-
-    def __init__(self, message: str, *, attempts: int, elapsed_s: float,
-                 last: BaseException) -> None:
-        super().__init__(message)
-        self.attempts = attempts
-        self.elapsed_s = elapsed_s
-        self.last = last
-
-
-@dataclass
-class RetryStats:
-    """Counters a store keeps of its retries (chaos runs log these, not only errors).
-
-    Attributes:
-        calls: operations run through the policy.
-        retries: extra attempts after a retryable error.
-        exhausted: operations that gave up.
-        errors: retryable errors seen, by exception class name.
-        topology_refreshes: cluster slot-map reloads.
-    """
-
-    calls: int = 0
-    retries: int = 0
-    exhausted: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
-    topology_refreshes: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def record_error(self, exc: BaseException) -> None:
-        """Count one retryable error by its class name."""
-        with self._lock:
-            name = type(exc).__name__
-            self.errors[name] = self.errors.get(name, 0) + 1
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Retry with backoff, bounded by attempts and by a total time budget.
-
-    The delay before attempt ``n + 1`` is ``backoff.compute(n)`` (redis-py's backoff
-    classes; exponential with jitter by default). The policy gives up when ``max_attempts``
-    attempts failed, or when the next delay would cross ``budget_s`` since the first
-    attempt, and raises :class:`RetryExhaustedError` naming the operation.
+def translate_redis_error(exc: BaseException, *, node: str, op: str) -> BackendError:
+    """The taxonomy error for a redis-py error, to be raised ``from exc``.
 
     Args:
-        max_attempts: attempts in total (1 = no retry).
-        budget_s: total seconds the operation may take, backoff included.
-        backoff: a ``redis.backoff.AbstractBackoff``.
-        retry_on: exception classes that are retried; anything else propagates at once.
-        sleep: injected for tests.
-        clock: monotonic seconds, injected for tests.
+        exc: the redis-py exception.
+        node: ``host:port`` (or a list) of the server involved.
+        op: the operation, for the message (``GET k``, ``SET of 3 keys``).
 
-    Raises:
-        ConfigError: ``max_attempts < 1`` or ``budget_s <= 0``.
+    Returns:
+        A retryable :class:`~geoshard.errors.BackendUnavailableError` for the errors in
+        :data:`RETRYABLE_ERRORS` (except failed authentication or authorisation), else a
+        final :class:`~geoshard.errors.BackendError`.
 
     Examples:
-        >>> policy = RetryPolicy(max_attempts=3, budget_s=1.0, backoff=NoBackoff())
-        >>> policy.call(lambda: 42, what="GET k")
-        42
+        >>> translate_redis_error(rex.TimeoutError("slow"), node="10.0.0.1:7000", op="GET k")
+        BackendUnavailableError('redis 10.0.0.1:7000: GET k failed: TimeoutError: slow')
+        >>> translate_redis_error(rex.ResponseError("WRONGTYPE"), node="n:1", op="GET k").retryable
+        False
     """
-
-    max_attempts: int = 10
-    budget_s: float = 10.0
-    backoff: AbstractBackoff = field(
-        default_factory=lambda: ExponentialWithJitterBackoff(cap=1.0, base=0.02))
-    retry_on: tuple[type[BaseException], ...] = RETRYABLE_ERRORS
-    sleep: Callable[[float], None] = time.sleep
-    clock: Callable[[], float] = time.monotonic
-
-    def __post_init__(self) -> None:
-        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) \
-                or self.max_attempts < 1:
-            raise ConfigError(f"max_attempts(={self.max_attempts!r}) must be an integer >= 1.")
-        if not (isinstance(self.budget_s, (int, float)) and math.isfinite(self.budget_s)
-                and self.budget_s > 0):
-            raise ConfigError(f"budget_s(={self.budget_s!r}) must be a finite number > 0.")
-
-    def call(self, fn: Callable[[], T], *, what: str,
-             on_retry: Callable[[BaseException, int], None] | None = None,
-             stats: RetryStats | None = None) -> T:
-        """Run ``fn`` until it returns, a non-retryable error escapes, or the policy gives up.
-
-        Args:
-            fn: the operation; it must be safe to repeat (idempotent).
-            what: names the operation and server in the error message.
-            on_retry: called with the error and the attempt number before each backoff
-                (refresh a topology here).
-            stats: counters to update.
-
-        Raises:
-            RetryExhaustedError: attempts or budget exhausted on retryable errors.
-        """
-        start = self.clock()
-        if stats is not None:
-            stats.calls += 1
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return fn()
-            except self.retry_on as exc:
-                if isinstance(exc, _NEVER_RETRY):
-                    raise
-                if stats is not None:
-                    stats.record_error(exc)
-                elapsed = self.clock() - start
-                delay = max(0.0, float(self.backoff.compute(attempt)))
-                reason = ""
-                if attempt >= self.max_attempts:
-                    reason = f"max_attempts={self.max_attempts}"
-                elif elapsed + delay > self.budget_s:
-                    reason = f"budget_s={self.budget_s:g}"
-                if reason:
-                    if stats is not None:
-                        stats.exhausted += 1
-                    raise RetryExhaustedError(
-                        f"{what} failed after {attempt} attempt(s) in {elapsed:.2f} s "
-                        f"({reason} reached): {type(exc).__name__}: {exc}. Check that the "
-                        "Redis nodes are up (geoshard status) or raise the retry budget",
-                        attempts=attempt, elapsed_s=elapsed, last=exc) from exc
-                if stats is not None:
-                    stats.retries += 1
-                if on_retry is not None:
-                    on_retry(exc, attempt)
-                self.sleep(delay)
+    message = f"redis {node}: {op} failed: {type(exc).__name__}: {exc}"
+    if isinstance(exc, RETRYABLE_ERRORS) and not isinstance(exc, _NEVER_RETRY):
+        return BackendUnavailableError(message)
+    return BackendError(message)
 
 
 # --------------------------------------------------------------------------- configs
@@ -255,28 +123,34 @@ class RetryPolicy:
 class _RedisStoreConfig(BackendConfig):
     """Settings shared by both Redis stores."""
 
-    namespace: str = Field(default="", pattern=r"^[A-Za-z0-9_.\-]*$",
-                           description="optional key prefix (no braces)")
+    namespace: str = Field(
+        default="", pattern=r"^[A-Za-z0-9_.\-]*$", description="optional key prefix (no braces)"
+    )
     socket_timeout_s: float = Field(default=1.0, gt=0, description="per-command socket timeout")
     connect_timeout_s: float = Field(default=1.0, gt=0, description="TCP connect timeout")
     max_attempts: int = Field(default=10, ge=1, description="attempts per operation")
-    retry_budget_s: float = Field(default=10.0, gt=0,
-                                  description="total seconds per operation, backoff included")
+    retry_budget_s: float = Field(
+        default=10.0, gt=0, description="total seconds per operation, backoff included"
+    )
     backoff_base_s: float = Field(default=0.02, gt=0, description="first backoff delay")
     backoff_cap_s: float = Field(default=1.0, gt=0, description="largest backoff delay")
     batch_size: int = Field(default=1000, gt=0, description="keys per MGET in get_many")
-    durable_writes: bool = Field(default=False,
-                                 description="acknowledge a write only after WAIT confirms it")
+    durable_writes: bool = Field(
+        default=False, description="acknowledge a write only after WAIT confirms it"
+    )
     wait_replicas: int = Field(default=1, ge=0, description="replicas WAIT must hear from")
-    wait_timeout_ms: int = Field(default=100, gt=0,
-                                 description="WAIT timeout; 0 (block forever) is refused")
+    wait_timeout_ms: int = Field(
+        default=100, gt=0, description="WAIT timeout; 0 (block forever) is refused"
+    )
     max_value_bytes: int = Field(default=MAX_VALUE_BYTES, gt=0, description="largest value")
 
     def retry_policy(self) -> RetryPolicy:
-        """The :class:`RetryPolicy` these settings describe."""
-        return RetryPolicy(max_attempts=self.max_attempts, budget_s=self.retry_budget_s,
-                           backoff=ExponentialWithJitterBackoff(cap=self.backoff_cap_s,
-                                                                base=self.backoff_base_s))
+        """The :class:`~geoshard.storage.retry.RetryPolicy` these settings describe."""
+        return RetryPolicy(
+            max_attempts=self.max_attempts,
+            budget_s=self.retry_budget_s,
+            backoff=ExponentialBackoff(base_s=self.backoff_base_s, cap_s=self.backoff_cap_s),
+        )
 
 
 class RedisHotStoreConfig(_RedisStoreConfig):
@@ -287,8 +161,11 @@ class RedisHotStoreConfig(_RedisStoreConfig):
     """
 
     type: Literal["redis"] = "redis"
-    url: str = Field(default="redis://127.0.0.1:6379/0", pattern=r"^rediss?://",
-                     description="redis://host:port/db")
+    url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        pattern=r"^rediss?://",
+        description="redis://host:port/db",
+    )
 
 
 class RedisClusterHotStoreConfig(_RedisStoreConfig):
@@ -310,8 +187,9 @@ class RedisClusterHotStoreConfig(_RedisStoreConfig):
         for node in self.startup_nodes:
             host, _, port = node.rpartition(":")
             if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"startup node '{node}' must be 'host:port' such as "
-                                 "'127.0.0.1:7000'")
+                raise ValueError(
+                    f"startup node '{node}' must be 'host:port' such as '127.0.0.1:7000'"
+                )
         return self
 
 
@@ -327,12 +205,14 @@ def _ttl_from_pttl(pttl: int) -> float | None:
 
 
 def _chunks(seq: Sequence[T], n: int) -> list[Sequence[T]]:
-    return [seq[i:i + n] for i in range(0, len(seq), n)]
+    return [seq[i : i + n] for i in range(0, len(seq), n)]
 
 
 #: KEYS[1] is deleted only while it holds ARGV[1]; the script runs atomically on the server.
-_DEL_IF_EQUAL = ("if redis.call('GET', KEYS[1]) == ARGV[1] then "
-                 "return redis.call('DEL', KEYS[1]) else return 0 end")
+_DEL_IF_EQUAL = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+    "return redis.call('DEL', KEYS[1]) else return 0 end"
+)
 
 
 class _RedisStoreBase(HotStore):
@@ -340,9 +220,15 @@ class _RedisStoreBase(HotStore):
 
     config: _RedisStoreConfig
 
-    def __init__(self, config: _RedisStoreConfig, *, region: str,
-                 residency: ResidencyPolicy | None, shard_of: ShardOf = default_shard_of,
-                 retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        config: _RedisStoreConfig,
+        *,
+        region: str,
+        residency: ResidencyPolicy | None,
+        shard_of: ShardOf = default_shard_of,
+        retry: RetryPolicy | None = None,
+    ) -> None:
         super().__init__(region, residency)
         self.config = config
         self._shard_of = shard_of
@@ -350,7 +236,7 @@ class _RedisStoreBase(HotStore):
         self.retry_stats = RetryStats()
 
     def key_name(self, key: DataKey) -> str:
-        """The Redis key of ``key`` (see :func:`~geoshard.storage.memory.hot_key_name`)."""
+        """The Redis key of ``key`` (see :func:`~geoshard.storage.keylayout.hot_key_name`)."""
         return hot_key_name(key, self._shard_of, self.config.namespace)
 
     @property
@@ -358,18 +244,18 @@ class _RedisStoreBase(HotStore):
         """``host:port`` (or a comma-separated list) of the server(s)."""
         raise NotImplementedError
 
-    def _run(self, fn: Callable[[], T], op: str,
-             on_retry: Callable[[BaseException, int], None] | None = None) -> T:
-        """Run ``fn`` under the retry policy; map redis errors to BackendError."""
-        try:
-            return self.retry.call(fn, what=f"redis {self.address}: {op}", on_retry=on_retry,
-                                   stats=self.retry_stats)
-        except BackendError:
-            raise
-        except (rex.RedisError, rex.RedisClusterException) as exc:
-            node = _node_of(exc) or self.address
-            raise BackendError(f"redis {node}: {op} failed: {type(exc).__name__}: {exc}") \
-                from exc
+    def _run(self, fn: Callable[[], T], op: str) -> T:
+        """Run ``fn`` under the retry policy, translating redis errors in every attempt."""
+
+        def attempt() -> T:
+            try:
+                return fn()
+            except (rex.RedisError, rex.RedisClusterException) as exc:
+                raise translate_redis_error(exc, node=_node_of(exc) or self.address, op=op) from exc
+
+        return self.retry.call(
+            attempt, what=f"redis {self.address}: {op}", stats=self.retry_stats, hint=_RETRY_HINT
+        )
 
     def _durability_check(self, node: str, acked: int) -> None:
         need = self.config.wait_replicas
@@ -379,7 +265,10 @@ class _RedisStoreBase(HotStore):
                 f"replica(s) within {self.config.wait_timeout_ms} ms; the write is applied "
                 "on the primary but may be lost on failover (indeterminate). Check the "
                 "replicas' master_link_status, or retry the write",
-                node=node, acked=acked, required=need)
+                node=node,
+                acked=acked,
+                required=need,
+            )
 
 
 def _node_of(exc: BaseException) -> str | None:
@@ -423,26 +312,41 @@ class RedisHotStore(_RedisStoreBase):
     config_model: ClassVar[type[BackendConfig]] = RedisHotStoreConfig
     config: RedisHotStoreConfig
 
-    def __init__(self, config: RedisHotStoreConfig, *, region: str,
-                 residency: ResidencyPolicy | None, shard_of: ShardOf = default_shard_of,
-                 retry: RetryPolicy | None = None) -> None:
-        super().__init__(config, region=region, residency=residency, shard_of=shard_of,
-                         retry=retry)
+    def __init__(
+        self,
+        config: RedisHotStoreConfig,
+        *,
+        region: str,
+        residency: ResidencyPolicy | None,
+        shard_of: ShardOf = default_shard_of,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(config, region=region, residency=residency, shard_of=shard_of, retry=retry)
         try:
             self._client = redis.Redis.from_url(
-                config.url, socket_timeout=config.socket_timeout_s,
+                config.url,
+                socket_timeout=config.socket_timeout_s,
                 socket_connect_timeout=config.connect_timeout_s,
-                retry=Retry(NoBackoff(), 0))
+                retry=Retry(NoBackoff(), 0),
+            )
         except ValueError as exc:
             raise BackendError(f"redis url '{config.url}' is invalid: {exc}") from None
         kw = self._client.connection_pool.connection_kwargs
         self._address = f"{kw.get('host', '?')}:{kw.get('port', '?')}"
 
     @classmethod
-    def from_config(cls, config: RedisHotStoreConfig, *, region: str,
-                    residency: ResidencyPolicy | None) -> RedisHotStore:
-        """Build a store from its config (the registry's entry point)."""
-        return cls(config, region=region, residency=residency)
+    def from_config(
+        cls,
+        config: RedisHotStoreConfig,
+        *,
+        region: str,
+        residency: ResidencyPolicy | None,
+        shard_of: ShardOf = default_shard_of,
+        retry: RetryPolicy | None = None,
+    ) -> Self:
+        """Build a store from its config (the registry's entry point); ``shard_of`` and
+        ``retry`` as for the constructor."""
+        return cls(config, region=region, residency=residency, shard_of=shard_of, retry=retry)
 
     @property
     def address(self) -> str:
@@ -493,8 +397,9 @@ class RedisHotStore(_RedisStoreBase):
             DurabilityError: durable mode and fewer replicas acked than required.
             BackendError: the server failed or was unreachable past the retry policy.
         """
-        prepared, ttl = prepare_writes(self, items, ttl_s,
-                                       max_value_bytes=self.config.max_value_bytes)
+        prepared, ttl = prepare_writes(
+            self, items, ttl_s, max_value_bytes=self.config.max_value_bytes
+        )
         if not prepared:
             return
         writes = [(self.key_name(k), v) for k, v in prepared]
@@ -506,8 +411,7 @@ class RedisHotStore(_RedisStoreBase):
             for name, data in writes:
                 pipe.execute_command("SET", name, data, *px)
             if durable:
-                pipe.execute_command("WAIT", self.config.wait_replicas,
-                                     self.config.wait_timeout_ms)
+                pipe.execute_command("WAIT", self.config.wait_replicas, self.config.wait_timeout_ms)
             replies = pipe.execute()
             return int(replies[-1]) if durable else None
 
@@ -523,8 +427,12 @@ class RedisHotStore(_RedisStoreBase):
     def delete_if_equal(self, key: DataKey, value: bytes) -> bool:
         """Delete while the key holds ``value``: one Lua script, atomic on the server."""
         name = self.key_name(key)
-        return bool(self._run(lambda: self._client.eval(_DEL_IF_EQUAL, 1, name, bytes(value)),
-                              f"compare-and-delete {name}"))
+        return bool(
+            self._run(
+                lambda: self._client.eval(_DEL_IF_EQUAL, 1, name, bytes(value)),
+                f"compare-and-delete {name}",
+            )
+        )
 
     def ttl(self, key: DataKey) -> float | None:
         """Remaining TTL in seconds (PTTL); None when the key has none or is absent."""
@@ -548,11 +456,11 @@ class _Cmd:
     asking: bool = False
 
 
-class ResendNeeded(rex.ConnectionError):
+class ResendNeeded(BackendUnavailableError):
     """Some commands of a cluster batch must be re-sent (moved, asked, node down).
 
-    Raised inside the retry loop, so it is retried; the underlying errors are counted
-    in :attr:`RetryStats.errors` by their own class names.
+    Raised inside the retry loop and retryable, so the policy re-runs the batch; the
+    underlying errors are counted in :attr:`RetryStats.errors` by their own class names.
     """
 
 
@@ -586,32 +494,48 @@ class RedisClusterHotStore(_RedisStoreBase):
     config_model: ClassVar[type[BackendConfig]] = RedisClusterHotStoreConfig
     config: RedisClusterHotStoreConfig
 
-    def __init__(self, config: RedisClusterHotStoreConfig, *, region: str,
-                 residency: ResidencyPolicy | None, shard_of: ShardOf = default_shard_of,
-                 retry: RetryPolicy | None = None) -> None:
-        super().__init__(config, region=region, residency=residency, shard_of=shard_of,
-                         retry=retry)
+    def __init__(
+        self,
+        config: RedisClusterHotStoreConfig,
+        *,
+        region: str,
+        residency: ResidencyPolicy | None,
+        shard_of: ShardOf = default_shard_of,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(config, region=region, residency=residency, shard_of=shard_of, retry=retry)
         self._address = ",".join(config.startup_nodes)
-        self._lb = LoadBalancingStrategy.ROUND_ROBIN_REPLICAS if config.read_from_replicas \
-            else None
-        nodes = [ClusterNode(n.rpartition(":")[0], int(n.rpartition(":")[2]))
-                 for n in config.startup_nodes]
+        self._lb = LoadBalancingStrategy.ROUND_ROBIN_REPLICAS if config.read_from_replicas else None
+        nodes = [
+            ClusterNode(n.rpartition(":")[0], int(n.rpartition(":")[2]))
+            for n in config.startup_nodes
+        ]
 
         def connect() -> RedisCluster:
             return RedisCluster(
-                startup_nodes=nodes, retry=Retry(NoBackoff(), 0),
+                startup_nodes=nodes,
+                retry=Retry(NoBackoff(), 0),
                 require_full_coverage=config.require_full_coverage,
                 load_balancing_strategy=self._lb,
                 socket_timeout=config.socket_timeout_s,
-                socket_connect_timeout=config.connect_timeout_s)
+                socket_connect_timeout=config.connect_timeout_s,
+            )
 
         self._client: RedisCluster = self._run(connect, "connect")
 
     @classmethod
-    def from_config(cls, config: RedisClusterHotStoreConfig, *, region: str,
-                    residency: ResidencyPolicy | None) -> RedisClusterHotStore:
-        """Build a store from its config (the registry's entry point)."""
-        return cls(config, region=region, residency=residency)
+    def from_config(
+        cls,
+        config: RedisClusterHotStoreConfig,
+        *,
+        region: str,
+        residency: ResidencyPolicy | None,
+        shard_of: ShardOf = default_shard_of,
+        retry: RetryPolicy | None = None,
+    ) -> Self:
+        """Build a store from its config (the registry's entry point); ``shard_of`` and
+        ``retry`` as for the constructor."""
+        return cls(config, region=region, residency=residency, shard_of=shard_of, retry=retry)
 
     @property
     def address(self) -> str:
@@ -631,10 +555,9 @@ class RedisClusterHotStore(_RedisStoreBase):
 
     def _refresh(self) -> None:
         self.retry_stats.topology_refreshes += 1
-        try:
+        # On failure the next attempt fails and backs off again; the policy bounds it.
+        with contextlib.suppress(rex.RedisError, rex.RedisClusterException):
             self._client.nodes_manager.initialize()
-        except (rex.RedisError, rex.RedisClusterException):
-            pass  # the next attempt fails and backs off again; the policy bounds it
 
     def _node(self, name: str) -> ClusterNode:
         nm = self._client.nodes_manager
@@ -646,9 +569,14 @@ class RedisClusterHotStore(_RedisStoreBase):
             nm.nodes_cache[name] = node
         return node
 
-    def _run_batch(self, names: Sequence[str],
-                   build: Callable[[list[int], dict[int, str], set[int]], dict[str, list[_Cmd]]],
-                   *, write: bool, op: str) -> list[Any]:
+    def _run_batch(
+        self,
+        names: Sequence[str],
+        build: Callable[[list[int], dict[int, str], set[int]], dict[str, list[_Cmd]]],
+        *,
+        write: bool,
+        op: str,
+    ) -> list[Any]:
         """Send commands grouped per node; re-send only failed ones under the policy.
 
         ``build(pending, asking, split)`` returns ``node name -> commands`` for the pending
@@ -676,8 +604,9 @@ class RedisClusterHotStore(_RedisStoreBase):
                             pipe.execute_command("ASKING")
                         pipe.execute_command(*cmd.args)
                     if durable:
-                        pipe.execute_command("WAIT", self.config.wait_replicas,
-                                             self.config.wait_timeout_ms)
+                        pipe.execute_command(
+                            "WAIT", self.config.wait_replicas, self.config.wait_timeout_ms
+                        )
                     replies = pipe.execute(raise_on_error=False)
                 except (rex.ConnectionError, rex.TimeoutError) as exc:
                     if isinstance(exc, _NEVER_RETRY):
@@ -702,11 +631,11 @@ class RedisClusterHotStore(_RedisStoreBase):
                         # each then gets its value or an ASK.
                         split.update(cmd.idxs)
                     elif isinstance(reply, RETRYABLE_ERRORS):
-                        refresh = refresh or isinstance(reply, (rex.ReadOnlyError,
-                                                                rex.ClusterDownError))
+                        refresh = refresh or isinstance(
+                            reply, (rex.ReadOnlyError, rex.ClusterDownError)
+                        )
                     elif isinstance(reply, Exception):
-                        raise BackendError(f"redis {node_name}: {op} failed: "
-                                           f"{type(reply).__name__}: {reply}") from reply
+                        raise translate_redis_error(reply, node=node_name, op=op) from reply
                     else:
                         for i in cmd.idxs:
                             asking.pop(i, None)
@@ -731,8 +660,10 @@ class RedisClusterHotStore(_RedisStoreBase):
                 if refresh:
                     self._refresh()
                 where, err = first or ("?", None)
-                raise ResendNeeded(f"{len(pending)} of {len(names)} commands to re-send; first "
-                                   f"error at {where}: {type(err).__name__}: {err}")
+                raise ResendNeeded(
+                    f"{len(pending)} of {len(names)} commands to re-send; first "
+                    f"error at {where}: {type(err).__name__}: {err}"
+                )
 
         self._run(attempt, op)
         if short:
@@ -744,7 +675,8 @@ class RedisClusterHotStore(_RedisStoreBase):
         slot = key_slot(name.encode())
         try:
             node = self._client.nodes_manager.get_node_from_slot(
-                slot, load_balancing_strategy=self._lb if read else None)
+                slot, load_balancing_strategy=self._lb if read else None
+            )
         except rex.SlotNotCoveredError:
             self._refresh()
             raise
@@ -763,14 +695,14 @@ class RedisClusterHotStore(_RedisStoreBase):
             return []
         batch = self.config.batch_size
 
-        def build(pending: list[int], asking: dict[int, str],
-                  split: set[int]) -> dict[str, list[_Cmd]]:
+        def build(
+            pending: list[int], asking: dict[int, str], split: set[int]
+        ) -> dict[str, list[_Cmd]]:
             by_node: dict[str, dict[int, list[int]]] = {}
             out: dict[str, list[_Cmd]] = {}
             for i in pending:
                 if i in asking:
-                    out.setdefault(asking[i], []).append(
-                        _Cmd([i], ("GET", names[i]), asking=True))
+                    out.setdefault(asking[i], []).append(_Cmd([i], ("GET", names[i]), asking=True))
                     continue
                 node = self._slot_node(names[i], read=True)
                 if i in split:
@@ -786,10 +718,18 @@ class RedisClusterHotStore(_RedisStoreBase):
 
         return self._run_batch(names, build, write=False, op=f"MGET of {len(names)} keys")
 
-    def _per_key(self, names: Sequence[str], args_of: Callable[[int], tuple[Any, ...]],
-                 *, write: bool, read: bool, op: str) -> list[Any]:
-        def build(pending: list[int], asking: dict[int, str],
-                  split: set[int]) -> dict[str, list[_Cmd]]:
+    def _per_key(
+        self,
+        names: Sequence[str],
+        args_of: Callable[[int], tuple[Any, ...]],
+        *,
+        write: bool,
+        read: bool,
+        op: str,
+    ) -> list[Any]:
+        def build(
+            pending: list[int], asking: dict[int, str], split: set[int]
+        ) -> dict[str, list[_Cmd]]:
             out: dict[str, list[_Cmd]] = {}
             for i in pending:
                 node = asking.get(i) or self._slot_node(names[i], read=read)
@@ -812,38 +752,50 @@ class RedisClusterHotStore(_RedisStoreBase):
                 required (the lowest count is reported).
             BackendError: the cluster failed past the retry policy.
         """
-        prepared, ttl = prepare_writes(self, items, ttl_s,
-                                       max_value_bytes=self.config.max_value_bytes)
+        prepared, ttl = prepare_writes(
+            self, items, ttl_s, max_value_bytes=self.config.max_value_bytes
+        )
         if not prepared:
             return
         names = [self.key_name(k) for k, _ in prepared]
         px = _px(ttl)
-        self._per_key(names, lambda i: ("SET", names[i], prepared[i][1], *px), write=True,
-                      read=False, op=f"SET of {len(names)} keys")
+        self._per_key(
+            names,
+            lambda i: ("SET", names[i], prepared[i][1], *px),
+            write=True,
+            read=False,
+            op=f"SET of {len(names)} keys",
+        )
 
     def delete(self, key: DataKey) -> bool:
         """Delete; True when the key existed (WAITs in durable mode, like a write)."""
         name = self.key_name(key)
-        (n,) = self._per_key([name], lambda i: ("DEL", name), write=True, read=False,
-                             op=f"DEL {name}")
+        (n,) = self._per_key(
+            [name], lambda i: ("DEL", name), write=True, read=False, op=f"DEL {name}"
+        )
         return bool(n)
 
     def delete_if_equal(self, key: DataKey, value: bytes) -> bool:
         """Delete while the key holds ``value``: one Lua script on the key's primary."""
         name = self.key_name(key)
         data = bytes(value)
-        (n,) = self._per_key([name], lambda i: ("EVAL", _DEL_IF_EQUAL, 1, name, data), write=True,
-                             read=False, op=f"compare-and-delete {name}")
+        (n,) = self._per_key(
+            [name],
+            lambda i: ("EVAL", _DEL_IF_EQUAL, 1, name, data),
+            write=True,
+            read=False,
+            op=f"compare-and-delete {name}",
+        )
         return bool(n)
 
     def ttl(self, key: DataKey) -> float | None:
         """Remaining TTL in seconds (PTTL on the primary); None when none or absent."""
         name = self.key_name(key)
-        (pttl,) = self._per_key([name], lambda i: ("PTTL", name), write=False, read=False,
-                                op=f"PTTL {name}")
+        (pttl,) = self._per_key(
+            [name], lambda i: ("PTTL", name), write=False, read=False, op=f"PTTL {name}"
+        )
         return _ttl_from_pttl(int(pttl))
 
     def close(self) -> None:
         """Close every node connection. Safe to call twice."""
         self._client.close()
-

@@ -25,17 +25,15 @@ import json
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from geoshard.errors import BackendError, InputError
-from geoshard.keys import DataKey, UserKey
-from geoshard.storage.base import ColdStore, HotStore, VectorStore
-
-if TYPE_CHECKING:
-    from geoshard.storage.catalog import SqlCatalog
+from geoshard.keys import DataKey
+from geoshard.storage.base import Catalog, ColdStore, HotStore, VectorStore
+from geoshard.storage.keylayout import parse_key_text
 
 __all__ = [
     "DemotionResult",
@@ -105,8 +103,15 @@ class TierManager:
         policy: the tiering policy.
     """
 
-    def __init__(self, hot: HotStore, cold: ColdStore, *, warm: VectorStore | None = None,
-                 catalog: SqlCatalog | None = None, policy: TieringPolicy | None = None) -> None:
+    def __init__(
+        self,
+        hot: HotStore,
+        cold: ColdStore,
+        *,
+        warm: VectorStore | None = None,
+        catalog: Catalog | None = None,
+        policy: TieringPolicy | None = None,
+    ) -> None:
         self.hot = hot
         self.cold = cold
         self.warm = warm
@@ -114,9 +119,13 @@ class TierManager:
         self.policy = policy or TieringPolicy()
 
     # -- demotion -----------------------------------------------------------------
-    def demote(self, keys: Sequence[DataKey], *, now_s: float,
-               on_cold_written: Callable[[Sequence[DataKey]], None] | None = None
-               ) -> DemotionResult:
+    def demote(
+        self,
+        keys: Sequence[DataKey],
+        *,
+        now_s: float,
+        on_cold_written: Callable[[Sequence[DataKey]], None] | None = None,
+    ) -> DemotionResult:
         """Move ``keys`` from hot to cold: write cold, verify it, then delete hot.
 
         Args:
@@ -134,18 +143,20 @@ class TierManager:
         date = _date_of(now_s)
         size = self.policy.batch_size
         for start in range(0, len(keys), size):
-            batch = list(keys[start:start + size])
+            batch = list(keys[start : start + size])
             values = self.hot.get_many(batch)
             present = [(k, v) for k, v in zip(batch, values, strict=True) if v is not None]
             absent += len(batch) - len(present)
             if not present:
                 continue
             self.cold.append(present, date=date)
-            back = _read_many(self.cold, [k for k, _ in present])
+            back = self.cold.read_many([k for k, _ in present])
             for (k, v), got in zip(present, back, strict=True):
                 if got != v:
-                    raise BackendError(f"cold copy of '{k}' did not read back equal; the hot copy "
-                                       "is kept, check the cold store and retry")
+                    raise BackendError(
+                        f"cold copy of '{k}' did not read back equal; the hot copy "
+                        "is kept, check the cold store and retry"
+                    )
             if on_cold_written is not None:
                 on_cold_written([k for k, _ in present])
             for k, v in present:
@@ -167,11 +178,16 @@ class TierManager:
             InputError: without a catalog.
         """
         if self.catalog is None:
-            raise InputError("sweep needs a catalog to know when keys were last used; pass "
-                             "catalog= to TierManager")
-        idle = [m for m in self.catalog.members("hot")
-                if self.policy.should_demote(m.last_access_s, now_s)]
-        keys = [_parse_key(m.key, m.data_class) for m in idle]
+            raise InputError(
+                "sweep needs a catalog to know when keys were last used; pass "
+                "catalog= to TierManager"
+            )
+        idle = [
+            m
+            for m in self.catalog.members("hot")
+            if self.policy.should_demote(m.last_access_s, now_s)
+        ]
+        keys = [parse_key_text(m.key) for m in idle]
         return self.demote(keys, now_s=now_s)
 
     # -- read-through promotion ---------------------------------------------------
@@ -198,9 +214,13 @@ class TierManager:
         return value
 
     # -- warm backfill ------------------------------------------------------------
-    def backfill_warm(self, data_class: str, *,
-                      decode: Callable[[bytes], tuple[np.ndarray, Mapping[str, Any]]] | None = None,
-                      batch_size: int = 1000) -> int:
+    def backfill_warm(
+        self,
+        data_class: str,
+        *,
+        decode: Callable[[bytes], tuple[np.ndarray, Mapping[str, Any]]] | None = None,
+        batch_size: int = 1000,
+    ) -> int:
         """Load the newest cold embeddings of ``data_class`` into the warm tier.
 
         Args:
@@ -218,17 +238,20 @@ class TierManager:
         if self.warm is None:
             raise InputError("backfill_warm needs a warm tier; pass warm= to TierManager")
         if data_class not in ("item_embeddings", "user_embeddings"):
-            raise InputError(f"data class '{data_class}' has no embeddings; use item_embeddings "
-                             "or user_embeddings")
+            raise InputError(
+                f"data class '{data_class}' has no embeddings; use item_embeddings "
+                "or user_embeddings"
+            )
         decode = decode or decode_embedding
-        rows = _scan_latest(self.cold, data_class)
+        rows = self.cold.scan(data_class, latest_only=True)
         written = 0
         for start in range(0, len(rows), batch_size):
-            chunk = rows[start:start + batch_size]
-            keys = [_parse_key(f"{data_class}:{owner}", data_class) for owner, _ in chunk]
+            chunk = rows[start : start + batch_size]
+            keys = [parse_key_text(f"{data_class}:{owner}") for owner, _ in chunk]
             decoded = [decode(v) for _, v in chunk]
-            written += self.warm.upsert(keys, np.stack([d[0] for d in decoded]),
-                                        [dict(d[1]) for d in decoded])
+            written += self.warm.upsert(
+                keys, np.stack([d[0] for d in decoded]), [dict(d[1]) for d in decoded]
+            )
         return written
 
 
@@ -253,33 +276,10 @@ def decode_embedding(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
     """
     try:
         (n,) = struct.unpack_from("<I", data, 0)
-        attrs = json.loads(data[4:4 + n])
-        vec = np.frombuffer(data[4 + n:], dtype="<f4").astype(np.float32)
+        attrs = json.loads(data[4 : 4 + n])
+        vec = np.frombuffer(data[4 + n :], dtype="<f4").astype(np.float32)
     except (struct.error, ValueError) as exc:
-        raise InputError(f"cold value is not an encoded embedding ({exc}); write it with "
-                         "encode_embedding()") from None
+        raise InputError(
+            f"cold value is not an encoded embedding ({exc}); write it with encode_embedding()"
+        ) from None
     return vec, attrs
-
-
-def _parse_key(text: str, data_class: str) -> DataKey:
-    owner = text[len(data_class) + 1:]
-    if data_class in ("user_features", "user_embeddings", "interactions", "sessions"):
-        return DataKey(data_class, UserKey.parse(owner))
-    return DataKey(data_class, owner)
-
-
-def _read_many(cold: ColdStore, keys: Sequence[DataKey]) -> list[bytes | None]:
-    many = getattr(cold, "read_many", None)
-    if callable(many):
-        return list(many(keys))
-    return [cold.read(k) for k in keys]
-
-
-def _scan_latest(cold: ColdStore, data_class: str) -> list[tuple[str, bytes]]:
-    try:
-        return list(cold.scan(data_class, latest_only=True))  # type: ignore[call-arg]
-    except TypeError:
-        newest: dict[str, bytes] = {}
-        for owner, value in cold.scan(data_class):
-            newest[owner] = value
-        return sorted(newest.items())

@@ -15,6 +15,7 @@ Examples:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -49,7 +50,9 @@ def find_pg_bin() -> Path | None:
     candidates: list[Path] = [Path(env)] if env else []
     lib = Path("/usr/lib/postgresql")
     if lib.is_dir():
-        versions = sorted((p for p in lib.iterdir() if p.name.isdigit()), key=lambda p: -int(p.name))
+        versions = sorted(
+            (p for p in lib.iterdir() if p.name.isdigit()), key=lambda p: -int(p.name)
+        )
         candidates += [v / "bin" for v in versions]
     which = shutil.which("initdb")
     if which:
@@ -74,12 +77,20 @@ class PostgresServer:
         url: ``postgresql+psycopg2://<user>@127.0.0.1:<port>/postgres`` once started.
     """
 
-    def __init__(self, bin_dir: Path | None = None, *, port: int | None = None,
-                 ready_timeout_s: float = 30.0, run_as: str | None = None) -> None:
+    def __init__(
+        self,
+        bin_dir: Path | None = None,
+        *,
+        port: int | None = None,
+        ready_timeout_s: float = 30.0,
+        run_as: str | None = None,
+    ) -> None:
         found = bin_dir or find_pg_bin()
         if found is None:
-            raise BackendError("PostgreSQL binaries (initdb, pg_ctl, postgres) not found; install "
-                               "postgresql or set GEOSHARD_PG_BIN to their directory")
+            raise BackendError(
+                "PostgreSQL binaries (initdb, pg_ctl, postgres) not found; install "
+                "postgresql or set GEOSHARD_PG_BIN to their directory"
+            )
         self.bin_dir = found
         self.port = port or free_port()
         self.ready_timeout_s = ready_timeout_s
@@ -92,14 +103,16 @@ class PostgresServer:
     def _pick_user(run_as: str | None) -> str | None:
         if os.geteuid() != 0:
             return None
-        for name in ([run_as] if run_as else ["postgres", "nobody"]):
+        for name in [run_as] if run_as else ["postgres", "nobody"]:
             try:
                 pwd.getpwnam(name)
                 return name
             except KeyError:
                 continue
-        raise BackendError("running as root, and neither 'postgres' nor 'nobody' exists for "
-                           "initdb to run as; create an unprivileged user or pass run_as=")
+        raise BackendError(
+            "running as root, and neither 'postgres' nor 'nobody' exists for "
+            "initdb to run as; create an unprivileged user or pass run_as="
+        )
 
     @property
     def data_dir(self) -> Path:
@@ -111,8 +124,9 @@ class PostgresServer:
         cmd = [str(self.bin_dir / args[0]), *args[1:]]
         if self.user is not None:
             cmd = ["runuser", "-u", self.user, "--", *cmd]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
-                              cwd=str(self.tmp), check=False)
+        return subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout_s, cwd=str(self.tmp), check=False
+        )
 
     def start(self) -> Self:
         """initdb, start and wait until the server accepts connections.
@@ -127,19 +141,47 @@ class PostgresServer:
                 pw = pwd.getpwnam(self.user)
                 os.chown(self.tmp, pw.pw_uid, pw.pw_gid)
             os.chmod(self.tmp, 0o700)
-            r = self._run(["initdb", "-D", str(self.data_dir), "-A", "trust", "-U", "geoshard",
-                           "--no-sync", "-E", "UTF8"], timeout_s=120)
+            r = self._run(
+                [
+                    "initdb",
+                    "-D",
+                    str(self.data_dir),
+                    "-A",
+                    "trust",
+                    "-U",
+                    "geoshard",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                ],
+                timeout_s=120,
+            )
             if r.returncode != 0:
                 raise BackendError(f"initdb failed ({r.returncode}): {r.stderr.strip()[-800:]}")
-            opts = (f"-p {self.port} -k {self.tmp} -c listen_addresses=127.0.0.1 "
-                    "-c fsync=off -c shared_buffers=16MB -c max_connections=40")
+            opts = (
+                f"-p {self.port} -k {self.tmp} -c listen_addresses=127.0.0.1 "
+                "-c fsync=off -c shared_buffers=16MB -c max_connections=40"
+            )
             # set before pg_ctl runs: if it times out, the postmaster it spawned may still
             # be alive, and stop() must then stop it (stopping a server that never came up
             # is harmless)
             self._started = True
-            r = self._run(["pg_ctl", "start", "-D", str(self.data_dir), "-l",
-                           str(self.tmp / "log"), "-o", opts, "-w", "-t",
-                           str(int(self.ready_timeout_s))], timeout_s=self.ready_timeout_s + 10)
+            r = self._run(
+                [
+                    "pg_ctl",
+                    "start",
+                    "-D",
+                    str(self.data_dir),
+                    "-l",
+                    str(self.tmp / "log"),
+                    "-o",
+                    opts,
+                    "-w",
+                    "-t",
+                    str(int(self.ready_timeout_s)),
+                ],
+                timeout_s=self.ready_timeout_s + 10,
+            )
             if r.returncode != 0:
                 raise BackendError(f"pg_ctl start failed ({r.returncode}): {self._log_tail()}")
             self.url = f"postgresql+psycopg2://geoshard@127.0.0.1:{self.port}/postgres"
@@ -162,25 +204,32 @@ class PostgresServer:
         last: Exception | None = None
         while time.monotonic() < deadline:
             try:
-                psycopg2.connect(host="127.0.0.1", port=self.port, user="geoshard",
-                                 dbname="postgres", connect_timeout=2).close()
+                psycopg2.connect(
+                    host="127.0.0.1",
+                    port=self.port,
+                    user="geoshard",
+                    dbname="postgres",
+                    connect_timeout=2,
+                ).close()
                 return
             except psycopg2.OperationalError as exc:
                 last = exc
                 time.sleep(0.1)
-        raise BackendError(f"PostgreSQL on port {self.port} not ready after "
-                           f"{self.ready_timeout_s:g}s ({last}); log: {self._log_tail()}")
+        raise BackendError(
+            f"PostgreSQL on port {self.port} not ready after "
+            f"{self.ready_timeout_s:g}s ({last}); log: {self._log_tail()}"
+        )
 
     def stop(self) -> None:
         """Stop the server (immediate mode) and remove its directory. Safe to call twice."""
         if self.tmp is None:
             return
         if self._started:
-            try:
-                self._run(["pg_ctl", "stop", "-D", str(self.data_dir), "-m", "immediate", "-w"],
-                          timeout_s=30)
-            except subprocess.TimeoutExpired:
-                pass
+            with contextlib.suppress(subprocess.TimeoutExpired):  # the kill below settles it
+                self._run(
+                    ["pg_ctl", "stop", "-D", str(self.data_dir), "-m", "immediate", "-w"],
+                    timeout_s=30,
+                )
             self._kill_postmaster()
             self._started = False
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -192,10 +241,8 @@ class PostgresServer:
             pid = int(pidfile.read_text().split("\n", 1)[0])
         except (OSError, ValueError):
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):  # already gone
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     def __enter__(self) -> Self:
         return self.start()

@@ -71,8 +71,13 @@ def _port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def find_free_port(host: str = "127.0.0.1", *, cluster_bus: bool = False,
-                   exclude: Sequence[int] = (), attempts: int = 200) -> int:
+def find_free_port(
+    host: str = "127.0.0.1",
+    *,
+    cluster_bus: bool = False,
+    exclude: Sequence[int] = (),
+    attempts: int = 200,
+) -> int:
     """A port that is free on ``host`` now (the OS picks it by binding to port 0).
 
     Another process can still take it before the server binds; :class:`RedisServer`
@@ -99,9 +104,11 @@ def find_free_port(host: str = "127.0.0.1", *, cluster_bus: bool = False,
             if bus >= 65536 or bus in excluded or not _port_is_free(host, bus):
                 continue
         return port
-    raise BackendError(f"no free port on {host} after {attempts} tries"
-                       f"{' (with a free cluster-bus port)' if cluster_bus else ''}; "
-                       "free some ports or narrow the ephemeral range")
+    raise BackendError(
+        f"no free port on {host} after {attempts} tries"
+        f"{' (with a free cluster-bus port)' if cluster_bus else ''}; "
+        "free some ports or narrow the ephemeral range"
+    )
 
 
 def _redis_client(host: str, port: int, timeout_s: float) -> redis.Redis:
@@ -113,12 +120,18 @@ def _redis_client(host: str, port: int, timeout_s: float) -> redis.Redis:
     from redis.retry import Retry
 
     # No client-side retries: the callers' wait loops are the only (bounded) retry.
-    return redis.Redis(host=host, port=port, socket_timeout=timeout_s,
-                       socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
+    return redis.Redis(
+        host=host,
+        port=port,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+    )
 
 
-def _wait_until(check: Callable[[], bool], *, timeout_s: float, interval_s: float,
-                what: str) -> None:
+def _wait_until(
+    check: Callable[[], bool], *, timeout_s: float, interval_s: float, what: str
+) -> None:
     """Poll ``check`` until it returns True; bounded by count and by time."""
     deadline = time.monotonic() + timeout_s
     max_polls = max(1, int(timeout_s / interval_s) + 1)
@@ -158,9 +171,16 @@ class RedisServer:
         True
     """
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int | None = None,
-                 workdir: str | Path | None = None, extra_args: Sequence[str] = (),
-                 cluster_bus: bool = False, startup_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        workdir: str | Path | None = None,
+        extra_args: Sequence[str] = (),
+        cluster_bus: bool = False,
+        startup_timeout_s: float = 10.0,
+    ) -> None:
         if startup_timeout_s <= 0:
             raise ConfigError(f"startup_timeout_s(={startup_timeout_s}) must be > 0.")
         self.binary = redis_binary("redis-server")
@@ -214,10 +234,26 @@ class RedisServer:
 
     def _argv(self) -> list[str]:
         assert self.workdir is not None
-        return [self.binary, "--port", str(self.port), "--bind", self.host,
-                "--dir", str(self.workdir), "--logfile", "redis.log",
-                "--save", "", "--appendonly", "no", "--daemonize", "no",
-                "--protected-mode", "no", *self.extra_args]
+        return [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            self.host,
+            "--dir",
+            str(self.workdir),
+            "--logfile",
+            "redis.log",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "no",
+            *self.extra_args,
+        ]
 
     def start(self) -> RedisServer:
         """Start the process and wait until it answers PING.
@@ -239,9 +275,13 @@ class RedisServer:
         for _ in range(tries):
             if not self._fixed_port:
                 self.port = find_free_port(self.host, cluster_bus=self.cluster_bus)
-            self._proc = subprocess.Popen(self._argv(), cwd=self.workdir,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                          start_new_session=True)
+            self._proc = subprocess.Popen(
+                self._argv(),
+                cwd=self.workdir,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             try:
                 self._wait_ping()
                 return self
@@ -263,7 +303,8 @@ class RedisServer:
                     in_use = " (port in use)" if "Address already in use" in tail else ""
                     raise BackendError(
                         f"redis-server on {self.address} exited at startup{in_use} "
-                        f"(see {self.log_path}):\n{tail}")
+                        f"(see {self.log_path}):\n{tail}"
+                    )
                 try:
                     if client.ping():
                         return
@@ -276,8 +317,10 @@ class RedisServer:
             client.close()
         if self._proc is not None and self._proc.poll() is not None:
             return self._wait_ping()  # it exited meanwhile: report that, with the log
-        raise BackendError(f"redis-server on {self.address} did not answer PING within "
-                           f"{self.startup_timeout_s:.1f} s (see {self.log_path})")
+        raise BackendError(
+            f"redis-server on {self.address} did not answer PING within "
+            f"{self.startup_timeout_s:.1f} s (see {self.log_path})"
+        )
 
     def _terminate(self, sig: int = signal.SIGTERM, wait_s: float = 5.0) -> None:
         proc = self._proc
@@ -378,12 +421,21 @@ class RedisClusterProcs:
         (6, '127.0.0.1:40001')
     """
 
-    def __init__(self, *, primaries: int = 3, replicas_per_primary: int = 1,
-                 host: str = "127.0.0.1", node_timeout_ms: int = 2000,
-                 extra_args: Sequence[str] = (), startup_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        *,
+        primaries: int = 3,
+        replicas_per_primary: int = 1,
+        host: str = "127.0.0.1",
+        node_timeout_ms: int = 2000,
+        extra_args: Sequence[str] = (),
+        startup_timeout_s: float = 60.0,
+    ) -> None:
         if primaries < 3:
-            raise ConfigError(f"primaries(={primaries}) must be >= 3; Redis Cluster needs "
-                              "a majority of at least 3 primaries")
+            raise ConfigError(
+                f"primaries(={primaries}) must be >= 3; Redis Cluster needs "
+                "a majority of at least 3 primaries"
+            )
         if replicas_per_primary < 0:
             raise ConfigError(f"replicas_per_primary(={replicas_per_primary}) must be >= 0.")
         if node_timeout_ms <= 0:
@@ -424,13 +476,25 @@ class RedisClusterProcs:
                 port = find_free_port(self.host, cluster_bus=True, exclude=used)
                 used += [port, port + CLUSTER_BUS_OFFSET]
                 node = RedisServer(
-                    host=self.host, port=port, workdir=self.root / f"node-{i}",
-                    cluster_bus=True, startup_timeout_s=max(1.0, deadline - time.monotonic()),
-                    extra_args=["--cluster-enabled", "yes",
-                                "--cluster-config-file", "nodes.conf",
-                                "--cluster-node-timeout", str(self.node_timeout_ms),
-                                "--repl-diskless-sync-delay", "0",
-                                "--appendonly", "no", *self.extra_args])
+                    host=self.host,
+                    port=port,
+                    workdir=self.root / f"node-{i}",
+                    cluster_bus=True,
+                    startup_timeout_s=max(1.0, deadline - time.monotonic()),
+                    extra_args=[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        str(self.node_timeout_ms),
+                        "--repl-diskless-sync-delay",
+                        "0",
+                        "--appendonly",
+                        "no",
+                        *self.extra_args,
+                    ],
+                )
                 self.nodes.append(node)
                 node.start()
             self._create(max(1.0, deadline - time.monotonic()))
@@ -441,17 +505,28 @@ class RedisClusterProcs:
         return self
 
     def _create(self, timeout_s: float) -> None:
-        argv = [self.cli, "--cluster", "create", *self.startup_nodes,
-                "--cluster-replicas", str(self.replicas_per_primary), "--cluster-yes"]
+        argv = [
+            self.cli,
+            "--cluster",
+            "create",
+            *self.startup_nodes,
+            "--cluster-replicas",
+            str(self.replicas_per_primary),
+            "--cluster-yes",
+        ]
         try:
-            out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s,
-                                 check=False)
+            out = subprocess.run(
+                argv, capture_output=True, text=True, timeout=timeout_s, check=False
+            )
         except subprocess.TimeoutExpired:
-            raise BackendError(f"redis-cli --cluster create did not finish within "
-                               f"{timeout_s:.1f} s") from None
+            raise BackendError(
+                f"redis-cli --cluster create did not finish within {timeout_s:.1f} s"
+            ) from None
         if out.returncode != 0 or "[OK] All 16384 slots covered" not in out.stdout:
-            raise BackendError(f"redis-cli --cluster create failed (exit {out.returncode}):\n"
-                               f"{out.stdout[-2000:]}{out.stderr[-2000:]}")
+            raise BackendError(
+                f"redis-cli --cluster create failed (exit {out.returncode}):\n"
+                f"{out.stdout[-2000:]}{out.stderr[-2000:]}"
+            )
 
     def _node_info(self, node: RedisServer, section: str) -> dict[str, Any]:
         client = node.client(timeout_s=1.0)
@@ -471,7 +546,9 @@ class RedisClusterProcs:
                     return False
                 repl = self._node_info(node, "replication")
                 if repl.get("role") == "slave" and repl.get("master_link_status") != "up":
-                    self._why = f"{node.address} master_link_status:{repl.get('master_link_status')}"
+                    self._why = (
+                        f"{node.address} master_link_status:{repl.get('master_link_status')}"
+                    )
                     return False
             masters = {n.address for n in nodes if self.role(n) == "master"}
             self._why = f"{len(masters)} masters of {self.primaries}"
@@ -479,8 +556,9 @@ class RedisClusterProcs:
                 return False
             # Every node must also *know* the replicas (gossip lags the replication
             # link), or clients that load CLUSTER SLOTS from it see no replicas.
-            want = 1 + min(self.replicas_per_primary,
-                           (len(nodes) - self.primaries) // self.primaries)
+            want = 1 + min(
+                self.replicas_per_primary, (len(nodes) - self.primaries) // self.primaries
+            )
             for node in nodes:
                 client = node.client(timeout_s=1.0)
                 try:
@@ -489,8 +567,10 @@ class RedisClusterProcs:
                     client.close()
                 thin = [r for r in ranges if len(r) - 2 < want]
                 if thin:
-                    self._why = (f"{node.address} lists {len(thin[0]) - 2} of {want} nodes for "
-                                 f"slots {thin[0][0]}-{thin[0][1]}")
+                    self._why = (
+                        f"{node.address} lists {len(thin[0]) - 2} of {want} nodes for "
+                        f"slots {thin[0][0]}-{thin[0][1]}"
+                    )
                     return False
             return True
         except Exception as exc:  # noqa: BLE001 - a node not ready yet: poll again
@@ -507,8 +587,12 @@ class RedisClusterProcs:
         running = [n for n in self.nodes if n.running]
         self._why = ""
         try:
-            _wait_until(lambda: self._healthy(running), timeout_s=timeout_s, interval_s=0.1,
-                        what=f"cluster_state:ok and replicas in sync on {len(running)} nodes")
+            _wait_until(
+                lambda: self._healthy(running),
+                timeout_s=timeout_s,
+                interval_s=0.1,
+                what=f"cluster_state:ok and replicas in sync on {len(running)} nodes",
+            )
         except BackendError as exc:
             raise BackendError(f"{exc} (last seen: {self._why})") from None
 
@@ -529,8 +613,10 @@ class RedisClusterProcs:
         out = []
         for node in self.replica_nodes():
             repl = self._node_info(node, "replication")
-            if (repl.get("master_host"), int(repl.get("master_port", -1))) == \
-                    (primary.host, primary.port):
+            if (repl.get("master_host"), int(repl.get("master_port", -1))) == (
+                primary.host,
+                primary.port,
+            ):
                 out.append(node)
         return out
 
@@ -594,8 +680,12 @@ class RedisClusterProcs:
             promoted[:] = [owner]
             return True
 
-        _wait_until(done, timeout_s=timeout_s, interval_s=0.1,
-                    what=f"a replica to take over the slots of killed primary {killed.address}")
+        _wait_until(
+            done,
+            timeout_s=timeout_s,
+            interval_s=0.1,
+            what=f"a replica to take over the slots of killed primary {killed.address}",
+        )
         return promoted[0]
 
     def stop(self) -> None:
@@ -613,10 +703,6 @@ class RedisClusterProcs:
         if errors:
             raise BackendError("some cluster nodes did not stop cleanly: " + "; ".join(errors))
 
-    def client_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for a geoshard cluster store config (``startup_nodes``)."""
-        return {"startup_nodes": self.startup_nodes}
-
     def __enter__(self) -> Self:
         self.start()
         return self
@@ -625,5 +711,7 @@ class RedisClusterProcs:
         self.stop()
 
     def __repr__(self) -> str:
-        return (f"RedisClusterProcs({self.primaries}x{1 + self.replicas_per_primary}, "
-                f"{len([n for n in self.nodes if n.running])} running)")
+        return (
+            f"RedisClusterProcs({self.primaries}x{1 + self.replicas_per_primary}, "
+            f"{len([n for n in self.nodes if n.running])} running)"
+        )

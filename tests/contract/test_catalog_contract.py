@@ -1,4 +1,9 @@
-"""The catalog contract, run over SQLite and a real PostgreSQL server."""
+"""The catalog contract, run over SQLite and a real PostgreSQL server.
+
+Every catalog is built from a config mapping through the ``BACKENDS`` registry
+(``build_backend``) and used through the :class:`~geoshard.storage.base.Catalog`
+interface only.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,8 @@ from geoshard.errors import InputError, ResidencyError
 from geoshard.keys import DataKey, UserKey
 from geoshard.regions.residency import ResidencyPolicy
 from geoshard.spec import Spec, load_spec
-from geoshard.storage.catalog import MIGRATIONS, SqlCatalog, SqlCatalogConfig
+from geoshard.storage.base import Catalog, build_backend
+from geoshard.storage.catalog import MIGRATIONS, SqlCatalog
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +28,7 @@ def spec(repo_root: Path) -> Spec:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def catalog(request: pytest.FixtureRequest, tmp_path: Path, spec: Spec) -> Iterator[SqlCatalog]:
+def catalog(request: pytest.FixtureRequest, tmp_path: Path, spec: Spec) -> Iterator[Catalog]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'catalog.db'}"
     else:
@@ -33,16 +39,21 @@ def catalog(request: pytest.FixtureRequest, tmp_path: Path, spec: Spec) -> Itera
             c.execute(sa.text(f"CREATE DATABASE {db}"))
         admin.dispose()
         url = base.rsplit("/", 1)[0] + f"/{db}"
-    cat = SqlCatalog(SqlCatalogConfig(url=url), "eu-west", ResidencyPolicy.from_spec(spec))
+    cat = build_backend(
+        "catalog",
+        {"type": "sql", "url": url},
+        region="eu-west",
+        residency=ResidencyPolicy.from_spec(spec),
+    )
     yield cat
     cat.close()
 
 
-def test_schema_is_at_the_latest_version(catalog: SqlCatalog) -> None:
-    assert catalog.version == len(MIGRATIONS)
+def test_schema_is_at_the_latest_version(catalog: Catalog) -> None:
+    assert isinstance(catalog, SqlCatalog) and catalog.version == len(MIGRATIONS)
 
 
-def test_register_and_list_topology(catalog: SqlCatalog, spec: Spec) -> None:
+def test_register_and_list_topology(catalog: Catalog, spec: Spec) -> None:
     catalog.register_spec(spec)
     catalog.register_spec(spec)  # idempotent
     assert [r.name for r in catalog.list_regions()] == ["eu-central", "eu-west", "us-east"]
@@ -54,18 +65,19 @@ def test_register_and_list_topology(catalog: SqlCatalog, spec: Spec) -> None:
     assert not catalog.list_nodes(region="eu-west", tier="hot")[1].healthy
 
 
-def test_placements_replace_per_shard(catalog: SqlCatalog, spec: Spec) -> None:
+def test_placements_replace_per_shard(catalog: Catalog, spec: Spec) -> None:
     catalog.register_spec(spec)
     catalog.record_placement("items-a", ["eu-west/hot-0", "us-east/hot-0"], epoch=1)
     catalog.record_placement("items-a", ["eu-central/hot-2"], epoch=2)
     assert [(p.node, p.rank, p.epoch) for p in catalog.placements("items-a")] == [
-        ("eu-central/hot-2", 0, 2)]
+        ("eu-central/hot-2", 0, 2)
+    ]
     with pytest.raises(InputError, match="node 'mars/hot-0' is not in the catalog"):
         catalog.record_placement("items-a", ["mars/hot-0"], epoch=3)
     assert len(catalog.placements("items-a")) == 1
 
 
-def test_tier_membership_counts_accesses(catalog: SqlCatalog) -> None:
+def test_tier_membership_counts_accesses(catalog: Catalog) -> None:
     k = DataKey("user_features", UserKey("eu", 7))
     catalog.record_access(k, "hot", now_s=10.0)
     catalog.record_access(k, "hot", now_s=20.0)
@@ -78,28 +90,53 @@ def test_tier_membership_counts_accesses(catalog: SqlCatalog) -> None:
 
 
 def test_membership_rows_follow_residency(spec: Spec, tmp_path: Path) -> None:
-    us = SqlCatalog(SqlCatalogConfig(url=f"sqlite:///{tmp_path / 'us.db'}"), "us-east",
-                    ResidencyPolicy.from_spec(spec))
+    us = build_backend(
+        "catalog",
+        {"type": "sql", "url": f"sqlite:///{tmp_path / 'us.db'}"},
+        region="us-east",
+        residency=ResidencyPolicy.from_spec(spec),
+    )
     with pytest.raises(ResidencyError, match="eu user_features may not be stored in 'us-east'"):
         us.record_access(DataKey("user_features", UserKey("eu", 1)), "hot", now_s=1.0)
     assert us.members() == []
     us.close()
 
 
-def test_audit_events_round_trip(catalog: SqlCatalog) -> None:
-    a = catalog.record_audit(jurisdiction="eu", data_class="interactions", region="us-east",
-                             purpose="store", allowed=False, action="cold.append", at_s=1.0)
-    b = catalog.record_audit(jurisdiction="us", data_class="interactions", region="eu-west",
-                             purpose="store", allowed=True, action="cold.append", at_s=2.0)
+def test_audit_events_round_trip(catalog: Catalog) -> None:
+    a = catalog.record_audit(
+        jurisdiction="eu",
+        data_class="interactions",
+        region="us-east",
+        purpose="store",
+        allowed=False,
+        action="cold.append",
+        at_s=1.0,
+    )
+    b = catalog.record_audit(
+        jurisdiction="us",
+        data_class="interactions",
+        region="eu-west",
+        purpose="store",
+        allowed=True,
+        action="cold.append",
+        at_s=2.0,
+    )
     assert b > a
     evs = catalog.audit_events()
     assert [(e.jurisdiction, e.allowed) for e in evs] == [("eu", False), ("us", True)]
     assert [e.id for e in catalog.audit_events(jurisdiction="us")] == [b]
     with pytest.raises(InputError, match="purpose 'keep' must be 'store' or 'process'"):
-        catalog.record_audit(jurisdiction="eu", data_class="interactions", region="eu-west",
-                             purpose="keep", allowed=True, action="x", at_s=3.0)
+        catalog.record_audit(
+            jurisdiction="eu",
+            data_class="interactions",
+            region="eu-west",
+            purpose="keep",
+            allowed=True,
+            action="x",
+            at_s=3.0,
+        )
 
 
-def test_bad_tier_is_refused(catalog: SqlCatalog) -> None:
+def test_bad_tier_is_refused(catalog: Catalog) -> None:
     with pytest.raises(InputError, match="tier 'lukewarm' is unknown"):
         catalog.record_access(DataKey("item_catalog", "sku-1"), "lukewarm", now_s=1.0)

@@ -1,8 +1,10 @@
 """The hot-tier contract, written once and run over every HotStore backend.
 
 Backends: ``memory`` (in-process, injected clock), ``redis`` (a real standalone
-redis-server) and ``redis_cluster`` (a real 3+3 Redis Cluster). Each test gets stores
-with a fresh key namespace, so tests never see each other's keys.
+redis-server) and ``redis_cluster`` (a real 3+3 Redis Cluster). Every store is built the
+way a deployment builds it: a config mapping with ``type:``, through the ``BACKENDS``
+registry (``build_backend``). Each test gets stores with a fresh key namespace, so tests
+never see each other's keys.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.crc import key_slot
@@ -20,21 +24,14 @@ from geoshard.errors import InputError, ResidencyError
 from geoshard.keys import DataKey, UserKey
 from geoshard.regions.residency import ResidencyPolicy
 from geoshard.spec import load_spec
-from geoshard.storage.base import MAX_VALUE_BYTES, HotStore, load_backend
-from geoshard.storage.memory import MemoryHotStore, MemoryHotStoreConfig
-from geoshard.storage.redis_store import (
-    RedisClusterHotStore,
-    RedisClusterHotStoreConfig,
-    RedisHotStore,
-    RedisHotStoreConfig,
-)
+from geoshard.storage.base import MAX_VALUE_BYTES, HotStore, build_backend, load_backend
 
 BACKENDS = ["memory", "redis", "redis_cluster"]
 _namespaces = itertools.count()
 
 
 @pytest.fixture(scope="module")
-def policy(repo_root) -> ResidencyPolicy:  # type: ignore[no-untyped-def]
+def policy(repo_root: Path) -> ResidencyPolicy:
     return ResidencyPolicy.from_spec(load_spec(repo_root / "examples" / "local.yaml"))
 
 
@@ -54,21 +51,17 @@ def hot(request: pytest.FixtureRequest, policy: ResidencyPolicy) -> Iterator[Har
     made: list[HotStore] = []
     now = [1000.0]
 
+    config: dict[str, Any] = {"type": backend, "namespace": namespace}
+    runtime: dict[str, Any] = {}
+    if backend == "memory":
+        runtime["clock"] = lambda: now[0]
+    elif backend == "redis":
+        config["url"] = request.getfixturevalue("redis_server").url
+    else:
+        config["startup_nodes"] = request.getfixturevalue("redis_cluster").startup_nodes
+
     def make(region: str) -> HotStore:
-        store: HotStore
-        if backend == "memory":
-            store = MemoryHotStore(region, policy, MemoryHotStoreConfig(namespace=namespace),
-                                   clock=lambda: now[0])
-        elif backend == "redis":
-            server = request.getfixturevalue("redis_server")
-            store = RedisHotStore(RedisHotStoreConfig(url=server.url, namespace=namespace),
-                                  region=region, residency=policy)
-        else:
-            cluster = request.getfixturevalue("redis_cluster")
-            store = RedisClusterHotStore(
-                RedisClusterHotStoreConfig(startup_nodes=cluster.startup_nodes,
-                                           namespace=namespace),
-                region=region, residency=policy)
+        store = build_backend("hot", config, region=region, residency=policy, **runtime)
         made.append(store)
         return store
 
@@ -76,6 +69,8 @@ def hot(request: pytest.FixtureRequest, policy: ResidencyPolicy) -> Iterator[Har
         if backend == "memory":
             now[0] += seconds
         else:
+            # On purpose: a real server expires keys on its own clock, so the test lets
+            # that much real time pass. Nothing else is being waited for.
             time.sleep(seconds)
 
     try:
@@ -179,17 +174,23 @@ def test_get_many_of_a_large_batch_across_nodes(hot: Harness) -> None:
 def test_put_many_validates_everything_before_writing_anything(hot: Harness) -> None:
     store = hot.make("us-east")
     batch = [(item("ok-1"), b"fine"), (item("bad"), 123), (item("ok-2"), b"fine")]
-    with pytest.raises(InputError, match=r"item 1 \(item_catalog:bad\): value of type int "
-                                         r"is not bytes.*nothing was written"):
-        store.put_many(batch)  # type: ignore[list-item]
+    with pytest.raises(
+        InputError,
+        match=r"item 1 \(item_catalog:bad\): value of type int "
+        r"is not bytes.*nothing was written",
+    ):
+        store.put_many(batch)  # type: ignore[arg-type]
     assert store.get_many([item("ok-1"), item("bad"), item("ok-2")]) == [None, None, None]
 
 
 def test_an_oversized_value_is_refused_and_nothing_written(hot: Harness) -> None:
     store = hot.make("us-east")
     big = b"x" * (MAX_VALUE_BYTES + 1)
-    with pytest.raises(InputError, match=r"payload of 1,048,577 bytes is over the "
-                                         r"1,048,576-byte limit"):
+    with pytest.raises(
+        InputError,
+        match=r"payload of 1,048,577 bytes is over the "
+        r"1,048,576-byte limit",
+    ):
         store.put(item("big"), big)
     with pytest.raises(InputError, match=r"item 1 .*over the 1,048,576-byte limit"):
         store.put_many([(item("small"), b"s"), (item("big"), big)])
@@ -223,8 +224,11 @@ def test_a_bad_ttl_is_refused_and_nothing_written(hot: Harness, ttl: object) -> 
 def test_eu_personal_data_is_refused_in_us_east_and_nothing_written(hot: Harness) -> None:
     store = hot.make("us-east")
     eu_key = user("eu", 42)
-    with pytest.raises(ResidencyError, match=r"eu user_features may not be stored in "
-                                             r"'us-east'; allowed: eu-central, eu-west"):
+    with pytest.raises(
+        ResidencyError,
+        match=r"eu user_features may not be stored in "
+        r"'us-east'; allowed: eu-central, eu-west",
+    ):
         store.put(eu_key, b"secret")
     with pytest.raises(ResidencyError, match=r"may not be stored in 'us-east'"):
         store.put_many([(item("sku-1"), b"fine"), (eu_key, b"secret")])
@@ -247,22 +251,22 @@ def test_keys_of_one_shard_share_a_slot(hot: Harness) -> None:
     store = hot.make("eu-west")
     classes = ["user_features", "user_embeddings", "interactions", "sessions"]
     keys = [user("eu", 42, dc) for dc in classes]
-    names = [store.key_name(k) for k in keys]  # type: ignore[attr-defined]
+    names = [store.key_name(k) for k in keys]
     assert all("{eu:42}" in n for n in names)
     slots = {key_slot(n.encode()) for n in names}
     assert len(slots) == 1
-    other_users = {key_slot(store.key_name(user("eu", u)).encode())  # type: ignore[attr-defined]
-                   for u in range(20)}
+    other_users = {key_slot(store.key_name(user("eu", u)).encode()) for u in range(20)}
     assert len(other_users) > 10
     if hot.backend == "redis_cluster":
         client = store.client  # type: ignore[attr-defined]
         node = client.get_primaries()[0]
-        server_slots = {client.execute_command("CLUSTER KEYSLOT", n, target_nodes=node)
-                        for n in names}
+        server_slots = {
+            client.execute_command("CLUSTER KEYSLOT", n, target_nodes=node) for n in names
+        }
         assert server_slots == slots
 
 
-def test_backends_are_found_through_the_registry(hot: Harness) -> None:
-    cls = load_backend("hot", hot.backend)
+def test_each_backend_is_the_registry_class_of_its_type(hot: Harness) -> None:
     store = hot.make("us-east")
-    assert type(store) is cls
+    assert type(store) is load_backend("hot", hot.backend)
+    assert store.config.type == hot.backend

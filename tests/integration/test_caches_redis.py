@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from geoshard.cluster.local.redis_procs import RedisServer
 from geoshard.errors import ResidencyError
 from geoshard.keys import DataKey, UserKey
 from geoshard.regions.residency import ResidencyPolicy
@@ -34,21 +35,25 @@ def policy(spec: Spec) -> ResidencyPolicy:
     return ResidencyPolicy.from_spec(spec)
 
 
-@pytest.fixture()
+@pytest.fixture
 def namespace() -> str:
     return f"c{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture()
-def l2(redis_server: object, policy: ResidencyPolicy,
-       namespace: str) -> Iterator[Callable[[str], RedisHotStore]]:
+@pytest.fixture
+def l2(
+    redis_server: RedisServer, policy: ResidencyPolicy, namespace: str
+) -> Iterator[Callable[[str], RedisHotStore]]:
     """``l2(region)``: a region's L2 store on the session redis-server, closed even on failure."""
     made: list[RedisHotStore] = []
 
     def make(region: str) -> RedisHotStore:
-        url = redis_server.url  # type: ignore[attr-defined]
-        made.append(RedisHotStore(RedisHotStoreConfig(url=url, namespace=namespace),
-                                  region=region, residency=policy))
+        url = redis_server.url
+        made.append(
+            RedisHotStore(
+                RedisHotStoreConfig(url=url, namespace=namespace), region=region, residency=policy
+            )
+        )
         return made[-1]
 
     try:
@@ -56,20 +61,26 @@ def l2(redis_server: object, policy: ResidencyPolicy,
     finally:
         for store in made:
             store.close()
-        
 
-def _raw_keys(redis_server: object, namespace: str) -> list[bytes]:
-    client = redis.Redis.from_url(redis_server.url)  # type: ignore[attr-defined]
+
+def _raw_keys(redis_server: RedisServer, namespace: str) -> list[bytes]:
+    client = redis.Redis.from_url(redis_server.url)
     try:
         return sorted(client.scan_iter(match=f"{namespace}*"))
     finally:
         client.close()
 
 
-def _reader(spec: Spec, store: RedisHotStore, tier: dict[DataKey, bytes],
-            loads: list[DataKey], region: str = "eu-west") -> ReadThroughCache:
-    levels = build_cache_levels(spec.caches, region=region, residency=store.residency,
-                                stores={"l2": store})
+def _reader(
+    spec: Spec,
+    store: RedisHotStore,
+    tier: dict[DataKey, bytes],
+    loads: list[DataKey],
+    region: str = "eu-west",
+) -> ReadThroughCache:
+    levels = build_cache_levels(
+        spec.caches, region=region, residency=store.residency, stores={"l2": store}
+    )
 
     def loader(key: DataKey) -> bytes | None:
         loads.append(key)
@@ -79,8 +90,8 @@ def _reader(spec: Spec, store: RedisHotStore, tier: dict[DataKey, bytes],
 
 
 def test_l2_in_redis_is_filled_with_the_spec_ttl_and_serves_another_l1(
-        redis_server: object, spec: Spec, l2: Callable[[str], RedisHotStore],
-        namespace: str) -> None:
+    redis_server: RedisServer, spec: Spec, l2: Callable[[str], RedisHotStore], namespace: str
+) -> None:
     store = l2("eu-west")
     key = DataKey("user_features", UserKey("eu", 42))
     tier = {key: b"features-v1"}
@@ -92,7 +103,8 @@ def test_l2_in_redis_is_filled_with_the_spec_ttl_and_serves_another_l1(
     # the value is in Redis, under the hot-tier layout, with the l2 TTL of the spec
     assert len(_raw_keys(redis_server, namespace)) == 1
     ttl = store.ttl(key)
-    assert ttl is not None and spec.caches.l2 is not None and 0 < ttl <= spec.caches.l2.ttl_s
+    l2_ttl = spec.caches.l2.ttl_s if spec.caches.l2 is not None else None
+    assert ttl is not None and l2_ttl is not None and 0 < ttl <= l2_ttl
     # a second API process has its own, empty L1, and finds the value in the shared L2
     b = _reader(spec, store, tier, loads)
     assert b.get(key) == b"features-v1"
@@ -100,8 +112,8 @@ def test_l2_in_redis_is_filled_with_the_spec_ttl_and_serves_another_l1(
 
 
 def test_write_through_deletes_the_redis_copy_and_the_next_read_loads_the_new_value(
-        redis_server: object, spec: Spec, l2: Callable[[str], RedisHotStore],
-        namespace: str) -> None:
+    redis_server: RedisServer, spec: Spec, l2: Callable[[str], RedisHotStore], namespace: str
+) -> None:
     store = l2("eu-west")
     key = DataKey("user_features", UserKey("eu", 7))
     tier = {key: b"old"}
@@ -114,12 +126,12 @@ def test_write_through_deletes_the_redis_copy_and_the_next_read_loads_the_new_va
 
 
 def test_eu_personal_data_is_never_cached_in_a_us_l2(
-        redis_server: object, spec: Spec, l2: Callable[[str], RedisHotStore],
-        namespace: str) -> None:
+    redis_server: RedisServer, spec: Spec, l2: Callable[[str], RedisHotStore], namespace: str
+) -> None:
     store = l2("us-east")
     level = StoreCache("l2", store, ttl_s=60)
     with pytest.raises(ResidencyError):
         level.put(DataKey("user_features", UserKey("eu", 1)), b"x")
     level.put(DataKey("user_features", UserKey("us", 1)), b"x")  # a US user's data may be here
-    level.put(DataKey("item_catalog", "sku-1"), b"x")           # non-personal data anywhere
+    level.put(DataKey("item_catalog", "sku-1"), b"x")  # non-personal data anywhere
     assert len(_raw_keys(redis_server, namespace)) == 2

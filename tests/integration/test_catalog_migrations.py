@@ -32,8 +32,9 @@ def _v1_database(url: str) -> None:
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_upgrade_from_v1_to_latest_keeps_rows(backend: str, tmp_path: Path,
-                                              request: pytest.FixtureRequest) -> None:
+def test_upgrade_from_v1_to_latest_keeps_rows(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     if backend == "sqlite":
         url = f"sqlite:///{tmp_path / 'c.db'}"
     else:
@@ -56,8 +57,9 @@ def test_upgrade_from_v1_to_latest_keeps_rows(backend: str, tmp_path: Path,
         cat.close()
 
 
-def test_a_failing_migration_leaves_the_previous_version(tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_migration_leaves_the_previous_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = f"sqlite:///{tmp_path / 'c.db'}"
     _v1_database(url)
 
@@ -67,7 +69,9 @@ def test_a_failing_migration_leaves_the_previous_version(tmp_path: Path,
 
     monkeypatch.setattr(catalog_mod, "MIGRATIONS", [MIGRATIONS[0], broken, MIGRATIONS[2]])
     eng = make_engine(url)
-    with pytest.raises(BackendError, match=r"(?s)migration 2 \(broken\) failed.*stays at version 1"):
+    with pytest.raises(
+        BackendError, match=r"(?s)migration 2 \(broken\) failed.*stays at version 1"
+    ):
         catalog_mod.migrate(eng)
     assert current_version(eng) == 1
     assert not sa.inspect(eng).has_table("residency_audit")

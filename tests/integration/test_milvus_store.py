@@ -39,9 +39,12 @@ def lite_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def cfg(lite_dir: Path) -> MilvusVectorStoreConfig:
-    return MilvusVectorStoreConfig(uri=str(lite_dir / "milvus.db"), dim=DIM, metric="L2",
-                                   index=MilvusIndexConfig(type="FLAT", params={},
-                                                           search_params={}))
+    return MilvusVectorStoreConfig(
+        uri=str(lite_dir / "milvus.db"),
+        dim=DIM,
+        metric="L2",
+        index=MilvusIndexConfig(type="FLAT", params={}, search_params={}),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +53,9 @@ def data() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def store(cfg: MilvusVectorStoreConfig, policy: ResidencyPolicy,
-          data: np.ndarray) -> Iterator[MilvusVectorStore]:
+def store(
+    cfg: MilvusVectorStoreConfig, policy: ResidencyPolicy, data: np.ndarray
+) -> Iterator[MilvusVectorStore]:
     s = MilvusVectorStore(cfg, "eu-west", policy)
     keys = [DataKey("item_embeddings", f"sku-{i}") for i in range(len(data))]
     attrs = [{"category": CATS[i % 3], "price": float(i % 50)} for i in range(len(data))]
@@ -81,7 +85,9 @@ def test_partition_and_filter_restrict_hits(store: MilvusVectorStore, data: np.n
     assert [h.id for h in hits] == [f"sku-{i}" for i in exact]
 
 
-def test_bad_filter_is_a_backend_error_naming_it(store: MilvusVectorStore, data: np.ndarray) -> None:
+def test_bad_filter_is_a_backend_error_naming_it(
+    store: MilvusVectorStore, data: np.ndarray
+) -> None:
     with pytest.raises(BackendError, match="filter expression"):
         store.search(data[0], k=3, filter="price <<< 3")
 
@@ -100,43 +106,58 @@ def test_upsert_replaces_and_delete_counts_existing(store: MilvusVectorStore) ->
 _GOOD = np.zeros((1, DIM), dtype=np.float32)
 
 
-@pytest.mark.parametrize(("vectors", "match"), [
-    (np.vstack([_GOOD, np.full((1, DIM), np.nan)]), "embedding row 1 contains NaN or Inf"),
-    (np.vstack([_GOOD, np.full((1, DIM), np.inf)]), "embedding row 1 contains NaN or Inf"),
-    (np.zeros((2, DIM + 1)), r"expected \(n, 16\)"),
-    (np.zeros((2, DIM), dtype=np.float16), "dtype float16"),
-    (np.array([["a"] * DIM] * 2), "dtype <U1"),
-    (np.zeros((3, DIM)), "2 keys but 3 embeddings"),
-])
-def test_bad_embeddings_are_refused_and_nothing_written(store: MilvusVectorStore, vectors: object,
-                                                        match: str) -> None:
+@pytest.mark.parametrize(
+    ("vectors", "match"),
+    [
+        (np.vstack([_GOOD, np.full((1, DIM), np.nan)]), "embedding row 1 contains NaN or Inf"),
+        (np.vstack([_GOOD, np.full((1, DIM), np.inf)]), "embedding row 1 contains NaN or Inf"),
+        (np.zeros((2, DIM + 1)), r"expected \(n, 16\)"),
+        (np.zeros((2, DIM), dtype=np.float16), "dtype float16"),
+        (np.array([["a"] * DIM] * 2), "dtype <U1"),
+        (np.zeros((3, DIM)), "2 keys but 3 embeddings"),
+    ],
+)
+def test_bad_embeddings_are_refused_and_nothing_written(
+    store: MilvusVectorStore, vectors: object, match: str
+) -> None:
     before = store.count()
     with pytest.raises(InputError, match=match):
-        store.upsert([DataKey("item_embeddings", "new-1"), DataKey("item_embeddings", "new-2")],
-                     vectors)
+        store.upsert(
+            [DataKey("item_embeddings", "new-1"), DataKey("item_embeddings", "new-2")], vectors
+        )
     assert store.count() == before
 
 
-@pytest.mark.parametrize(("key", "attrs", "match"), [
-    (DataKey("interactions", UserKey("eu", 1)), None, "does not belong in the vector tier"),
-    (DataKey("item_embeddings", "ok"), {"vec": 1}, "attribute name 'vec' is not allowed"),
-    (DataKey("item_embeddings", "ok"), {"blob": "x" * 20_000}, "over the 16,384-byte limit"),
-    (DataKey("item_embeddings", "ok"), {"category": 3}, "partition attribute 'category'=3"),
-])
-def test_bad_keys_and_attributes_are_refused(store: MilvusVectorStore, key: DataKey,
-                                             attrs: dict[str, object] | None, match: str) -> None:
+@pytest.mark.parametrize(
+    ("key", "attrs", "match"),
+    [
+        (DataKey("interactions", UserKey("eu", 1)), None, "does not belong in the vector tier"),
+        (DataKey("item_embeddings", "ok"), {"vec": 1}, "attribute name 'vec' is not allowed"),
+        (DataKey("item_embeddings", "ok"), {"blob": "x" * 20_000}, "over the 16,384-byte limit"),
+        (DataKey("item_embeddings", "ok"), {"category": 3}, "partition attribute 'category'=3"),
+    ],
+)
+def test_bad_keys_and_attributes_are_refused(
+    store: MilvusVectorStore, key: DataKey, attrs: dict[str, object] | None, match: str
+) -> None:
     before = store.count()
     with pytest.raises(InputError, match=match):
-        store.upsert([_item(1), key], np.zeros((2, DIM)),
-                     [{"category": "books"}, attrs] if attrs is not None else None)
+        store.upsert(
+            [_item(1), key],
+            np.zeros((2, DIM)),
+            [{"category": "books"}, attrs] if attrs is not None else None,
+        )
     assert store.count() == before
 
 
-def test_user_embeddings_follow_residency(cfg: MilvusVectorStoreConfig, policy: ResidencyPolicy,
-                                          store: MilvusVectorStore) -> None:
+def test_user_embeddings_follow_residency(
+    cfg: MilvusVectorStoreConfig, policy: ResidencyPolicy, store: MilvusVectorStore
+) -> None:
     us = MilvusVectorStore(cfg, "us-east", policy)
     try:
-        with pytest.raises(ResidencyError, match="eu user_embeddings may not be stored in 'us-east'"):
+        with pytest.raises(
+            ResidencyError, match="eu user_embeddings may not be stored in 'us-east'"
+        ):
             us.upsert([DataKey("user_embeddings", UserKey("eu", 5))], np.ones((1, DIM)))
         assert us.count() == 0
         assert store.upsert([DataKey("user_embeddings", UserKey("eu", 5))], np.ones((1, DIM))) == 1
@@ -146,8 +167,9 @@ def test_user_embeddings_follow_residency(cfg: MilvusVectorStoreConfig, policy: 
         us.close()
 
 
-def test_one_client_per_path_in_this_process(cfg: MilvusVectorStoreConfig,
-                                             store: MilvusVectorStore) -> None:
+def test_one_client_per_path_in_this_process(
+    cfg: MilvusVectorStoreConfig, store: MilvusVectorStore
+) -> None:
     other = MilvusVectorStore(cfg, "eu-central", None)
     assert other._client is store._client
     assert open_lite_paths().count(str(Path(cfg.uri).resolve())) == 1
@@ -156,8 +178,9 @@ def test_one_client_per_path_in_this_process(cfg: MilvusVectorStoreConfig,
     assert store.count() > 0  # the shared client is still open for the first owner
 
 
-def test_a_second_process_gets_a_clear_backend_error(cfg: MilvusVectorStoreConfig,
-                                                     store: MilvusVectorStore) -> None:
+def test_a_second_process_gets_a_clear_backend_error(
+    cfg: MilvusVectorStoreConfig, store: MilvusVectorStore
+) -> None:
     code = textwrap.dedent(f"""
         from geoshard.storage.milvus_store import MilvusVectorStore, MilvusVectorStoreConfig
         from geoshard.errors import BackendError
@@ -166,8 +189,9 @@ def test_a_second_process_gets_a_clear_backend_error(cfg: MilvusVectorStoreConfi
         except BackendError as exc:
             print("BackendError:", exc)
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
     assert "BackendError:" in out.stdout, out.stderr[-2000:]
     assert "is locked by another process" in out.stdout
     assert "give this one its own uri" in out.stdout
@@ -178,16 +202,23 @@ def test_lock_is_released_when_the_last_owner_closes(tmp_path: Path) -> None:
     s = MilvusVectorStore(cfg, "eu-west", None)
     s.upsert([_item(1)], np.ones((1, 4)))
     s.close()
-    code = ("from geoshard.storage.milvus_store import *\n"
-            f"s = MilvusVectorStore(MilvusVectorStoreConfig(uri={cfg.uri!r}, dim=4), 'eu-west', None)\n"
-            "print('count', s.count())")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         check=False)
+    code = (
+        "from geoshard.storage.milvus_store import *\n"
+        f"s = MilvusVectorStore(MilvusVectorStoreConfig(uri={cfg.uri!r}, dim=4), 'eu-west', None)\n"
+        "print('count', s.count())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
     assert "count 1" in out.stdout, out.stderr[-2000:]
 
 
 def test_unknown_lite_index_type_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="index type 'DISKANN' is not built by Milvus Lite"):
-        MilvusVectorStore(MilvusVectorStoreConfig(uri=str(tmp_path / "x.db"), dim=4,
-                                                  index=MilvusIndexConfig(type="DISKANN")),
-                          "eu-west", None)
+        MilvusVectorStore(
+            MilvusVectorStoreConfig(
+                uri=str(tmp_path / "x.db"), dim=4, index=MilvusIndexConfig(type="DISKANN")
+            ),
+            "eu-west",
+            None,
+        )

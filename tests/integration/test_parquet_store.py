@@ -27,7 +27,7 @@ def policy(repo_root: Path) -> ResidencyPolicy:
     return ResidencyPolicy.from_spec(load_spec(repo_root / "examples" / "local.yaml"))
 
 
-@pytest.fixture()
+@pytest.fixture
 def store(tmp_path: Path, policy: ResidencyPolicy) -> ParquetColdStore:
     return ParquetColdStore(ParquetColdStoreConfig(root=str(tmp_path), shards=4), "eu-west", policy)
 
@@ -49,8 +49,9 @@ def test_temp_and_hidden_files_are_never_read(store: ParquetColdStore, tmp_path:
     assert len(store.files()) == 1
 
 
-def test_a_failed_write_leaves_nothing_visible(store: ParquetColdStore,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_write_leaves_nothing_visible(
+    store: ParquetColdStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls = {"n": 0}
     real = pq.write_table
 
@@ -58,7 +59,7 @@ def test_a_failed_write_leaves_nothing_visible(store: ParquetColdStore,
         calls["n"] += 1
         if calls["n"] == 2:
             raise OSError("disk full")
-        real(*a, **kw)  # type: ignore[arg-type]
+        real(*a, **kw)
 
     monkeypatch.setattr(parquet_store.pq, "write_table", flaky)
     records = [(_k(i), b"v") for i in range(20)]  # several shards -> several files
@@ -97,14 +98,18 @@ def test_a_record_seen_twice_mid_compaction_counts_once(store: ParquetColdStore)
     assert store.compact() == 2 and store.scan("interactions") == [("eu:1", b"a")]
 
 
-@pytest.mark.parametrize(("records", "date", "match"), [
-    ([(_k(1), b"x" * 2_000_000)], "2024-05-01", "payload of 2,000,000 bytes is over the"),
-    ([(_k(1), 42)], "2024-05-01", "value of type int is not bytes"),
-    ([(_k(1), b"x")], "2024-5-1", "date '2024-5-1' is malformed; use 'YYYY-MM-DD'"),
-    ([(_k(1), b"x")], "2024-02-30", "not a calendar date"),
-])
-def test_bad_input_is_refused_and_nothing_written(store: ParquetColdStore, records: list,
-                                                  date: str, match: str) -> None:
+@pytest.mark.parametrize(
+    ("records", "date", "match"),
+    [
+        ([(_k(1), b"x" * 2_000_000)], "2024-05-01", "payload of 2,000,000 bytes is over the"),
+        ([(_k(1), 42)], "2024-05-01", "value of type int is not bytes"),
+        ([(_k(1), b"x")], "2024-5-1", "date '2024-5-1' is malformed; use 'YYYY-MM-DD'"),
+        ([(_k(1), b"x")], "2024-02-30", "not a calendar date"),
+    ],
+)
+def test_bad_input_is_refused_and_nothing_written(
+    store: ParquetColdStore, records: list, date: str, match: str
+) -> None:
     store.append([(_k(9), b"keep")], date="2024-05-01")
     before = store.files()
     with pytest.raises(InputError, match=match):

@@ -4,23 +4,23 @@ replica reads, durable writes with WAIT, and redirections during a slot migratio
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from geoshard.cluster.local.redis_procs import RedisClusterProcs, RedisServer
-from geoshard.errors import BackendError
+from geoshard.errors import BackendError, DurabilityError
 from geoshard.keys import DataKey, UserKey
 from geoshard.regions.residency import ResidencyPolicy
 from geoshard.spec import load_spec
-from geoshard.storage.redis_store import (
-    DurabilityError,
-    RedisClusterHotStore,
-    RedisClusterHotStoreConfig,
-)
+from geoshard.storage.redis_store import RedisClusterHotStore, RedisClusterHotStoreConfig
 
 pytestmark = pytest.mark.integration
 _ns = itertools.count()
+#: make_store(**config overrides) -> a cluster store with a fresh namespace, closed after the test
+MakeStore = Callable[..., RedisClusterHotStore]
 
 
 def user(uid: int, data_class: str = "user_features") -> DataKey:
@@ -28,17 +28,18 @@ def user(uid: int, data_class: str = "user_features") -> DataKey:
 
 
 @pytest.fixture(scope="module")
-def policy(repo_root) -> ResidencyPolicy:  # type: ignore[no-untyped-def]
+def policy(repo_root: Path) -> ResidencyPolicy:
     return ResidencyPolicy.from_spec(load_spec(repo_root / "examples" / "local.yaml"))
 
 
 @pytest.fixture
-def make_store(redis_cluster: RedisClusterProcs, policy: ResidencyPolicy) -> Iterator:  # type: ignore[type-arg]
+def make_store(redis_cluster: RedisClusterProcs, policy: ResidencyPolicy) -> Iterator[MakeStore]:
     made: list[RedisClusterHotStore] = []
 
-    def make(**overrides: object) -> RedisClusterHotStore:
-        cfg = RedisClusterHotStoreConfig(startup_nodes=redis_cluster.startup_nodes,
-                                         namespace=f"i{next(_ns)}", **overrides)  # type: ignore[arg-type]
+    def make(**overrides: Any) -> RedisClusterHotStore:
+        cfg = RedisClusterHotStoreConfig(
+            startup_nodes=redis_cluster.startup_nodes, namespace=f"i{next(_ns)}", **overrides
+        )
         store = RedisClusterHotStore(cfg, region="us-east", residency=policy)
         made.append(store)
         return store
@@ -67,7 +68,8 @@ def _reset_stats(nodes: list[RedisServer]) -> None:
 
 
 def test_get_many_sends_one_mget_per_slot_to_every_primary(
-        redis_cluster: RedisClusterProcs, make_store) -> None:  # type: ignore[no-untyped-def]
+    redis_cluster: RedisClusterProcs, make_store: MakeStore
+) -> None:
     store = make_store()
     keys = [user(uid, dc) for uid in range(150) for dc in ("user_features", "sessions")]
     store.put_many([(k, str(k).encode()) for k in keys])
@@ -85,10 +87,14 @@ def test_get_many_sends_one_mget_per_slot_to_every_primary(
 
 
 def test_replica_reads_are_served_by_replicas(
-        redis_cluster: RedisClusterProcs, make_store) -> None:  # type: ignore[no-untyped-def]
+    redis_cluster: RedisClusterProcs, make_store: MakeStore
+) -> None:
     writer = make_store(durable_writes=True, wait_replicas=1, wait_timeout_ms=2000)
-    reader = RedisClusterHotStore(writer.config.model_copy(update={"read_from_replicas": True}),
-                                  region="us-east", residency=writer.residency)
+    reader = RedisClusterHotStore(
+        writer.config.model_copy(update={"read_from_replicas": True}),
+        region="us-east",
+        residency=writer.residency,
+    )
     try:
         keys = [user(uid) for uid in range(60)]
         writer.put_many([(k, b"v") for k in keys])
@@ -102,7 +108,8 @@ def test_replica_reads_are_served_by_replicas(
 
 
 def test_durable_writes_are_acknowledged_when_the_replica_has_them(
-        redis_cluster: RedisClusterProcs, make_store) -> None:  # type: ignore[no-untyped-def]
+    redis_cluster: RedisClusterProcs, make_store: MakeStore
+) -> None:
     store = make_store(durable_writes=True, wait_replicas=1, wait_timeout_ms=2000)
     key = user(1)
     store.put(key, b"durable")
@@ -117,24 +124,27 @@ def test_durable_writes_are_acknowledged_when_the_replica_has_them(
 
 
 def test_durable_write_raises_when_the_replica_does_not_ack(
-        redis_cluster: RedisClusterProcs, make_store) -> None:  # type: ignore[no-untyped-def]
+    redis_cluster: RedisClusterProcs, make_store: MakeStore
+) -> None:
     store = make_store(durable_writes=True, wait_replicas=1, wait_timeout_ms=100)
     key = user(2)
     primary = redis_cluster.node_for_slot(store.slot_of(key))
     (replica,) = redis_cluster.replicas_of(primary)
     replica.pause()  # SIGSTOP, well under the 2 s node timeout: no failover
     try:
-        with pytest.raises(DurabilityError, match=rf"redis {primary.address}: durable write "
-                                                  r"acknowledged by 0 of 1 required replica\(s\) "
-                                                  r"within 100 ms.*indeterminate"):
+        with pytest.raises(
+            DurabilityError,
+            match=rf"redis {primary.address}: durable write "
+            r"acknowledged by 0 of 1 required replica\(s\) "
+            r"within 100 ms.*indeterminate",
+        ):
             store.put(key, b"maybe")
     finally:
         replica.resume()
     assert store.get(key) == b"maybe"  # applied on the primary: indeterminate, not absent
 
 
-def test_durable_write_requiring_more_replicas_than_exist_raises(
-        make_store) -> None:  # type: ignore[no-untyped-def]
+def test_durable_write_requiring_more_replicas_than_exist_raises(make_store: MakeStore) -> None:
     store = make_store(durable_writes=True, wait_replicas=2, wait_timeout_ms=50)
     with pytest.raises(DurabilityError, match=r"acknowledged by 1 of 2 required") as info:
         store.put_many([(user(uid), b"v") for uid in range(10)])
@@ -150,7 +160,8 @@ def _node_id(node: RedisServer) -> str:
 
 
 def test_reads_and_writes_follow_a_slot_migration_through_ask_and_moved(
-        redis_cluster: RedisClusterProcs, make_store) -> None:  # type: ignore[no-untyped-def]
+    redis_cluster: RedisClusterProcs, make_store: MakeStore
+) -> None:
     store = make_store()
     moved_key, staying_key = user(77, "user_features"), user(77, "sessions")
     store.put_many([(moved_key, b"m"), (staying_key, b"s")])
@@ -161,8 +172,9 @@ def test_reads_and_writes_follow_a_slot_migration_through_ask_and_moved(
     try:
         tgt.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", _node_id(source))
         src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", _node_id(target))
-        src.execute_command("MIGRATE", target.host, target.port, "", 0, 5000,
-                            "KEYS", store.key_name(moved_key))
+        src.execute_command(
+            "MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", store.key_name(moved_key)
+        )
         # Mid-migration: the source answers ASK for the migrated key only.
         assert store.get_many([moved_key, staying_key]) == [b"m", b"s"]
         store.put(moved_key, b"m2")
@@ -173,8 +185,9 @@ def test_reads_and_writes_follow_a_slot_migration_through_ask_and_moved(
         asking.execute_command("GET", store.key_name(moved_key))
         assert asking.execute()[1] == b"m2"  # the write went to the importing node
 
-        src.execute_command("MIGRATE", target.host, target.port, "", 0, 5000,
-                            "KEYS", store.key_name(staying_key))
+        src.execute_command(
+            "MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", store.key_name(staying_key)
+        )
         for node in redis_cluster.primary_nodes():
             c = node.client()
             try:
@@ -195,22 +208,27 @@ def test_an_unreachable_cluster_is_a_backend_error_naming_the_nodes() -> None:
     from geoshard.cluster.local.redis_procs import find_free_port
 
     port = find_free_port()
-    cfg = RedisClusterHotStoreConfig(startup_nodes=[f"127.0.0.1:{port}"], max_attempts=2,
-                                     retry_budget_s=1.0)
+    cfg = RedisClusterHotStoreConfig(
+        startup_nodes=[f"127.0.0.1:{port}"], max_attempts=2, retry_budget_s=1.0
+    )
     with pytest.raises(BackendError, match=rf"redis 127\.0\.0\.1:{port}: connect failed"):
         RedisClusterHotStore(cfg, region="us-east", residency=None)
 
 
 def test_a_server_error_reply_is_a_backend_error_and_not_retried(
-        redis_cluster: RedisClusterProcs, make_store) -> None:  # type: ignore[no-untyped-def]
+    redis_cluster: RedisClusterProcs, make_store: MakeStore
+) -> None:
     store = make_store()
     key = user(5)
     primary = redis_cluster.node_for_slot(store.slot_of(key))
     admin = primary.client()
     try:
         admin.config_set("maxmemory", "1")  # every write now fails with -OOM
-        with pytest.raises(BackendError, match=rf"redis {primary.address}: SET of 1 keys "
-                                               r"failed: OutOfMemoryError: command not allowed"):
+        with pytest.raises(
+            BackendError,
+            match=rf"redis {primary.address}: SET of 1 keys "
+            r"failed: OutOfMemoryError: command not allowed",
+        ):
             store.put(key, b"v")
     finally:
         admin.config_set("maxmemory", "0")

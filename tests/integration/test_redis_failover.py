@@ -4,15 +4,14 @@ policy, and gives up with a clear error when its budget is too small."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 
+from geoshard.cluster.local.redis_procs import RedisClusterProcs
+from geoshard.errors import RetryExhaustedError
 from geoshard.keys import DataKey
-from geoshard.storage.redis_store import (
-    RedisClusterHotStore,
-    RedisClusterHotStoreConfig,
-    RetryExhaustedError,
-)
+from geoshard.storage.redis_store import RedisClusterHotStore, RedisClusterHotStoreConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -22,21 +21,27 @@ def item(i: int) -> DataKey:
 
 
 def test_a_killed_primary_is_replaced_and_operations_succeed_through_retry(
-        redis_cluster_factory) -> None:  # type: ignore[no-untyped-def]
+    redis_cluster_factory: Callable[..., RedisClusterProcs],
+) -> None:
     cluster = redis_cluster_factory(node_timeout_ms=1000)
-    base = RedisClusterHotStoreConfig(startup_nodes=cluster.startup_nodes,
-                                      socket_timeout_s=0.5, connect_timeout_s=0.5)
+    base = RedisClusterHotStoreConfig(
+        startup_nodes=cluster.startup_nodes, socket_timeout_s=0.5, connect_timeout_s=0.5
+    )
     durable = RedisClusterHotStore(
         base.model_copy(update={"durable_writes": True, "wait_timeout_ms": 2000}),
-        region="us-east", residency=None)
+        region="us-east",
+        residency=None,
+    )
     patient = RedisClusterHotStore(
-        base.model_copy(update={"max_attempts": 500, "retry_budget_s": 30.0,
-                                "backoff_cap_s": 0.2}),
-        region="us-east", residency=None)
+        base.model_copy(update={"max_attempts": 500, "retry_budget_s": 30.0, "backoff_cap_s": 0.2}),
+        region="us-east",
+        residency=None,
+    )
     hasty = RedisClusterHotStore(
-        base.model_copy(update={"max_attempts": 2, "retry_budget_s": 0.5,
-                                "backoff_cap_s": 0.05}),
-        region="us-east", residency=None)
+        base.model_copy(update={"max_attempts": 2, "retry_budget_s": 0.5, "backoff_cap_s": 0.05}),
+        region="us-east",
+        residency=None,
+    )
     try:
         keys = [item(i) for i in range(300)]
         durable.put_many([(k, b"before") for k in keys])  # on the replicas too
@@ -47,8 +52,11 @@ def test_a_killed_primary_is_replaced_and_operations_succeed_through_retry(
 
         victim.kill()
         killed_at = time.monotonic()
-        with pytest.raises(RetryExhaustedError, match=rf"failed after 2 attempt\(s\).*"
-                                                      rf"first error at {victim.address}"):
+        with pytest.raises(
+            RetryExhaustedError,
+            match=rf"failed after 2 attempt\(s\).*"
+            rf"first error at {victim.address}",
+        ):
             hasty.put(keys[0], b"lost?")
 
         patient.put(keys[0], b"after")  # blocks through detection and election

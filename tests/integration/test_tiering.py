@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from geoshard.cluster.local.redis_procs import RedisServer
 from geoshard.errors import BackendError, InputError, ResidencyError
 from geoshard.keys import DataKey, UserKey
 from geoshard.regions.residency import ResidencyPolicy
@@ -32,14 +33,17 @@ def policy(repo_root: Path) -> ResidencyPolicy:
     return ResidencyPolicy.from_spec(load_spec(repo_root / "examples" / "local.yaml"))
 
 
-@pytest.fixture()
-def hot(redis_server: object, policy: ResidencyPolicy) -> RedisHotStore:
-    url = redis_server.url  # type: ignore[attr-defined]
-    return RedisHotStore(RedisHotStoreConfig(url=url, namespace=f"t{uuid.uuid4().hex[:8]}"),
-                         region="eu-west", residency=policy)
+@pytest.fixture
+def hot(redis_server: RedisServer, policy: ResidencyPolicy) -> RedisHotStore:
+    url = redis_server.url
+    return RedisHotStore(
+        RedisHotStoreConfig(url=url, namespace=f"t{uuid.uuid4().hex[:8]}"),
+        region="eu-west",
+        residency=policy,
+    )
 
 
-@pytest.fixture()
+@pytest.fixture
 def cold(tmp_path: Path, policy: ResidencyPolicy) -> ParquetColdStore:
     return ParquetColdStore(ParquetColdStoreConfig(root=str(tmp_path / "cold")), "eu-west", policy)
 
@@ -52,7 +56,8 @@ def test_demote_writes_cold_then_deletes_hot(hot: RedisHotStore, cold: ParquetCo
     keys = _keys(30)
     hot.put_many([(k, f"v{i}".encode()) for i, k in enumerate(keys)])
     res = TierManager(hot, cold, policy=TieringPolicy(batch_size=7)).demote(
-        [*keys, DataKey("user_features", UserKey("eu", 999))], now_s=T0)
+        [*keys, DataKey("user_features", UserKey("eu", 999))], now_s=T0
+    )
     assert (res.demoted, res.absent) == (30, 1)
     assert hot.get_many(keys) == [None] * 30
     assert cold.read_many(keys) == [f"v{i}".encode() for i in range(30)]
@@ -72,8 +77,9 @@ def test_a_bad_cold_copy_keeps_the_hot_one(hot: RedisHotStore, cold: ParquetCold
     assert hot.get(k) == b"precious"
 
 
-def test_demotion_to_a_forbidden_region_moves_nothing(hot: RedisHotStore, tmp_path: Path,
-                                                      policy: ResidencyPolicy) -> None:
+def test_demotion_to_a_forbidden_region_moves_nothing(
+    hot: RedisHotStore, tmp_path: Path, policy: ResidencyPolicy
+) -> None:
     us_cold = ParquetColdStore(ParquetColdStoreConfig(root=str(tmp_path / "us")), "us-east", policy)
     k = _keys(1)[0]
     hot.put(k, b"eu-only")
@@ -82,11 +88,13 @@ def test_demotion_to_a_forbidden_region_moves_nothing(hot: RedisHotStore, tmp_pa
     assert hot.get(k) == b"eu-only" and us_cold.files() == []
 
 
-def test_read_through_promotes_after_min_access_count(hot: RedisHotStore, cold: ParquetColdStore,
-                                                      tmp_path: Path, policy: ResidencyPolicy) -> None:
+def test_read_through_promotes_after_min_access_count(
+    hot: RedisHotStore, cold: ParquetColdStore, tmp_path: Path, policy: ResidencyPolicy
+) -> None:
     cat = SqlCatalog(SqlCatalogConfig(url=f"sqlite:///{tmp_path / 'c.db'}"), "eu-west", policy)
-    mgr = TierManager(hot, cold, catalog=cat,
-                      policy=TieringPolicy(min_access_count=2, hot_ttl_s=600))
+    mgr = TierManager(
+        hot, cold, catalog=cat, policy=TieringPolicy(min_access_count=2, hot_ttl_s=600)
+    )
     k = _keys(1)[0]
     cold.append([(k, b"from-cold")], date="2024-05-01")
     assert mgr.get(k, now_s=T0) == b"from-cold"
@@ -102,7 +110,8 @@ def test_read_through_promotes_after_min_access_count(hot: RedisHotStore, cold: 
 
 
 def test_a_write_during_demotion_stays_hot_and_stays_a_hot_member(
-        hot: RedisHotStore, cold: ParquetColdStore, tmp_path: Path, policy: ResidencyPolicy) -> None:
+    hot: RedisHotStore, cold: ParquetColdStore, tmp_path: Path, policy: ResidencyPolicy
+) -> None:
     cat = SqlCatalog(SqlCatalogConfig(url=f"sqlite:///{tmp_path / 'c.db'}"), "eu-west", policy)
     mgr = TierManager(hot, cold, catalog=cat, policy=TieringPolicy(max_idle_s=100))
     rewritten, quiet = _keys(2)
@@ -124,8 +133,9 @@ def test_a_write_during_demotion_stays_hot_and_stays_a_hot_member(
     cat.close()
 
 
-def test_sweep_demotes_only_idle_keys(hot: RedisHotStore, cold: ParquetColdStore, tmp_path: Path,
-                                      policy: ResidencyPolicy) -> None:
+def test_sweep_demotes_only_idle_keys(
+    hot: RedisHotStore, cold: ParquetColdStore, tmp_path: Path, policy: ResidencyPolicy
+) -> None:
     cat = SqlCatalog(SqlCatalogConfig(url=f"sqlite:///{tmp_path / 'c.db'}"), "eu-west", policy)
     mgr = TierManager(hot, cold, catalog=cat, policy=TieringPolicy(max_idle_s=100))
     idle, busy = _keys(2)
@@ -141,24 +151,35 @@ def test_sweep_demotes_only_idle_keys(hot: RedisHotStore, cold: ParquetColdStore
     cat.close()
 
 
-def test_backfill_warm_from_cold(cold: ParquetColdStore, hot: RedisHotStore, tmp_path: Path,
-                                 policy: ResidencyPolicy) -> None:
+def test_backfill_warm_from_cold(
+    cold: ParquetColdStore, hot: RedisHotStore, tmp_path: Path, policy: ResidencyPolicy
+) -> None:
     rng = np.random.default_rng(3)
     vecs = rng.normal(size=(50, 8)).astype(np.float32)
     items = [DataKey("item_embeddings", f"sku-{i}") for i in range(50)]
-    cold.append([(k, encode_embedding(v, {"category": "books"})) for k, v in zip(items, vecs)],
-                date="2024-05-01")
+    cold.append(
+        [(k, encode_embedding(v, {"category": "books"})) for k, v in zip(items, vecs, strict=True)],
+        date="2024-05-01",
+    )
     cold.append([(items[0], encode_embedding(vecs[1], {"category": "fashion"}))], date="2024-05-02")
-    warm = MilvusVectorStore(MilvusVectorStoreConfig(uri=str(tmp_path / "m.db"), dim=8, metric="L2",
-                                                     index=MilvusIndexConfig(type="FLAT", params={},
-                                                                             search_params={})),
-                             "eu-west", policy)
+    warm = MilvusVectorStore(
+        MilvusVectorStoreConfig(
+            uri=str(tmp_path / "m.db"),
+            dim=8,
+            metric="L2",
+            index=MilvusIndexConfig(type="FLAT", params={}, search_params={}),
+        ),
+        "eu-west",
+        policy,
+    )
     try:
         assert TierManager(hot, cold, warm=warm).backfill_warm("item_embeddings") == 50
         assert warm.count() == 50
         hits = warm.search(vecs[1], k=2)
         assert {h.id for h in hits} == {"sku-0", "sku-1"}  # sku-0 now holds vecs[1]
-        assert [h.attrs["category"] for h in warm.search(vecs[1], k=1, partition="fashion")] == ["fashion"]
+        assert [h.attrs["category"] for h in warm.search(vecs[1], k=1, partition="fashion")] == [
+            "fashion"
+        ]
         v, attrs = decode_embedding(encode_embedding(vecs[2], {"a": 1}))
         np.testing.assert_array_equal(v, vecs[2])
         assert attrs == {"a": 1}

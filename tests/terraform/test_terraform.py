@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,9 @@ pytestmark = pytest.mark.terraform
 REPO = Path(__file__).resolve().parents[2]
 TF = REPO / "terraform"
 #: Every module and example: a directory with a versions.tf.
-ROOTS = sorted(str(p.parent.relative_to(TF)) for p in TF.rglob("versions.tf")
-               if ".terraform" not in p.parts)
+ROOTS = sorted(
+    str(p.parent.relative_to(TF)) for p in TF.rglob("versions.tf") if ".terraform" not in p.parts
+)
 #: Roots with ``terraform test`` files.
 TESTED_ROOTS = [r for r in ROOTS if any((TF / r / "tests").glob("*.tftest.hcl"))]
 #: Known homes of a provider filesystem mirror, after $GEOSHARD_TF_PLUGIN_DIR.
@@ -45,14 +47,22 @@ CHECKOV_VERSION = "3.3.30"
 #: checkov checks we skip on purpose, each justified next to the resource. Adding one here
 #: is a review decision, not a way to make the scan green.
 ALLOWED_CHECKOV_SKIPS = {
-    "CKV_AWS_144",   # cross-region replication: would move personal data out of the region
-    "CKV_AWS_18",    # access logging of the access-log bucket itself
-    "CKV_AWS_145",   # SSE-KMS on the access-log bucket: S3 server access logs need SSE-S3
-    "CKV2_AWS_57",   # Secrets Manager rotation: ElastiCache AUTH tokens have no rotator
+    "CKV_AWS_144",  # cross-region replication: would move personal data out of the region
+    "CKV_AWS_18",  # access logging of the access-log bucket itself
+    "CKV_AWS_145",  # SSE-KMS on the access-log bucket: S3 server access logs need SSE-S3
+    "CKV2_AWS_57",  # Secrets Manager rotation: ElastiCache AUTH tokens have no rotator
+    "CKV_SECRET_6",  # high-entropy string: the mock AUTH token of `terraform test` (below)
 }
+#: Skips allowed only in files under a tests/ folder: a secret finding in a module or an
+#: example is a real finding, whatever its comment says.
+TEST_FIXTURE_SKIPS = {"CKV_SECRET_6"}
 
-needs_terraform = pytest.mark.skipif(shutil.which("terraform") is None,
-                                     reason="terraform binary not found on PATH")
+#: ``init(root)`` -> (its directory in the temp copy, the environment to run terraform in)
+Init = Callable[[str], tuple[Path, dict[str, str]]]
+
+needs_terraform = pytest.mark.skipif(
+    shutil.which("terraform") is None, reason="terraform binary not found on PATH"
+)
 
 
 def _aws_mirror(candidate: Path) -> bool:
@@ -64,8 +74,10 @@ def find_plugin_dir() -> Path | None:
     env = os.environ.get("GEOSHARD_TF_PLUGIN_DIR")
     if env:
         if not _aws_mirror(Path(env)):
-            pytest.fail(f"GEOSHARD_TF_PLUGIN_DIR={env} has no registry.terraform.io/hashicorp/aws; "
-                        "point it at a provider mirror or unset it")
+            pytest.fail(
+                f"GEOSHARD_TF_PLUGIN_DIR={env} has no registry.terraform.io/hashicorp/aws; "
+                "point it at a provider mirror or unset it"
+            )
         return Path(env)
     return next((c for c in PLUGIN_DIR_CANDIDATES if _aws_mirror(c)), None)
 
@@ -75,8 +87,13 @@ def tf_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Environment for terraform: an empty CLI config, no prompts, no checkpoint calls."""
     cli_config = tmp_path_factory.mktemp("tfcli") / "terraformrc"
     cli_config.write_text("")
-    return {**os.environ, "TF_CLI_CONFIG_FILE": str(cli_config), "TF_IN_AUTOMATION": "1",
-            "TF_INPUT": "0", "CHECKPOINT_DISABLE": "1"}
+    return {
+        **os.environ,
+        "TF_CLI_CONFIG_FILE": str(cli_config),
+        "TF_IN_AUTOMATION": "1",
+        "TF_INPUT": "0",
+        "CHECKPOINT_DISABLE": "1",
+    }
 
 
 @pytest.fixture(scope="session")
@@ -87,14 +104,18 @@ def tf_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return dest
 
 
-def _run(args: list[str], cwd: Path, env: dict[str, str],
-         timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+def _run(
+    args: list[str], cwd: Path, env: dict[str, str], timeout: int = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args, check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="session")
-def initialized(tf_copy: Path, tf_env: dict[str, str],
-                tmp_path_factory: pytest.TempPathFactory):
+def initialized(
+    tf_copy: Path, tf_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Init:
     """``init(root)`` -> (dir, env): ``terraform init -backend=false`` once per root."""
     done: dict[str, tuple[Path, dict[str, str]]] = {}
     plugin_dir = find_plugin_dir()
@@ -108,11 +129,16 @@ def initialized(tf_copy: Path, tf_env: dict[str, str],
         if plugin_dir is not None:
             args.append(f"-plugin-dir={plugin_dir}")
         res = _run(args, cwd, env)
-        hint = ("" if plugin_dir is not None else
-                "\nno provider mirror was found (GEOSHARD_TF_PLUGIN_DIR, "
-                f"{', '.join(map(str, PLUGIN_DIR_CANDIDATES))}): set GEOSHARD_TF_PLUGIN_DIR to "
-                "one, or allow access to the Terraform registry")
-        assert res.returncode == 0, f"terraform init in {root} failed:\n{res.stdout}{res.stderr}{hint}"
+        hint = (
+            ""
+            if plugin_dir is not None
+            else "\nno provider mirror was found (GEOSHARD_TF_PLUGIN_DIR, "
+            f"{', '.join(map(str, PLUGIN_DIR_CANDIDATES))}): set GEOSHARD_TF_PLUGIN_DIR to "
+            "one, or allow access to the Terraform registry"
+        )
+        assert res.returncode == 0, (
+            f"terraform init in {root} failed:\n{res.stdout}{res.stderr}{hint}"
+        )
         done[root] = (cwd, env)
         return done[root]
 
@@ -127,12 +153,14 @@ def initialized(tf_copy: Path, tf_env: dict[str, str],
 @needs_terraform
 def test_fmt_check_recursive(tf_env: dict[str, str]) -> None:
     res = _run(["terraform", "fmt", "-check", "-recursive", "-diff", "-no-color"], TF, tf_env)
-    assert res.returncode == 0, f"run `terraform fmt -recursive terraform`:\n{res.stdout}{res.stderr}"
+    assert res.returncode == 0, (
+        f"run `terraform fmt -recursive terraform`:\n{res.stdout}{res.stderr}"
+    )
 
 
 @needs_terraform
 @pytest.mark.parametrize("root", ROOTS)
-def test_init_and_validate(root: str, initialized) -> None:
+def test_init_and_validate(root: str, initialized: Init) -> None:
     cwd, env = initialized(root)
     res = _run(["terraform", "validate", "-no-color"], cwd, env)
     assert res.returncode == 0, f"terraform validate in {root}:\n{res.stdout}{res.stderr}"
@@ -141,13 +169,15 @@ def test_init_and_validate(root: str, initialized) -> None:
 @needs_terraform
 @pytest.mark.slow
 @pytest.mark.parametrize("root", TESTED_ROOTS)
-def test_terraform_test_with_mocked_provider(root: str, initialized) -> None:
+def test_terraform_test_with_mocked_provider(root: str, initialized: Init) -> None:
     cwd, env = initialized(root)
     res = _run(["terraform", "test", "-no-color"], cwd, env, timeout=540)
     out = res.stdout + res.stderr
     assert res.returncode == 0, f"terraform test in {root}:\n{out}"
-    runs = sum(len(re.findall(r'^run "', f.read_text(), re.MULTILINE))
-               for f in (TF / root / "tests").glob("*.tftest.hcl"))
+    runs = sum(
+        len(re.findall(r'^run "', f.read_text(), re.MULTILINE))
+        for f in (TF / root / "tests").glob("*.tftest.hcl")
+    )
     assert f"Success! {runs} passed, 0 failed." in out, out
 
 
@@ -163,8 +193,11 @@ def test_roots_are_found() -> None:
 
 @pytest.mark.parametrize("root", ROOTS)
 def test_standard_module_files(root: str) -> None:
-    missing = [f for f in ("main.tf", "variables.tf", "outputs.tf", "versions.tf", "README.md")
-               if not (TF / root / f).is_file()]
+    missing = [
+        f
+        for f in ("main.tf", "variables.tf", "outputs.tf", "versions.tf", "README.md")
+        if not (TF / root / f).is_file()
+    ]
     assert not missing, f"terraform/{root} lacks {missing}"
 
 
@@ -200,26 +233,65 @@ def test_no_security_group_opens_redis_to_the_world() -> None:
     assert tf_static.world_open_ingress(tf_static.iter_blocks(TF), port=6379) == []
 
 
-@pytest.mark.parametrize("hcl,flagged", [
-    (('resource "aws_vpc_security_group_ingress_rule" "r" {\n  ip_protocol = "tcp"\n'
-     '  from_port = 6379\n  to_port = 6379\n  cidr_ipv4 = "0.0.0.0/0"\n}\n'), True),
-    (('resource "aws_security_group" "sg" {\n  name = "x"\n  ingress {\n    protocol = "tcp"\n'
-     '    from_port = 6000\n    to_port = 7000\n    cidr_blocks = ["10.0.0.0/8", "0.0.0.0/0"]\n'
-     '  }\n}\n'), True),
-    (('resource "aws_security_group_rule" "r" {\n  type = "ingress"\n  protocol = "-1"\n'
-     '  from_port = 0\n  to_port = 0\n  ipv6_cidr_blocks = ["::/0"]\n}\n'), True),
-    (('locals {\n  p = 6379\n}\nresource "aws_vpc_security_group_ingress_rule" "r" {\n'
-     '  ip_protocol = "tcp"\n  from_port = local.p\n  to_port = local.p\n'
-     '  cidr_ipv4 = "0.0.0.0/0" # "}" in a comment\n}\n'), True),
-    (('resource "aws_vpc_security_group_ingress_rule" "r" {\n  ip_protocol = "tcp"\n'
-     '  from_port = var.port\n  to_port = var.port\n  cidr_ipv4 = "0.0.0.0/0"\n}\n'), True),
-    (('resource "aws_vpc_security_group_ingress_rule" "r" {\n  ip_protocol = "tcp"\n'
-     '  from_port = 443\n  to_port = 443\n  cidr_ipv4 = "0.0.0.0/0"\n}\n'), False),
-    (('resource "aws_vpc_security_group_ingress_rule" "r" {\n  description = "${var.x} {"\n'
-     '  ip_protocol = "tcp"\n  from_port = 6379\n  to_port = 6379\n  cidr_ipv4 = "10.0.0.0/20"\n}\n'),
-     False),
-])
-def test_world_open_ingress_check_catches_bad_rules(tmp_path: Path, hcl: str, flagged: bool) -> None:
+@pytest.mark.parametrize(
+    ("hcl", "flagged"),
+    [
+        (
+            (
+                'resource "aws_vpc_security_group_ingress_rule" "r" {\n  ip_protocol = "tcp"\n'
+                '  from_port = 6379\n  to_port = 6379\n  cidr_ipv4 = "0.0.0.0/0"\n}\n'
+            ),
+            True,
+        ),
+        (
+            (
+                'resource "aws_security_group" "sg" {\n  name = "x"\n  ingress {\n    protocol = "tcp"\n'
+                '    from_port = 6000\n    to_port = 7000\n    cidr_blocks = ["10.0.0.0/8", "0.0.0.0/0"]\n'
+                "  }\n}\n"
+            ),
+            True,
+        ),
+        (
+            (
+                'resource "aws_security_group_rule" "r" {\n  type = "ingress"\n  protocol = "-1"\n'
+                '  from_port = 0\n  to_port = 0\n  ipv6_cidr_blocks = ["::/0"]\n}\n'
+            ),
+            True,
+        ),
+        (
+            (
+                'locals {\n  p = 6379\n}\nresource "aws_vpc_security_group_ingress_rule" "r" {\n'
+                '  ip_protocol = "tcp"\n  from_port = local.p\n  to_port = local.p\n'
+                '  cidr_ipv4 = "0.0.0.0/0" # "}" in a comment\n}\n'
+            ),
+            True,
+        ),
+        (
+            (
+                'resource "aws_vpc_security_group_ingress_rule" "r" {\n  ip_protocol = "tcp"\n'
+                '  from_port = var.port\n  to_port = var.port\n  cidr_ipv4 = "0.0.0.0/0"\n}\n'
+            ),
+            True,
+        ),
+        (
+            (
+                'resource "aws_vpc_security_group_ingress_rule" "r" {\n  ip_protocol = "tcp"\n'
+                '  from_port = 443\n  to_port = 443\n  cidr_ipv4 = "0.0.0.0/0"\n}\n'
+            ),
+            False,
+        ),
+        (
+            (
+                'resource "aws_vpc_security_group_ingress_rule" "r" {\n  description = "${var.x} {"\n'
+                '  ip_protocol = "tcp"\n  from_port = 6379\n  to_port = 6379\n  cidr_ipv4 = "10.0.0.0/20"\n}\n'
+            ),
+            False,
+        ),
+    ],
+)
+def test_world_open_ingress_check_catches_bad_rules(
+    tmp_path: Path, hcl: str, flagged: bool
+) -> None:
     (tmp_path / "main.tf").write_text(hcl)
     assert bool(tf_static.world_open_ingress(tf_static.iter_blocks(tmp_path))) is flagged
 
@@ -246,6 +318,21 @@ def test_checkov_skips_carry_a_reason() -> None:
     assert tf_static.checkov_skips_without_reason(TF) == []
 
 
+@pytest.mark.parametrize("name", ["main.tf", "tests/mocks/aws.tfmock.hcl"])
+def test_a_skip_without_a_reason_is_caught_in_code_and_in_test_files(
+    tmp_path: Path, name: str
+) -> None:
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        '# checkov:skip=CKV_SECRET_6:fixture\nx = "y"\n'
+        "# checkov:skip=CKV_AWS_18:the access-log target itself\n"
+    )
+    assert tf_static.checkov_skips_without_reason(tmp_path) == [
+        f"{path}:1: checkov skip of CKV_SECRET_6 has no reason (write '#checkov:skip=ID:why')"
+    ]
+
+
 @pytest.fixture(scope="session")
 def checkov() -> Path:
     """checkov from .venv-checkov (or $GEOSHARD_CHECKOV), installed there when missing."""
@@ -255,38 +342,69 @@ def checkov() -> Path:
     exe = CHECKOV_VENV / "bin" / "checkov"
     if exe.exists():
         return exe
-    steps = [[sys.executable if shutil.which("python3") is None else "python3", "-m", "venv",
-              str(CHECKOV_VENV)],
-             [str(CHECKOV_VENV / "bin" / "pip"), "install", "--quiet", f"checkov=={CHECKOV_VERSION}"]]
+    steps = [
+        [
+            sys.executable if shutil.which("python3") is None else "python3",
+            "-m",
+            "venv",
+            str(CHECKOV_VENV),
+        ],
+        [str(CHECKOV_VENV / "bin" / "pip"), "install", "--quiet", f"checkov=={CHECKOV_VERSION}"],
+    ]
     for step in steps:
         res = subprocess.run(step, check=False, capture_output=True, text=True, timeout=900)
         if res.returncode != 0:
-            pytest.fail(f"checkov is not installed and `{' '.join(step)}` failed:\n{res.stderr}\n"
-                        "Install it by hand: python3 -m venv .venv-checkov && "
-                        f".venv-checkov/bin/pip install checkov=={CHECKOV_VERSION}")
+            pytest.fail(
+                f"checkov is not installed and `{' '.join(step)}` failed:\n{res.stderr}\n"
+                "Install it by hand: python3 -m venv .venv-checkov && "
+                f".venv-checkov/bin/pip install checkov=={CHECKOV_VERSION}"
+            )
     return exe
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # the first run installs checkov (fixture setup counts)
 def test_checkov_has_no_failed_checks_and_only_justified_skips(checkov: Path) -> None:
-    # Not --quiet: it drops the skipped checks from the JSON, and their reasons are checked.
-    res = subprocess.run([str(checkov), "-d", str(TF), "--framework", "terraform",
-                          "--compact", "--skip-download", "-o", "json"],
-                         capture_output=True, text=True, timeout=600, cwd=REPO, check=False)
+    # Every framework, as a user runs `checkov -d terraform` (the secrets scan included);
+    # --skip-download only keeps the run off the network. Not --quiet: it drops the
+    # skipped checks from the JSON, and their reasons are checked.
+    res = subprocess.run(
+        [str(checkov), "-d", str(TF), "--compact", "--skip-download", "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+        check=False,
+    )
     try:
         reports = json.loads(res.stdout)
     except json.JSONDecodeError:
         pytest.fail(f"checkov printed no JSON (exit {res.returncode}):\n{res.stdout}{res.stderr}")
     reports = reports if isinstance(reports, list) else [reports]
-    results = [r["results"] for r in reports if r.get("check_type") == "terraform"]
-    assert results, f"checkov scanned no terraform: {res.stdout[:2000]}"
-    failed = [f"{c['check_id']} {c['resource']} {c['file_path']}:{c['file_line_range'][0]}"
-              for r in results for c in r["failed_checks"]]
+    scanned = {r.get("check_type") for r in reports}
+    assert {"terraform", "secrets"} <= scanned, (
+        f"checkov scanned only {scanned}: {res.stdout[:2000]}"
+    )
+    results = [r["results"] for r in reports]
+    failed = [
+        f"{c['check_id']} {c['resource']} {c['file_path']}:{c['file_line_range'][0]}"
+        for r in results
+        for c in r["failed_checks"]
+    ]
     assert failed == [], "checkov failed checks:\n" + "\n".join(failed)
+    assert res.returncode == 0, f"checkov exited {res.returncode}:\n{res.stderr[-2000:]}"
     skipped = [c for r in results for c in r["skipped_checks"]]
-    unjustified = [f"{c['check_id']} {c['resource']}" for c in skipped
-                   if len((c["check_result"].get("suppress_comment") or "").split()) < 4]
+    unjustified = [
+        f"{c['check_id']} {c['resource']}"
+        for c in skipped
+        if len((c["check_result"].get("suppress_comment") or "").split()) < 4
+    ]
     assert unjustified == [], f"checkov skips without a reason: {unjustified}"
     unexpected = {c["check_id"] for c in skipped} - ALLOWED_CHECKOV_SKIPS
     assert not unexpected, f"new checkov skips {unexpected}: fix the code or justify them in review"
+    outside_tests = [
+        f"{c['check_id']} {c['file_path']}"
+        for c in skipped
+        if c["check_id"] in TEST_FIXTURE_SKIPS and "tests" not in Path(c["file_path"]).parts
+    ]
+    assert outside_tests == [], f"test-fixture skips outside a tests/ folder: {outside_tests}"

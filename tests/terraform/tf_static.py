@@ -147,8 +147,8 @@ def _top_level(text: str, masked: str) -> list[tuple[str, tuple[str, ...], str, 
             continue
         open_at = m.end() - 1
         close_at = _close(masked, open_at)
-        labels = tuple(re.findall(r'"([^"]*)"', text[m.start(2):m.end(2)]))
-        found.append((m.group(1), labels, text[open_at + 1:close_at], m.start()))
+        labels = tuple(re.findall(r'"([^"]*)"', text[m.start(2) : m.end(2)]))
+        found.append((m.group(1), labels, text[open_at + 1 : close_at], m.start()))
         pos = close_at + 1
 
 
@@ -222,8 +222,11 @@ def variables_without_description_or_type(blocks: list[Block]) -> list[str]:
 
 def outputs_without_description(blocks: list[Block]) -> list[str]:
     """Outputs missing a non-empty ``description``."""
-    return [f"{b.where}: output has no description" for b in blocks
-            if b.kind == "output" and not attributes(b.body).get("description", "").strip('"')]
+    return [
+        f"{b.where}: output has no description"
+        for b in blocks
+        if b.kind == "output" and not attributes(b.body).get("description", "").strip('"')
+    ]
 
 
 def _locals(blocks: list[Block], module_dir: Path) -> dict[str, str]:
@@ -256,8 +259,9 @@ def _opens(attrs: dict[str, str], local_values: dict[str, str], port: int) -> bo
 
 
 def _world(attrs: dict[str, str]) -> bool:
-    cidrs = " ".join(attrs.get(k, "") for k in
-                     ("cidr_ipv4", "cidr_ipv6", "cidr_blocks", "ipv6_cidr_blocks"))
+    cidrs = " ".join(
+        attrs.get(k, "") for k in ("cidr_ipv4", "cidr_ipv6", "cidr_blocks", "ipv6_cidr_blocks")
+    )
     return any(f'"{w}"' in cidrs for w in WORLD_CIDRS)
 
 
@@ -290,16 +294,19 @@ def world_open_ingress(blocks: list[Block], port: int = REDIS_PORT) -> list[str]
 
 
 def checkov_skips_without_reason(root: Path, min_words: int = 4) -> list[str]:
-    """Inline ``#checkov:skip=ID:reason`` comments whose reason is missing or too short."""
+    """Inline ``#checkov:skip=ID:reason`` comments whose reason is missing or too short,
+    in Terraform code (``.tf``) and in its tests and mocks (``.hcl``)."""
     problems = []
-    for path in sorted(root.rglob("*.tf")):
+    for path in sorted([*root.rglob("*.tf"), *root.rglob("*.hcl")]):
         if ".terraform" in path.parts:
             continue
         for number, line in enumerate(path.read_text().splitlines(), 1):
             m = _SKIP.search(line)
             if m and len((m.group("reason") or "").split()) < min_words:
-                problems.append(f"{path}:{number}: checkov skip of {m.group('id')} "
-                                f"has no reason (write '#checkov:skip=ID:why')")
+                problems.append(
+                    f"{path}:{number}: checkov skip of {m.group('id')} "
+                    f"has no reason (write '#checkov:skip=ID:why')"
+                )
     return problems
 
 
@@ -310,15 +317,20 @@ def main(argv: list[str]) -> int:
         print(f"{root} is not a directory; pass the terraform/ folder", file=sys.stderr)
         return 2
     blocks = iter_blocks(root)
-    problems = (variables_without_description_or_type(blocks)
-                + outputs_without_description(blocks)
-                + world_open_ingress(blocks)
-                + checkov_skips_without_reason(root))
+    problems = (
+        variables_without_description_or_type(blocks)
+        + outputs_without_description(blocks)
+        + world_open_ingress(blocks)
+        + checkov_skips_without_reason(root)
+    )
     for p in problems:
         print(p)
     counts = {k: sum(b.kind == k for b in blocks) for k in ("resource", "variable", "output")}
-    print(f"tf_static: {counts['resource']} resources, {counts['variable']} variables, "
-          f"{counts['output']} outputs checked; {len(problems)} problems", file=sys.stderr)
+    print(
+        f"tf_static: {counts['resource']} resources, {counts['variable']} variables, "
+        f"{counts['output']} outputs checked; {len(problems)} problems",
+        file=sys.stderr,
+    )
     return 1 if problems else 0
 
 

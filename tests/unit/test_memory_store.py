@@ -1,5 +1,6 @@
 """MemoryHotStore specifics (the shared contract is in tests/contract): injected clock,
-passive expiry, purge, key layout and custom shards."""
+passive expiry, purge and custom shards. The key layout itself is tested in
+test_keylayout.py."""
 
 from __future__ import annotations
 
@@ -7,12 +8,8 @@ import pytest
 
 from geoshard.errors import ConfigError, InputError
 from geoshard.keys import DataKey, UserKey
-from geoshard.storage.memory import (
-    MemoryHotStore,
-    MemoryHotStoreConfig,
-    hot_key_name,
-    validate_ttl_s,
-)
+from geoshard.storage.base import validate_ttl_s
+from geoshard.storage.memory import MemoryHotStore, MemoryHotStoreConfig
 
 
 class Clock:
@@ -47,29 +44,20 @@ def test_purge_expired_drops_only_dead_entries() -> None:
     assert len(store) == 1
 
 
-def test_layout_puts_the_shard_in_a_hash_tag() -> None:
-    key = DataKey("sessions", UserKey("eu", 42))
-    assert hot_key_name(key) == "{eu:42}:sessions:eu:42"
-    assert hot_key_name(key, namespace="gs") == "gs:{eu:42}:sessions:eu:42"
-    assert hot_key_name(DataKey("item_catalog", "sku-1")) == "{sku-1}:item_catalog:sku-1"
-    assert hot_key_name(key, shard_of=lambda k: "users-7") == "{users-7}:sessions:eu:42"
-
-
-@pytest.mark.parametrize("shard", ["", "a{b", "a}b", 7])
-def test_a_bad_shard_name_is_refused(shard: object) -> None:
-    with pytest.raises(InputError, match=r"shard name .* must be a non-empty string without"):
-        hot_key_name(DataKey("item_catalog", "x"), shard_of=lambda k: shard)  # type: ignore[arg-type, return-value]
-
-
-def test_a_custom_shard_function_is_used_by_the_store() -> None:
-    store = MemoryHotStore("us-east", None, shard_of=lambda k: "s1")
-    assert store.key_name(DataKey("item_catalog", "x")) == "{s1}:item_catalog:x"
+def test_the_store_names_keys_with_its_namespace_and_shard_function() -> None:
+    store = MemoryHotStore(
+        "us-east", None, MemoryHotStoreConfig(namespace="gs"), shard_of=lambda k: "s1"
+    )
+    assert store.key_name(DataKey("item_catalog", "x")) == "gs:{s1}:item_catalog:x"
 
 
 def test_personal_data_needs_a_residency_policy() -> None:
     store = MemoryHotStore("eu-west", None)
-    with pytest.raises(ConfigError, match=r"has no residency policy, so it may not store "
-                                          r"personal data \(user_features:eu:1\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"has no residency policy, so it may not store "
+        r"personal data \(user_features:eu:1\)",
+    ):
         store.put(DataKey("user_features", UserKey("eu", 1)), b"v")
     assert len(store) == 0
 
