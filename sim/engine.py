@@ -62,13 +62,14 @@ from geoshard.spec import REQUEST_TYPES, STAGES, CacheLevel, Spec
 from geoshard.storage.cache import CachePolicy, make_policy
 from geoshard.storage.cache import walk as cache_walk
 
-from .collect import CACHE_LEVELS, Collector, SimResults
+from .calibrate import calibrate
+from .collect import Collector, SimResults
 from .dists import Sampler
 from .faults import RealState, Timeline
 from .pools import Pool
 from .population import Population
 from .simpy_adapter import URGENT, EventLoop
-from .warm import CacheModel
+from .warm import CacheModel, KeyInfo, PopularityClasses
 from .workload import RegionArrivals, mix_vector, rate_segments
 
 __all__ = ["EngineOptions", "Simulation", "populations", "stream"]
@@ -111,6 +112,10 @@ class EngineOptions:
         timeout_ms: how long a client waits on a dead hop before the request fails.
         integrity_ms: the integrity stage's constant cost.
         warm_start: start the caches at their steady state (:mod:`geoshard.sim.warm`).
+        calibrate: correct the steady-state model with a keyed replay first
+            (:mod:`geoshard.sim.calibrate`).
+        calibration_requests: the replay's budget (0: twice the run's requests, between
+            100,000 and 1,000,000).
         chunk: arrivals drawn per chunk.
     """
 
@@ -119,6 +124,8 @@ class EngineOptions:
     timeout_ms: float = 1000.0
     integrity_ms: float = 1.0
     warm_start: bool = True
+    calibrate: bool = True
+    calibration_requests: int = 0
     chunk: int = 4096
 
 
@@ -129,14 +136,15 @@ class _Req:
     ``credit`` and ``degraded`` exist only on recommends (set when sourcing starts).
     """
 
-    __slots__ = ("callbacks", "credit", "degraded", "draw", "ep", "hop", "plan", "ri", "t0",
-                 "tgt", "ti", "uid", "v0")
+    __slots__ = ("callbacks", "cls", "credit", "degraded", "draw", "ep", "head", "hop", "plan",
+                 "ri", "t0", "tgt", "ti", "uid", "v0")
     _ok = True
     callbacks: list[Any] | None
 
-    def __init__(self, t0: float, ri: int, ti: int, uid: int, draw: int, plan: _Plan,
-                 tgt: Any, ep: int, callbacks: list[Any]) -> None:
-        self.t0, self.ri, self.ti, self.uid, self.draw = t0, ri, ti, uid, draw
+    def __init__(self, t0: float, ri: int, ti: int, uid: int, draw: int, cls: int, head: bool,
+                 plan: _Plan, tgt: Any, ep: int, callbacks: list[Any]) -> None:
+        self.t0, self.ri, self.ti, self.uid, self.draw, self.cls = t0, ri, ti, uid, draw, cls
+        self.head = head
         self.plan, self.tgt, self.ep, self.callbacks = plan, tgt, ep, callbacks
 
 
@@ -161,9 +169,9 @@ class _Tick:
 class _Plan:
     """What every request of one (client region, type) does under one state of health."""
 
-    __slots__ = ("api", "classes", "creg", "dc", "delays", "entry", "fill_ok", "inval", "j",
-                 "l1", "leg", "op", "proc_ok", "ri", "routes", "skey", "stacks", "stale",
-                 "store_ok", "ti", "tlist", "warm")
+    __slots__ = ("api", "classes", "creg", "dc", "delays", "entry", "fill_ok", "head_hits",
+                 "inval", "j", "l1", "leg", "op", "proc_ok", "ri", "routes", "skey", "stacks",
+                 "stale", "store_ok", "ti", "tlist", "warm")
 
     def __init__(self) -> None:
         self.entry: str | None = None
@@ -233,6 +241,7 @@ class Simulation:
             self.warm[r] = Pool(f"{r}/warm", r, "warm", reg.warm.nodes * reg.warm.workers,
                                 Sampler(reg.warm.service_time, stream(seed, f"pool:{r}/warm")),
                                 **kw)
+            self.api[r].upstream = self.warm[r]  # recall ends start precision steps
             for node in reg.hot_node_names(r):
                 self.hot[node] = Pool(node, r, "hot", reg.hot.workers,
                                       Sampler(reg.hot.service_time, stream(seed, f"pool:{node}")),
@@ -248,9 +257,26 @@ class Simulation:
                              for r in self.part} for n, lvl in self.levels}
         self.value_bytes = spec.workload.value_bytes
         self.models: dict[str, CacheModel] = {}
+        # the warm start's popularity classes (one per jurisdiction, shared by every
+        # region's model) and the class of the key being walked (set from the request)
+        self.classes = ({j: PopularityClasses.of(p) for j, p in self.pops.items()}
+                        if o.warm_start or scale < 1 else {})
+        self.key_info = KeyInfo()
         self.caches: dict[str, dict[str, list[Any]]] = {}
+        self.calibration: dict[str, Any] = {}
+        if o.warm_start or scale < 1:
+            for r in self.part:
+                m = self._model(r)
+                if m is not None:
+                    self.models[r] = m
+        if o.warm_start and o.calibrate and self.models:
+            self.calibration = calibrate(self, o.calibration_requests or self._budget())
         for r in self.part:
             self.caches[r] = self._build_caches(r, warm=o.warm_start)
+        self._head_rng = stream(seed, "head-caches")
+        self._head_buf: list[float] = []
+        self._head_u = self._head_buf.pop
+
         self.rep_ms: dict[str, Sampler | None] = {
             r: (Sampler(spec.regions[r].hot.service_time, stream(seed, f"wait1:{r}"))
                 if spec.regions[r].hot.replicas >= 1 else None) for r in self.part}
@@ -262,8 +288,7 @@ class Simulation:
             self.regions, duration_s, self.warm_ms,
             [lat[t].p99_ms if t in lat else float("inf") for t in REQUEST_TYPES],
             [bool(lat[t].accept_degraded) if t in lat else False for t in REQUEST_TYPES])
-        self.c_hits = [0] * len(self.levels)
-        self.c_miss = [0] * len(self.levels)
+        self.walks = [0] * (len(self.levels) + 1)  # index hit + 1 (0: missed everywhere)
         self.refusals = 0
         self.audit_checks = 0
         self.audit_violations = 0
@@ -271,16 +296,13 @@ class Simulation:
         self._audit_memo: dict[tuple[str, str, str, str], bool] = {}
         self.served_by: dict[tuple[str, str], int] = {}
         self.arrived = 0
-        self.cache_only = 0
         self._plans: dict[tuple[int, int, int, str | None], _Plan] = {}
-        self._co: list[tuple[float, int, _Plan, int, int, Any]] = []  # cache-only requests
         self._heap = self.loop.heap
         self._eid = self.loop.next_id
         self._faulty = False
         self._cb_join = [self._join_api]
         self._cb_api_done = [self._api_done]
         self._cb_hot_rec = [self._hot_rec]
-        self._cb_warm = [self._join_warm]
         self._cb_arrivals = [self._next_chunk]
         self._cb_change = [self._change]
         mix = mix_vector(spec)
@@ -340,18 +362,14 @@ class Simulation:
                    else (lvl.capacity_bytes or 0) / self.value_bytes)
             levels.append((name, lvl.policy, float(cap), lvl.ttl_s))
         return CacheModel(pops, read, write, inval, reg.api.servers, levels,
-                          self.duration_ms / 1000.0)
+                          self.duration_ms / 1000.0, self.classes, self.key_info)
 
     def _build_caches(self, region: str, warm: bool) -> dict[str, list[Any]]:
         """A region's cache instances: one L1 per API server, one L2, one regional level."""
         model = self.models.get(region)
-        if warm and model is None:
-            model = self._model(region)
-            if model is not None:
-                self.models[region] = model
         out: dict[str, list[Any]] = {}
         servers = self.spec.regions[region].api.servers
-        keys = sum(c.pop.keys for c in model.classes.values()) if model is not None else 0
+        keys = sum(c.pop.tail_keys for c in model.classes.values()) if model is not None else 0
         for name, lvl in self.levels:
             full = (lvl.capacity_items if lvl.capacity_items
                     else (lvl.capacity_bytes or 0) / self.value_bytes)
@@ -369,6 +387,13 @@ class Simulation:
                 insts.append(policy)
             out[name] = insts
         return out
+
+    def _budget(self) -> int:
+        """The calibration replay's request budget: twice this run's requests, bounded."""
+        segs = rate_segments(self.spec, self.duration_ms)
+        total = sum((b - a) * sum(v for r, v in rates.items() if r in self.part)
+                    for a, b, rates in segs) * self.scale
+        return int(min(max(2 * total, 100_000), 1_000_000))
 
     def _now_s(self) -> float:
         return self.env._now * 0.001  # noqa: SLF001
@@ -467,6 +492,12 @@ class Simulation:
         store = self.policy.is_allowed(j, "user_features", entry, "store")
         p.store_ok = (store,) * len(names)
         p.fill_ok = store
+        # the head users' per-level hit probabilities (scaled runs), by popularity class
+        model = self.models.get(entry)
+        p.head_hits = None
+        if self.scale < 1:
+            p.head_hits = [model.levels[n].hit0.get(j) if (model is not None and store) else None
+                           for n in names]
         # a write invalidates the shared levels of every region that may hold the features
         inval = []
         for r in sorted(self.policy.allowed_regions(j, "user_features", "store")):
@@ -539,53 +570,23 @@ class Simulation:
                 continue
             plan = self._plan(ri, ti)
             t0s = ch.t_ms[sel]
-            full = ch.full[sel]
-            nfull = int(full.sum())
-            self.arrived += nfull
-            self.cache_only += len(full) - nfull
+            self.arrived += len(t0s)
             if plan.entry is None or plan.stale:
                 reason = "no_region" if plan.entry is None else "stale"
-                for t0 in t0s[full].tolist():
+                for t0 in t0s.tolist():
                     col.fail(t0, ri, ti, reason)
                 continue
             users = ch.user[sel]
             tgts = self._targets(plan, users)
             leg = plan.leg
-            draws = ch.draw[sel].tolist()
-            if nfull == len(full):
-                for t0, uid, draw, tgt in zip(t0s.tolist(), users.tolist(), draws, tgts):
-                    heappush(heap, (t0 + leg, 1, eid(),
-                                    _Req(t0, ri, ti, uid, draw, plan, tgt, ep, cb_join)))
-                continue
-            co = self._co
-            seq = self._seq
-            for t0, uid, draw, f, tgt in zip(t0s.tolist(), users.tolist(), draws,
-                                             full.tolist(), tgts):
-                if f:
-                    heappush(heap, (t0 + leg, 1, eid(),
-                                    _Req(t0, ri, ti, uid, draw, plan, tgt, ep, cb_join)))
-                else:
-                    heappush(co, (t0 + leg, next(seq), plan, uid, draw, tgt))
-
-    def _cache_only(self, now: float) -> None:
-        """Walk the caches for the slice's cache-only requests due by ``now``."""
-        co = self._co
-        now_s = now * 0.001
-        vb = self.value_bytes
-        while co and co[0][0] <= now:
-            _, _, plan, uid, draw, tgt = heappop(co)
-            stacks = plan.stacks
-            stack = stacks[draw % len(stacks)]
-            if plan.op == "write":
-                cache_walk.invalidate(plan.inval, uid)
-                if plan.l1:
-                    stack[0].invalidate(uid)
-                continue
-            hit = cache_walk.lookup(stack, uid, now_s)
-            if hit < 0 and (tgt is None or self._dead(tgt[2], tgt[1], plan.entry)):  # type: ignore[arg-type]
-                continue
-            if hit:
-                cache_walk.fill(stack, uid, vb, now_s, hit, plan.store_ok)
+            pc = self.classes.get(plan.j)
+            classes = (pc.index_array(ch.rank[sel]).tolist() if pc is not None
+                       else [0] * len(t0s))
+            for t0, uid, draw, c, hd, tgt in zip(t0s.tolist(), users.tolist(),
+                                                 ch.draw[sel].tolist(), classes,
+                                                 ch.head[sel].tolist(), tgts):
+                heappush(heap, (t0 + leg, 1, eid(),
+                                _Req(t0, ri, ti, uid, draw, c, hd, plan, tgt, ep, cb_join)))
 
     # ------------------------------------------------------------------ the request path
     def _join_api(self, req: _Req) -> None:
@@ -642,35 +643,35 @@ class Simulation:
     def _api_done(self, req: _Req) -> None:
         """The API handed the request on: the cache walk, then the tier or the write."""
         now = self.env._now  # noqa: SLF001
-        co = self._co
-        if co and co[0][0] <= now:
-            self._cache_only(now)
         plan = req.plan
         tgt = req.tgt
         if req.ep != self.ep:
             tgt = self._target_one(req)
         ti = req.ti
+        uid = req.uid
         if ti == _WR:
             self._write(req, plan, tgt, now)
             return
         t0 = req.t0
-        uid = req.uid
         now_s = now * 0.001
         stacks = plan.stacks
         stack = stacks[req.draw % len(stacks)]
-        hit = cache_walk.lookup(stack, uid, now_s)
+        if req.head:  # a head user of a scaled run: the steady-state model decides
+            hit = self._head_lookup(plan, req.cls)
+        else:
+            ki = self.key_info
+            ki.key, ki.j, ki.cls = uid, plan.j, req.cls
+            hit = cache_walk.lookup(stack, uid, now_s)
         n = len(stack) if hit < 0 else hit + 1
         pending = 0.0
-        for d in plan.delays[:n]:  # the levels looked up are pure delays (service + hop)
+        ds = plan.delays
+        for i in range(n):  # the levels looked up are pure delays (service + hop)
+            d = ds[i]
             pending += d if d.__class__ is float else d()
         col = self.collector
-        sec = int(t0 * 0.001)
         if t0 >= self.warm_ms:
-            miss = self.c_miss
-            for i in range(n - 1 if hit >= 0 else n):
-                miss[i] += 1
-            if hit >= 0:
-                self.c_hits[hit] += 1
+            self.walks[hit + 1] += 1  # -1: a miss everywhere; i: a hit at level i
+        sec = int(t0 * 0.001)
         if sec < col.seconds:
             col.ts_lookups[sec] += 1
             if hit >= 0:
@@ -680,7 +681,7 @@ class Simulation:
             req.degraded = False
             req.v0 = now
         if hit >= 0:
-            if hit:
+            if hit and not req.head:
                 self._fill(plan, stack, uid, now_s, hit)
             if ti == _FR:
                 col.done(t0, req.ri, _FR, now + pending + plan.leg - t0)
@@ -694,7 +695,8 @@ class Simulation:
                 self._degrade("sourcing", req)
                 self._rec_sourced(req, now + min(self.opt.timeout_ms, self.budget["sourcing"]))
             return
-        self._fill(plan, stack, uid, now_s, -1)
+        if not req.head:
+            self._fill(plan, stack, uid, now_s, -1)
         if tgt[4]:
             self.audit_checks += 1
         else:
@@ -706,6 +708,28 @@ class Simulation:
         else:
             req.callbacks = self._cb_hot_rec
             heappush(self._heap, (now + pending + half, 1, self._eid(), req))
+
+    def _head_lookup(self, plan: _Plan, cls: int) -> int:
+        """The cache walk of a head user (scaled runs): level by level, a hit with the
+        steady-state model's probability for a lookup reaching that level (the
+        filtered-stream model, :mod:`geoshard.sim.warm`); -1 when every level misses."""
+        hits = plan.head_hits
+        if hits is None:
+            return -1
+        u = self._head_u
+        for i, h in enumerate(hits):
+            p = h[cls] if h is not None else 0.0
+            try:
+                x = u()
+            except IndexError:
+                self._head_refill()
+                x = u()
+            if x < p:
+                return i
+        return -1
+
+    def _head_refill(self) -> None:
+        self._head_buf.extend(self._head_rng.random(4096).tolist())
 
     def _fill(self, plan: _Plan, stack: list[Any], uid: int, now_s: float, hit: int) -> None:
         refused = cache_walk.fill(stack, uid, self.value_bytes, now_s, hit, plan.store_ok)
@@ -730,18 +754,16 @@ class Simulation:
         if d > b:
             req.credit += d - b
             self._degrade("sourcing", req)
-        if req.plan.proc_ok:
+        plan = req.plan
+        if plan.proc_ok:
             self.audit_checks += 1
         else:
-            self._audit(req.plan.j, "user_embeddings", req.plan.entry, "process")  # type: ignore[arg-type]
+            self._audit(plan.j, "user_embeddings", plan.entry, "process")  # type: ignore[arg-type]
         req.v0 = t
-        req.callbacks = self._cb_warm
-        heappush(self._heap, (t, 1, self._eid(), req))
+        plan.warm.defer(t, req.t0 >= self.warm_ms, req, self._fin_recall)
 
-    def _join_warm(self, req: _Req) -> None:
-        now = self.env._now  # noqa: SLF001
-        plan = req.plan
-        end = plan.warm.join(now, req.t0 >= self.warm_ms)
+    def _fin_recall(self, req: _Req, end: float) -> None:
+        """Recall ended (warm pool): integrity, then precision on the API (deferred)."""
         budget = self.budget
         d = end - req.v0
         if d > budget["recall"]:
@@ -752,7 +774,7 @@ class Simulation:
             req.credit += integ - budget["integrity"]
             self._degrade("integrity", req)
         req.v0 = end + integ
-        plan.api.defer(end + integ, req.t0 >= self.warm_ms, req, self._fin_rec)
+        req.plan.api.defer(end + integ, req.t0 >= self.warm_ms, req, self._fin_rec)
 
     def _fin_rec(self, req: _Req, end: float) -> None:
         d = end - req.v0
@@ -776,10 +798,13 @@ class Simulation:
             self.collector.fail(req.t0, req.ri, _WR, "stale")
             return
         uid = req.uid
-        cache_walk.invalidate(plan.inval, uid)
-        if plan.l1:
-            stacks = plan.stacks
-            stacks[req.draw % len(stacks)][0].invalidate(uid)
+        if not req.head:  # a head user's key is never in the keyed caches
+            ki = self.key_info
+            ki.key, ki.j, ki.cls = uid, plan.j, req.cls
+            cache_walk.invalidate(plan.inval, uid)
+            if plan.l1:
+                stacks = plan.stacks
+                stacks[req.draw % len(stacks)][0].invalidate(uid)
         pool, preg, _, half, ok, others = tgt
         if ok:
             self.audit_checks += 1
@@ -828,7 +853,8 @@ class Simulation:
 
     def _run(self, on_second: Callable[[int], None] | None) -> None:
         loop = self.loop
-        pools = [*self.api.values(), *self.warm.values(), *self.hot.values()]
+        # upstream pools first: their due joins may queue joins in the API pools
+        pools = [*self.warm.values(), *self.api.values(), *self.hot.values()]
         end_s = int(self.duration_ms // 1000.0)
         for sec in range(1, end_s + 1):
             loop.run_until(sec * 1000.0)
@@ -850,11 +876,12 @@ class Simulation:
         """What this run measured (call after :meth:`run`)."""
         pools = [*self.api.values(), *self.warm.values(), *self.hot.values()]
         return self.collector.results(
-            pools, cache_hits={n: self.c_hits[i] for i, (n, _) in enumerate(self.levels)},
-            cache_misses={n: self.c_miss[i] for i, (n, _) in enumerate(self.levels)},
+            pools, cache_hits={n: self.walks[i + 1] for i, (n, _) in enumerate(self.levels)},
+            cache_misses={n: self.walks[0] + sum(self.walks[i + 2:])
+                          for i, (n, _) in enumerate(self.levels)},
             audit_checks=self.audit_checks, audit_violations=self.audit_violations,
             audit_examples=list(self.audit_examples), served_by=dict(self.served_by),
-            arrived=self.arrived, cache_only=self.cache_only, epochs=self.ep,
+            arrived=self.arrived, epochs=self.ep,
             cache_model=self.cache_model())
 
     def cache_model(self) -> dict[str, dict[str, dict[str, float]]]:

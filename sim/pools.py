@@ -15,10 +15,13 @@ pool hands back *real* times: a request that joins at ``t`` and would leave the 
 pool at ``end`` continues at ``t + R x (end - t)``. At ``R = 1`` nothing changes.
 
 **Deferred joins.** A visit whose end starts nothing shared (a feature read's hot-tier
-read, a write's primary and replica copies, a recommend's last API step) is not an event:
-it is queued here with its time and applied, in time order, before the next join or
-queue probe at a later time, or at a flush. The pool sees exactly the same sequence of
-joins as with one event per visit.
+read, a write's primary and replica copies, a recommend's recall and last API step) is
+not an event: it is queued here with its time and applied, in time order, before the
+next join or queue probe at a later time, or at a flush. The pool sees exactly the same
+sequence of joins as with one event per visit. A pool fed only by the deferred joins of
+another (an API pool's recommend precision steps come from its region's warm pool) names
+that pool its ``upstream``: the upstream's due joins are applied first, so every join
+they start is queued in time.
 
 Examples:
     >>> import numpy as np
@@ -91,6 +94,7 @@ class Pool:
         "spill_at",
         "stretch",
         "until",
+        "upstream",
         "waiting",
         "waits",
         "warm_ms",
@@ -120,10 +124,14 @@ class Pool:
         self._buf: list[float] = []
         self.deferred: list[tuple[float, int, bool, Any, Callable[[Any, float], None] | None]] = []
         self._seq = seq if seq is not None else count()
+        self.upstream: Pool | None = None
 
     # ------------------------------------------------------------------ joins
     def join(self, now: float, measuring: bool) -> float:
         """A request joins at ``now`` (joins come in time order); returns its real end time."""
+        up = self.upstream
+        if up is not None and up.deferred and up.deferred[0][0] <= now:
+            up.apply_deferred(now)
         if self.deferred and self.deferred[0][0] <= now:
             self.apply_deferred(now)
         return self._join(now, measuring)
@@ -177,6 +185,9 @@ class Pool:
 
     def queue_len(self, now: float) -> int:
         """Requests waiting for a server at ``now``."""
+        up = self.upstream
+        if up is not None and up.deferred and up.deferred[0][0] <= now:
+            up.apply_deferred(now)
         if self.deferred and self.deferred[0][0] <= now:
             self.apply_deferred(now)
         w = self.waiting

@@ -6,28 +6,27 @@ requests. Ranks map to user ids by a fixed affine permutation (``id = (r x a + b
 N``), so popular users spread over the ring; :meth:`Population.rank_of` inverts it.
 
 **The faithful slice** (``--scale R``, see ``docs/simulator.md``). A run at scale ``R``
-simulates, in full detail, an unbiased sample of a fraction ``R`` of all requests, with
-every request of a sampled user kept (SHARDS-style spatial sampling, so caches see each
-sampled key at its full rate):
+simulates an unbiased sample of a fraction ``R`` of all requests:
 
 * **tail**: every ``1/R``-th rank from rank ``H`` on (systematic sampling by popularity,
-  with a seeded phase), all of its requests simulated;
+  with a seeded phase), with **all** of its requests: the caches see each sampled key at
+  its full rate (SHARDS-style spatial sampling), so with capacities ``R x`` the tail's
+  share they hold the same part of the key space as at full scale;
 * **head**: the ``H = ceil(16 / R)`` most popular users, whose single share would dwarf
-  the slice, are all kept at their full rate *for the caches*; each of their requests is
-  simulated in full (pools, latency) with probability ``m``, and otherwise only walks the
-  caches ("cache-only"), so their keys stay hot in the caches as at full scale.
+  the slice (and who would stay hot in every cache only at their full rate): each of
+  their requests is simulated with probability ``m``, and their cache lookups are decided
+  by the steady-state model's per-key hit probabilities (:mod:`geoshard.sim.warm`).
 
 ``m`` is set so that the simulated share is exactly ``R`` in expectation
-(``m x head + sampled tail = R``). Cache capacities become ``head residents + R x (C -
-head residents)``; pools keep every node and stretch service times by ``1 / R``
-(:class:`~geoshard.sim.pools.Pool`), so per-node load and queueing are those of the full
-topology. At ``R = 1`` the slice is everything (``m = 1``, no cache-only requests).
+(``m x head + sampled tail = R``). Pools keep every node and stretch service times by
+``1 / R`` (:class:`~geoshard.sim.pools.Pool`), so per-node load and queueing are those
+of the full topology. At ``R = 1`` there is no head: every user is simulated.
 
 Examples:
     >>> import numpy as np
     >>> pop = Population("eu", 1000, 0.8, offset=0, scale=1.0, phase=0.0)
-    >>> pop.head_share + pop.tail_share, pop.materialize_head
-    (1.0, 1.0)
+    >>> pop.head, round(pop.tail_share, 12), pop.materialize_head
+    (0, 1.0, 1.0)
     >>> int(pop.rank_of(pop.user_of_rank(7)))
     7
 """
@@ -119,17 +118,19 @@ class Population:
         offset: the first user id of this jurisdiction (ids are ``offset + [0, n)``).
         scale: the slice ``R`` in (0, 1].
         phase: the systematic sample's phase in [0, 1) (from the seed).
+        head_factor: the head is the ``head_factor / R`` most popular users (0: none).
 
     Attributes:
         head: ``H``, the number of head ranks.
         head_share: the share of the jurisdiction's requests made by head users.
         tail_share: the share made by the sampled tail users (about ``R x`` the tail).
-        materialize_head: ``m``, the probability that a head request is simulated in full.
+        materialize_head: ``m``, the probability that a head request is simulated.
         keys: how many distinct users the slice holds (head + sampled tail).
+        tail_keys: how many of them are sampled tail users (the keyed caches' users).
     """
 
     def __init__(self, jurisdiction: str, n: int, alpha: float, *, offset: int, scale: float,
-                 phase: float) -> None:
+                 phase: float, head_factor: float = HEAD_FACTOR) -> None:
         if n < 1:
             raise ConfigError(f"jurisdiction '{jurisdiction}' needs at least 1 user (got {n})")
         if not 0 < scale <= 1:
@@ -137,7 +138,7 @@ class Population:
         self.jurisdiction, self.n, self.alpha, self.offset = jurisdiction, n, alpha, offset
         self.scale = scale
         self.z = zipf_normaliser(n, alpha)
-        h = min(n, math.ceil(HEAD_FACTOR / scale), EXACT_RANKS)
+        h = 0 if scale >= 1 else min(n, math.ceil(head_factor / scale), EXACT_RANKS)
         self.head = h
         self._head = _PowerSampler(1.0, 1.0, h, alpha) if h else None
         head_mass = self._head.mass if self._head else 0.0
@@ -169,6 +170,7 @@ class Population:
         else:
             self.materialize_head = scale
         self.keys = h + count
+        self.tail_keys = count
         self._a = 2_654_435_761 % n or 1
         while math.gcd(self._a, n) != 1:
             self._a += 1
@@ -178,13 +180,8 @@ class Population:
     # ------------------------------------------------------------------ shares
     @property
     def sampled_share(self) -> float:
-        """The share of requests the slice simulates in full: ``m x head + tail`` (~ R)."""
+        """The share of requests the slice simulates: ``m x head + tail`` (~ R)."""
         return self.materialize_head * self.head_share + self.tail_share
-
-    @property
-    def slice_share(self) -> float:
-        """The share of requests the slice generates at all (full + cache-only)."""
-        return self.head_share + self.tail_share
 
     def popularity(self, rank: np.ndarray | int) -> np.ndarray:
         """``p_r``: the share of this jurisdiction's requests made by the user of rank ``r``."""
@@ -201,15 +198,17 @@ class Population:
         return ((user - self.offset - self._b) * self._a_inv) % self.n if self.n > 1 else 0
 
     # ------------------------------------------------------------------ sampling
-    def draw(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """``size`` slice requests: ``(user ids, is_head)``.
+    def draw(self, rng: np.random.Generator,
+             size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``size`` simulated requests: ``(user ids, is_head, ranks)``.
 
-        A request is a head request with probability ``head / (head + tail)``; its user is
-        drawn by popularity among the head (resp. the sampled tail).
+        A request is a head request with probability ``m x head / (m x head + tail)``; its
+        user is drawn by popularity among the head (resp. the sampled tail).
         """
-        total = self.head_share + self.tail_share
+        head = self.materialize_head * self.head_share
+        total = head + self.tail_share
         u = rng.random(size)
-        is_head = u * total < self.head_share
+        is_head = u * total < head
         ranks = np.empty(size, dtype=np.int64)
         v = rng.random(size)
         if self._head is not None and is_head.any():
@@ -219,4 +218,4 @@ class Population:
             k = self._tail.draw(v[tail])
             ranks[tail] = self.head + np.floor((k + self._phase) * self._stride).astype(np.int64)
         np.minimum(ranks, self.n - 1, out=ranks)
-        return self.user_of_rank(ranks), is_head
+        return self.user_of_rank(ranks), is_head, ranks

@@ -39,7 +39,7 @@ from geoshard.storage.cache.steady import characteristic_time, hit_probability, 
 
 from .population import Population, _power_integral
 
-__all__ = ["CacheModel", "LevelModel", "key_uniform"]
+__all__ = ["CacheModel", "KeyInfo", "LevelModel", "PopularityClasses", "key_uniform"]
 
 _EXACT_CLASSES = 4096
 _BINS = 1500
@@ -67,17 +67,27 @@ _INV64 = 1.0 / (1 << 64)
 
 
 @dataclass
-class _Classes:
-    """A jurisdiction's ranks in popularity classes: exact ranks first, then log bins."""
+class PopularityClasses:
+    """A jurisdiction's ranks in popularity classes: exact ranks first, then log bins.
+
+    Attributes:
+        pop: the population.
+        p: the popularity of one key of each class.
+        count: keys per class.
+        lo: the first rank of each class.
+        exact: ranks below this are classes of their own.
+    """
 
     pop: Population
     p: np.ndarray        # popularity of one key of the class
     count: np.ndarray    # keys in the class
     lo: list[int]        # first rank of each class, increasing
     exact: int
+    _lo_arr: np.ndarray | None = None
 
     @classmethod
-    def of(cls, pop: Population) -> _Classes:
+    def of(cls, pop: Population) -> PopularityClasses:
+        """The classes of a population: exact ranks first, then log-spaced bins."""
         n, a = pop.n, pop.alpha
         k = min(n, _EXACT_CLASSES)
         ranks = np.arange(k, dtype=np.float64)
@@ -101,6 +111,12 @@ class _Classes:
             return rank
         return bisect.bisect_right(self.lo, rank) - 1
 
+    def index_array(self, ranks: np.ndarray) -> np.ndarray:
+        """The classes of many ranks (vectorised :meth:`index`)."""
+        if self._lo_arr is None:
+            self._lo_arr = np.array(self.lo, dtype=np.int64)
+        return np.searchsorted(self._lo_arr, ranks, side="right") - 1
+
 
 @dataclass
 class LevelModel:
@@ -114,6 +130,9 @@ class LevelModel:
         hit_ratio: the model's hit ratio of lookups reaching this level.
         head_residents: expected resident head keys of the slice (for the slice capacity).
         table: per jurisdiction, a flat ``[class x time]`` table of P(resident).
+        hit0: per jurisdiction, per class, the steady-state hit probability of a lookup
+            that reaches this level (the slice's head users are decided by it).
+        calibrated: True when a keyed replay corrected the model (:meth:`CacheModel.calibrate`).
     """
 
     level: str
@@ -124,11 +143,14 @@ class LevelModel:
     hit_ratio: float
     head_residents: float
     table: dict[str, array]
+    hit0: dict[str, list[float]]
+    calibrated: bool = False
 
     def slice_capacity(self, scale: float) -> float:
-        """The capacity of this level in a slice: head residents + R x the rest."""
+        """The capacity of this level in a slice: ``R x`` what the tail users hold at full
+        scale (the head users are decided by the model and take no room)."""
         head = min(self.head_residents, self.capacity_items)
-        return max(1.0, head + scale * (self.capacity_items - head))
+        return max(1.0, scale * (self.capacity_items - head))
 
 
 class CacheModel:
@@ -148,15 +170,23 @@ class CacheModel:
     def __init__(self, populations: dict[str, Population], read_rate: dict[str, float],
                  write_rate: dict[str, float], inval_rate: dict[str, float], servers: int,
                  levels: Sequence[tuple[str, str, float, float | None]],
-                 duration_s: float) -> None:
-        self.classes = {j: _Classes.of(p) for j, p in populations.items()}
-        self.key_info = _KeyInfo()
+                 duration_s: float, classes: dict[str, PopularityClasses] | None = None,
+                 key_info: KeyInfo | None = None) -> None:
+        classes = classes or {}
+        self.classes = {j: classes.get(j) or PopularityClasses.of(p)
+                        for j, p in populations.items()}
+        self.key_info = key_info or KeyInfo()
         step = max(0.5, duration_s / 60.0)
         self.grid_step = step
         self.grid = [i * step for i in range(int(math.ceil(duration_s / step)) + 2)]
         self.levels: dict[str, LevelModel] = {}
-        # per jurisdiction: lookups of one key per second reaching the current level
+        self._decay: dict[str, dict[str, np.ndarray]] = {}
+        self._lookup_rate: dict[str, dict[str, np.ndarray]] = {}
+        # per jurisdiction: lookups of one key per second reaching the current level, and
+        # the share of them that a write caused (a write invalidates every shared level at
+        # once: such a lookup misses them all, which a filtered stream would not know)
         reach = {j: read_rate.get(j, 0.0) * c.p for j, c in self.classes.items()}
+        by_write: dict[str, np.ndarray] | None = None
         for name, policy, cap, ttl in levels:
             share = 1.0 / servers if name == "l1" else 1.0
             r = {j: reach[j] * share for j in reach}
@@ -167,29 +197,90 @@ class CacheModel:
             weights = cat({j: self.classes[j].count for j in js})
             t_c = characteristic_time(policy, cat(r), cat(w), weights, ttl, cap) if js else math.inf
             table: dict[str, array] = {}
+            hit0: dict[str, list[float]] = {}
+            decay: dict[str, np.ndarray] = {}
             lookups = hits = head = 0.0
             for j in js:
                 cl = self.classes[j]
-                h0 = hit_probability(policy, r[j], w[j], ttl, t_c)
+                plain = hit_probability(policy, r[j], w[j], ttl, t_c)
+                h0 = plain if by_write is None else plain * (1.0 - by_write[j])
+                hit0[j] = h0.tolist()
                 lookups += float(np.dot(cl.count, r[j]))
                 hits += float(np.dot(cl.count, r[j] * h0))
                 hr = cl.pop.head
                 below = np.clip(hr - np.array(cl.lo, dtype=np.float64), 0, cl.count)
                 head += float(np.dot(below, h0))
-                cols = [resident_after(policy, r[j], w[j], ttl, t_c, e) for e in self.grid]
-                table[j] = array("d", np.stack(cols, axis=1).ravel().tolist())
+                cols = np.stack([resident_after(policy, r[j], w[j], ttl, t_c, e)
+                                 for e in self.grid], axis=1)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    decay[j] = np.where(plain[:, None] > 0, cols / plain[:, None], 0.0)
+                table[j] = array("d", (h0[:, None] * decay[j]).ravel().tolist())
                 reach[j] = reach[j] * (1.0 - h0)
+            if name != "l1":  # the write-caused share of the lookups reaching the next level
+                nxt = {}
+                for j in js:
+                    h0 = np.array(hit0[j])
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        if by_write is None:
+                            rw = r[j] + w[j]
+                            caused = np.where(rw > 0, w[j] / np.where(rw > 0, rw, 1.0), 0.0)
+                        else:
+                            caused = by_write[j]
+                        nxt[j] = np.clip(np.where(h0 < 1, caused / (1.0 - h0), 1.0), 0.0, 1.0)
+                by_write = nxt
             self.levels[name] = LevelModel(name, policy, ttl, t_c, cap,
-                                           hits / lookups if lookups else 0.0, head, table)
+                                           hits / lookups if lookups else 0.0, head, table, hit0)
+            self._decay[name] = decay
+            self._lookup_rate[name] = {j: r[j] for j in js}
+
+    def calibrate(self, level: str, measured: dict[str, tuple[np.ndarray, np.ndarray]],
+                  min_lookups: int = 200) -> None:
+        """Correct a level's steady-state hit probabilities with measured ones.
+
+        ``measured[j] = (lookups, hits)`` per popularity class, from a keyed replay of the
+        workload through the real caches (:meth:`geoshard.sim.engine.Simulation.calibrate`).
+        Per log-spaced band of ranks with at least ``min_lookups`` lookups, the model's
+        probabilities are scaled by measured / modelled hits; bands without enough
+        lookups keep the model. The decay of untouched residents keeps the model's shape.
+        """
+        lm = self.levels[level]
+        lookups_all = hits_all = head = 0.0
+        for j, (look, hit) in measured.items():
+            if j not in lm.hit0:
+                continue
+            cl = self.classes[j]
+            h0 = np.array(lm.hit0[j])
+            bands = np.floor(np.log2(np.array(cl.lo, dtype=np.float64) + 1.0) * 2).astype(np.int64)
+            factor = np.ones(len(h0))
+            for b in np.unique(bands).tolist():
+                m = bands == b
+                n = float(look[m].sum())
+                expected = float(np.dot(look[m], h0[m]))
+                if n >= min_lookups and expected > 0:
+                    factor[m] = float(hit[m].sum()) / expected
+            h = np.clip(h0 * factor, 0.0, 1.0)
+            lm.hit0[j] = h.tolist()
+            lm.table[j] = array("d", (h[:, None] * self._decay[level][j]).ravel().tolist())
+            rate = self._lookup_rate[level][j]
+            lookups_all += float(np.dot(cl.count, rate))
+            hits_all += float(np.dot(cl.count, rate * h))
+            below = np.clip(cl.pop.head - np.array(cl.lo, dtype=np.float64), 0, cl.count)
+            head += float(np.dot(below, h))
+        if lookups_all:
+            lm.hit_ratio = hits_all / lookups_all
+            lm.head_residents = head
+            lm.calibrated = True
 
     def oracle(self, level: str, salt: int) -> _Oracle:
         """The residency oracle of one cache instance of ``level`` (its own ``salt``)."""
         return _Oracle(self, self.levels[level], salt)
 
 
-class _KeyInfo:
-    """The popularity class of the key looked up last, shared by a region's levels
-    (a lookup walks L1, L2 and the regional level with the same key)."""
+class KeyInfo:
+    """The popularity class of the key being looked up, shared by every cache's oracle (a
+    request walks L1, L2 and the regional level, or invalidates several regions' levels,
+    with one key). The engine sets it from the request, which carries its class; an
+    oracle asked about another key computes it."""
 
     __slots__ = ("cls", "j", "key")
 
@@ -233,7 +324,8 @@ class _Oracle:
             info.key, info.j, info.cls = key, j, c
             if j is None:
                 return None
-        if j is None:
+        tab = self._tables.get(j) if j is not None else None
+        if tab is None:  # a jurisdiction whose data this cache never holds
             return None
         x = now_s * self._inv_step
         k = int(x)
@@ -242,7 +334,6 @@ class _Oracle:
             k, frac = n - 2, 1.0
         else:
             frac = x - k
-        tab = self._tables[j]
         base = c * n + k
         prob = tab[base] * (1.0 - frac) + tab[base + 1] * frac
         if (((key + 0x632BE59BD9B4E019) * self._mult) & _MASK) * _INV64 >= prob:

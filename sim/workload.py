@@ -8,9 +8,9 @@
 * :class:`RegionArrivals` draws one region's arrivals chunk by chunk from its own random
   stream: Poisson at the rate of the slice's requests (exact: the exponential gap is
   redrawn at every rate change, which is valid because it is memoryless), each with a
-  request type from the mix, a user from :class:`~geoshard.sim.population.Population`,
-  whether it is simulated in full or only walks the caches, and a uniform draw for
-  per-request choices (the API server). A region's arrivals depend only on its own
+  request type from the mix, a user from :class:`~geoshard.sim.population.Population`
+  (and whether it is one of the slice's head users), and a uniform draw for per-request
+  choices (the API server). A region's arrivals depend only on its own
   stream, so simulating regions together or apart gives the same requests.
 
 Times here are in milliseconds, the simulator's clock unit.
@@ -95,7 +95,8 @@ class Chunk:
         t_ms: arrival times, increasing.
         rtype: request type index (into ``REQUEST_TYPES``).
         user: global user id.
-        full: True for a request simulated in full, False for a cache-only one.
+        rank: the user's popularity rank in its jurisdiction (0 = most popular).
+        head: True for a request of a head user (see :mod:`geoshard.sim.population`).
         draw: a uniform integer for per-request choices (API server, ...).
     """
 
@@ -104,7 +105,8 @@ class Chunk:
     t_ms: np.ndarray
     rtype: np.ndarray
     user: np.ndarray
-    full: np.ndarray
+    rank: np.ndarray
+    head: np.ndarray
     draw: np.ndarray
 
 
@@ -124,7 +126,7 @@ class RegionArrivals:
                  mix: np.ndarray, rng: np.random.Generator) -> None:
         self.region = region
         self.population = population
-        share = population.slice_share
+        share = population.sampled_share
         self._segs = [(a, b, rates.get(region, 0.0) * share) for a, b, rates in segments]
         self._mix_cdf = np.cumsum(mix / mix.sum())
         self._rng = rng
@@ -145,8 +147,8 @@ class RegionArrivals:
             self._seg += 1
             self.t = b
             empty = np.empty(0)
-            return Chunk(start, b, empty, empty.astype(np.int64), empty.astype(np.int64),
-                         empty.astype(bool), empty.astype(np.int64))
+            ints = empty.astype(np.int64)
+            return Chunk(start, b, empty, ints, ints, ints, empty.astype(bool), ints)
         times = start + np.cumsum(rng.exponential(1.0 / lam, max_n))
         keep = times < b
         if keep.all():
@@ -161,16 +163,11 @@ class RegionArrivals:
         pop = self.population
         rtype = np.searchsorted(self._mix_cdf, rng.random(n), side="right")
         np.minimum(rtype, len(self._mix_cdf) - 1, out=rtype)
-        user, is_head = pop.draw(rng, n)
-        full = ~is_head
-        if pop.materialize_head >= 1.0:
-            full[:] = True
-        elif is_head.any():
-            full[is_head] = rng.random(int(is_head.sum())) < pop.materialize_head
+        user, is_head, rank = pop.draw(rng, n)
         draw = rng.integers(0, 1 << 30, n)
         # the chunk ends just after its last arrival (the next one starts from there: the
         # Poisson process is memoryless) or at the segment's end
-        return Chunk(start, end, times, rtype.astype(np.int64), user, full, draw)
+        return Chunk(start, end, times, rtype.astype(np.int64), user, rank, is_head, draw)
 
 
 def mix_vector(spec: Spec) -> np.ndarray:

@@ -237,8 +237,12 @@ class CachePolicy(ABC):
         self._virtual -= self._unit
         self._misses -= 1
         self._hits += 1
-        self.admit(key, self._unit, at)
+        self._admit_resident(key, at)
         return True
+
+    def _admit_resident(self, key: Hashable, at: float) -> None:
+        """Make a virtual resident, admitted at ``at``, a real entry (room is there)."""
+        self.admit(key, self._unit, at)
 
     def _make_room(self, cost: int) -> None:
         """Evict virtual residents so that ``cost`` more units fit beside the real ones."""
@@ -369,6 +373,12 @@ class _DictPolicy(CachePolicy):
     def keys(self) -> Iterator[Hashable]:
         return iter(list(self._data))
 
+    def _admit_resident(self, key: Hashable, at: float) -> None:
+        self._data[key] = at + self._life  # newest position; the room was the virtual one's
+        if self._costs is not None:
+            self._costs[key] = self._unit
+        self._used += self._unit
+
     def _drop(self, key: Hashable) -> None:
         del self._data[key]
         costs = self._costs
@@ -411,9 +421,11 @@ class _DictPolicy(CachePolicy):
         data = self._data
         if key in data:
             self._drop(key)
-        if self._virtual and self._used + cost + self._virtual > self._capacity:
-            self._make_room(cost)
         capacity = self._capacity
+        if self._virtual:
+            need = self._used + cost + self._virtual - capacity
+            if need > 0:  # evict virtual residents first
+                self._virtual = self._virtual - need if self._virtual > need else 0
         if cost > capacity:
             return []
         evicted: list[Hashable] = []

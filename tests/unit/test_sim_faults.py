@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from geoshard.sim.run import simulate_spec
-from geoshard.sim.workload import full_scale_load_factors, scale_spec
 from geoshard.spec import Fault, Faults, Spec, load_spec
 
 DETECT_S = 2.0
@@ -112,29 +111,3 @@ def test_overload_everywhere_sheds_and_offered_load_goes_past_utilisation(pair) 
         # the server is busy all the time, and asked for more than the window holds
         assert 0.95 < node["utilisation"] <= 1.0, node
         assert node["offered_load"] > 1.1, node
-
-
-def test_full_scale_load_estimate_matches_the_full_run(repo_root) -> None:
-    spec = load_spec(repo_root / "examples/local.yaml")
-    full, _ = simulate_spec(spec, seed=2, duration_s=20.0)
-    part, _ = simulate_spec(spec, seed=2, duration_s=20.0, scale=0.25)
-    fn, pn = full["metrics"]["nodes"], part["metrics"]["nodes"]
-    for name in fn:
-        if name.endswith(("/api", "/warm")):
-            assert pn[name]["full_scale_offered_load"] == pytest.approx(
-                fn[name]["offered_load"], rel=0.15), name
-    for region in spec.regions:
-        hot_f = [v["offered_load"] for k, v in fn.items() if k.startswith(f"{region}/hot-")]
-        hot_p = [v["full_scale_offered_load"] for k, v in pn.items() if k.startswith(f"{region}/hot-")]
-        assert sum(hot_p) / len(hot_p) == pytest.approx(sum(hot_f) / len(hot_f), rel=0.1), region
-
-
-def test_full_scale_factors_undo_the_rounding(repo_root) -> None:
-    spec = load_spec(repo_root / "examples/global.yaml")
-    eff, _ = scale_spec(spec, 0.001)
-    f = full_scale_load_factors(spec, eff, 0.001)
-    # 32 API servers -> 1 at F = 0.001: each simulated server carries 1/31.25 of the load
-    # of a full-scale one
-    assert spec.regions["eu-west"].api.servers == 32 and eff.regions["eu-west"].api.servers == 1
-    assert f[("eu-west", "api")] == pytest.approx(31.25)
-    assert set(full_scale_load_factors(spec, spec, 1.0).values()) == {1.0}

@@ -89,13 +89,13 @@ def test_report_html_shows_residency_audit_and_slo_verdict(run) -> None:
     section = html[html.index('id="residency"'):html.index('id="requests"')]
     assert f"{v:,} violation{'s' if v != 1 else ''}" in section
     assert f"{res['checks']:,} checks" in section
-    verdict = "SLO PASSED" if result["metrics"]["slo"]["passed"] else "SLO FAILED"
+    verdict = "VERDICT: PASSED" if result["verdict"]["passed"] else "VERDICT: FAILED"
     assert verdict in html
     # the verdict comes before everything else the reader scrolls to
     assert html.index('id="slo-verdict"') < html.index('id="residency"') < html.index('id="plots"')
     assert html.index('id="plots"') < html.index('id="machine"')
-    for f in result["metrics"]["slo"]["failures"]:
-        assert f"<li>{escape(f)}</li>" in html
+    for f in result["verdict"]["failures"]:
+        assert f"<li>{escape(f['message'])}</li>" in html
 
 
 def test_requests_csv_matches_result(run) -> None:
@@ -118,8 +118,9 @@ def test_nodes_and_caches_csv_match_result(run) -> None:
     for r in rows:
         n = nodes[r["node"]]
         assert int(r["capacity"]) == n["capacity"] and int(r["requests"]) == n["requests"]
-        for k in ("utilisation", "offered_load", "full_scale_offered_load"):
+        for k in ("utilisation", "offered_load", "peak_offered_load", "wait_p99_ms"):
             assert float(r[k]) == n[k], (r["node"], k)
+        assert r["peak_phase"] == n["peak_phase"]
         assert n["utilisation"] <= 1.0
         assert int(r["max_queue"]) == n["max_queue"] and float(r["wait_ms"]) == n["wait_ms"]
         assert r["kind"] in ("api", "hot", "warm") and r["node"].startswith(r["region"] + "/")
@@ -186,19 +187,34 @@ def test_write_report_is_deterministic(run, tmp_path: Path) -> None:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
-def test_failed_slo_renders_the_failures(run, tmp_path: Path) -> None:
+def test_failed_verdict_renders_the_failures_and_the_same_cells_red(run, tmp_path: Path) -> None:
     _, result, ts = run
     r = copy.deepcopy(result)
-    r["metrics"]["slo"] = {"passed": False, "failures": ["recommend: p99 180 ms > 100 ms",
-                                                         "residency: 2 violation(s)"]}
+    row = r["metrics"]["requests"]["recommend"]["eu-west"]
+    row["p99_ms"] = 180.0
+    pool = next(iter(r["metrics"]["nodes"]))
+    r["metrics"]["nodes"][pool]["peak_offered_load"] = 0.97
+    r["verdict"] = {"passed": False, "failures": [
+        {"kind": "latency", "name": "recommend/eu-west", "region": "eu-west", "value": 180.0,
+         "limit": 100.0, "message": "recommend in eu-west: p99 180 ms > 100 ms"},
+        {"kind": "capacity", "name": pool, "region": pool.split("/")[0], "value": 0.97,
+         "limit": 0.85, "message": f"{pool} runs at 97.0% offered load"},
+        {"kind": "residency", "name": "residency", "region": "", "value": 2, "limit": 0,
+         "message": "residency: 2 violation(s)"}]}
     r["metrics"]["residency"] = {"checks": 1234, "violations": 2, "examples": [
         "t=1.250s read eu user_features in us-east"]}
     write_report(tmp_path, r, ts)
     html = _html(tmp_path)
     banner = html[html.index('id="slo-verdict"'):html.index('id="residency"')]
-    assert "SLO FAILED" in banner and "(2 failures)" in banner
-    assert "<li>recommend: p99 180 ms &gt; 100 ms</li>" in banner
+    assert "VERDICT: FAILED" in banner and "(3 failures)" in banner
+    assert "<li>recommend in eu-west: p99 180 ms &gt; 100 ms</li>" in banner
     assert "<li>residency: 2 violation(s)</li>" in banner
+    # banner and cells agree: the failing row's p99 cell is red, a passing row's is not
+    requests = html[html.index('id="requests"'):html.index('id="counts"')]
+    assert '<td class="bad">180</td>' in requests
+    assert requests.count('class="bad"') == 1
+    nodes = html[html.index('id="nodes"'):html.index('id="assumptions"')]
+    assert '<td class="bad">97.0 %</td>' in nodes
     assert "2 violations</strong> in 1,234 checks" in html
     assert "t=1.250s read eu user_features in us-east" in html
 
@@ -209,7 +225,9 @@ def test_html_special_characters_are_escaped(run, tmp_path: Path) -> None:
     evil = '<script>alert("x")</script> & <b>co</b>'
     r["spec_name"] = evil
     r["assumptions"] = [*r["assumptions"], "a < b & c > d"]
-    r["metrics"]["slo"] = {"passed": False, "failures": ['<img src="http://x">']}
+    r["verdict"] = {"passed": False, "failures": [
+        {"kind": "latency", "name": "x", "region": "", "value": 1, "limit": 0,
+         "message": '<img src="http://x">'}]}
     write_report(tmp_path, r, ts)
     html = _html(tmp_path)
     assert evil not in html and "<script" not in html and '<img src="http' not in html

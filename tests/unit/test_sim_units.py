@@ -1,4 +1,4 @@
-"""Simulator building blocks: histogram error bound, Zipf keys, scaling, rates."""
+"""Simulator building blocks: histogram error bound, the population and its slice, rates."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from geoshard.errors import ConfigError
 from geoshard.sim.metrics import RELATIVE_ERROR_BOUND, LogHistogram
-from geoshard.sim.workload import ZipfKeys, rate_segments, scale_spec
+from geoshard.sim.population import Population
+from geoshard.sim.workload import rate_segments, start_of_day
 from geoshard.spec import load_spec
 
 
@@ -35,49 +35,67 @@ def test_histogram_zero_and_merge() -> None:
     assert a.count == 2 and a.quantile(0.5) == 0.0 and a.quantile(1.0) == pytest.approx(2.0, rel=0.005)
 
 
-def test_zipf_keys_follow_zipf_and_are_scrambled() -> None:
-    z = ZipfKeys(1000, 1.0, np.random.default_rng(1))
-    ranks = z.ranks(200_000)
+def test_population_follows_zipf_and_scrambles_ids() -> None:
+    pop = Population("x", 1000, 1.0, offset=0, scale=1.0, phase=0.0)
+    users, head, ranks = pop.draw(np.random.default_rng(1), 200_000)
     h = sum(1 / k for k in range(1, 1001))
+    assert not head.any()  # scale 1: every user is simulated, no head
     assert np.mean(ranks == 0) == pytest.approx(1 / h, rel=0.03)
-    ids = z.draw(10)
-    assert ids.min() >= 0 and ids.max() < 1000
-    # rank 0 is not id 0: hot users spread over the ring
-    assert int(z.draw(1)[0]) >= 0 and (0 * z._a + z._b) % 1000 != 0
+    assert users.min() >= 0 and users.max() < 1000
+    # rank 0 is not id 0 (hot users spread over the ring), and the permutation inverts
+    assert int(pop.user_of_rank(0)) != 0
+    assert all(pop.rank_of(int(u)) == int(r) for u, r in zip(users[:500], ranks[:500]))
 
 
-def test_zipf_tail_of_a_huge_population_stays_in_range() -> None:
-    z = ZipfKeys(50_000_000, 0.8, np.random.default_rng(2))
-    ids = z.draw(100_000)
-    assert ids.min() >= 0 and ids.max() < 50_000_000
+def test_population_tail_of_a_huge_population_stays_in_range() -> None:
+    pop = Population("x", 50_000_000, 0.8, offset=7, scale=1.0, phase=0.0)
+    users, _, _ = pop.draw(np.random.default_rng(2), 100_000)
+    assert users.min() >= 7 and users.max() < 50_000_007
 
 
-def test_scale_spec_scales_nodes_traffic_and_keys(repo_root) -> None:
+@pytest.mark.parametrize("n, scale", [(600_000_000, 0.01), (600_000_000, 0.001),
+                                      (100_000, 0.1), (50, 0.01)])
+def test_slice_simulates_exactly_the_scale_share_of_requests(n: int, scale: float) -> None:
+    pop = Population("x", n, 0.8, offset=0, scale=scale, phase=0.37)
+    # m x head share + sampled tail share = R: pools see R of the full traffic
+    assert pop.sampled_share == pytest.approx(scale, rel=1e-3)
+    assert pop.head == min(n, math.ceil(16 / scale))
+    # the sampled tail carries R of the tail's requests (systematic sampling by rank)
+    if pop.tail_keys:
+        assert pop.tail_share == pytest.approx(scale * (1 - pop.head_share), rel=0.02)
+    users, head, ranks = pop.draw(np.random.default_rng(3), 50_000)
+    assert ((ranks < pop.head) == head).all()
+    stride = 1 / scale
+    tail = ranks[~head]
+    # every tail rank is one of the sampled ranks H + floor((k + phase) / R)
+    k = np.round((tail - pop.head) / stride - 0.37)
+    assert (pop.head + np.floor((k + 0.37) * stride) == tail).all()
+
+
+def test_start_of_day_defaults_to_the_busiest_diurnal_step(repo_root) -> None:
     spec = load_spec(repo_root / "examples/global.yaml")
-    eff, notes = scale_spec(spec, 0.01)
-    assert eff.regions["eu-west"].hot.nodes == 1  # round(48 x 0.01) = 0 -> at least 1
-    assert eff.workload.users == 20_000_000
-    assert eff.workload.peak_qps["us-east"] == pytest.approx(2200)
-    assert any("not scaled" in n for n in notes)
+    assert start_of_day(spec) == 19 * 3600.0  # multiplier 1.0 at hour 19
+    w = spec.workload.model_copy(update={"start_of_day_s": 0.0})
+    assert start_of_day(spec.model_copy(update={"workload": w})) == 0.0
 
 
-def test_scale_out_of_range_is_a_config_error(repo_root) -> None:
-    spec = load_spec(repo_root / "examples/local.yaml")
-    with pytest.raises(ConfigError, match=r"--scale \(=0\) must be in \(0, 1\]"):
-        scale_spec(spec, 0)
-
-
-def test_rate_segments_apply_campaigns(repo_root) -> None:
-    spec, _ = scale_spec(load_spec(repo_root / "examples/global.yaml"), 0.001)
+def test_rate_segments_apply_campaigns_and_the_peak_start(repo_root) -> None:
+    spec = load_spec(repo_root / "examples/global-campaign.yaml")
     segs = rate_segments(spec, 60_000.0)
     at = {a: rates for a, _, rates in segs}
+    # the run starts at the peak step: the full peak rate, in requests per ms
+    assert at[0.0]["us-east"] == pytest.approx(220.0)
     assert at[40_000.0]["us-east"] == pytest.approx(3 * at[0.0]["us-east"])
     assert at[40_000.0]["eu-west"] == pytest.approx(at[0.0]["eu-west"])
+    # extra cuts (the fault timeline) split segments without changing rates
+    cut = rate_segments(spec, 60_000.0, cuts=[10_000.0])
+    assert (10_000.0, 40_000.0) in {(a, b) for a, b, _ in cut}
 
 
 def test_bulk_binning_equals_one_by_one_adds() -> None:
-    from geoshard.sim.engine import _bin_into, _buckets
+    from geoshard.sim.metrics import bin_into as _bin_into
     from geoshard.sim.metrics import bucket
+    from geoshard.sim.metrics import buckets as _buckets
 
     rng = np.random.default_rng(3)
     x = np.concatenate([rng.lognormal(1.0, 2.0, 20_000), np.zeros(50), rng.exponential(0.01, 500)])
