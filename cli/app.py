@@ -90,13 +90,13 @@ def _root(
 @handles_errors
 def validate(spec: SpecArg, json_out: JsonOpt = False) -> None:
     """Validate a spec and print its summary: regions, nodes, capacity, residency map."""
-    from geoshard.summary import summarize
+    from geoshard.cli.summary import summarize
 
     summary = summarize(spec)
     if json_out:
         emit_json(summary)
         return
-    from geoshard.summary import render_summary
+    from geoshard.cli.summary import render_summary
 
     render_summary(summary, out)
 
@@ -268,7 +268,7 @@ def terraform(
           f"{len(data['jurisdictions'])} jurisdictions", file=sys.stderr)
 
 
-from geoshard.cli_sim import simulate as _simulate; app.command(name="simulate")(_simulate)  # noqa: E402, E702
+from geoshard.cli.simulate import simulate as _simulate; app.command(name="simulate")(_simulate)  # noqa: E402, E702
 
 
 def main() -> None:

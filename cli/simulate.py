@@ -1,6 +1,6 @@
 """``geoshard simulate``: run the discrete-event simulator on a spec.
 
-Registered on the main app by ``geoshard.cli``. Writes a run directory with
+Registered on the main app by ``geoshard.cli.app``. Writes a run directory with
 ``result.json`` and ``timeseries.csv`` (plus the report when :mod:`geoshard.sim.report`
 exists), prints a summary (or the result with ``--json``) and sets the exit code:
 0 every SLO and the residency audit passed; 1 one of them failed; 2 bad spec or flag.
