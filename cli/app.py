@@ -4,71 +4,50 @@ Data goes to stdout (a table for people, ``--json`` for machines); progress, log
 warnings go to stderr.
 
 Exit codes:
-    0  success
+    0  success (also when the reader closes stdout early, as ``| head`` does)
     1  ran, but a gate failed (SLO, residency audit, invariant, threshold)
-    2  usage or config error (bad spec, bad flag, malformed id)
+    2  usage or config error (bad spec, bad flag, malformed id, unusable output path)
     3  backend unreachable or infrastructure error
     130 interrupted
+
+Every command goes through :func:`geoshard.cli.handling.handles_errors`; with ``--json``
+an error also prints ``{"error": {"category", "message", "exit_code"}}`` on stdout.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from geoshard import __version__
-from geoshard.errors import GeoshardError
-
-EXIT_CODES_HELP = (
-    "Exit codes: 0 ok; 1 a gate failed (SLO, residency, invariant); 2 usage or config "
-    "error; 3 backend unreachable; 130 interrupted."
+from geoshard.cli.handling import (
+    EXIT_CODES_HELP,
+    GeoshardGroup,
+    StdoutConsole,
+    emit_json,
+    handles_errors,
 )
+from geoshard.cli.simulate import simulate
 
 app = typer.Typer(
     name="geoshard",
+    cls=GeoshardGroup,
     help="Plan, simulate, deploy and break a globally distributed, sharded data layer.\n\n"
     + EXIT_CODES_HELP,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False)
-
-F = TypeVar("F", bound=Callable[..., Any])
+out = StdoutConsole(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 SpecArg = Annotated[Path, typer.Argument(help="topology spec (YAML), e.g. examples/global.yaml")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")]
-
-
-def emit_json(data: Any) -> None:
-    """Print ``data`` as JSON on stdout (nothing else goes to stdout with --json)."""
-    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def handles_errors(fn: F) -> F:
-    """Turn :class:`GeoshardError` into a message on stderr and its exit code."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except GeoshardError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            raise typer.Exit(code=exc.exit_code) from None
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            raise typer.Exit(code=130) from None
-
-    return wrapper  # type: ignore[return-value]
+JsonOpt = Annotated[bool, typer.Option(
+    "--json", help="print one JSON document on stdout (on an error: {\"error\": {...}})")]
 
 
 def _version(value: bool) -> None:
@@ -268,7 +247,7 @@ def terraform(
           f"{len(data['jurisdictions'])} jurisdictions", file=sys.stderr)
 
 
-from geoshard.cli.simulate import simulate as _simulate; app.command(name="simulate")(_simulate)  # noqa: E402, E702
+app.command(name="simulate")(simulate)
 
 
 def main() -> None:

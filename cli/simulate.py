@@ -14,9 +14,12 @@ from typing import Annotated, Any
 
 import typer
 
+from geoshard.cli.handling import handles_errors, silence_stdout
+
 __all__ = ["simulate"]
 
 
+@handles_errors
 def simulate(
     spec: Annotated[Path, typer.Argument(help="topology spec (YAML), e.g. examples/global.yaml")],
     duration: Annotated[float, typer.Option("--duration", help="simulated seconds")] = 60.0,
@@ -37,16 +40,7 @@ def simulate(
         geoshard simulate examples/local.yaml --duration 60 --seed 1
         geoshard simulate examples/global.yaml --scale 0.001 --duration 60 --json
     """
-    from geoshard.errors import GeoshardError
-
-    try:
-        code = _simulate(spec, duration, seed, scale, out, json_out, warmup)
-    except GeoshardError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(code=exc.exit_code) from None
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        raise typer.Exit(code=130) from None
+    code = _simulate(spec, duration, seed, scale, out, json_out, warmup)
     if code:
         raise typer.Exit(code=code)
 
@@ -73,12 +67,22 @@ def _simulate(spec_path: Path, duration: float, seed: int, scale: float, out: Pa
                                    on_second=lambda s: progress.update(task, completed=s))
     run_dir = out if out is not None else Path("runs") / f"{spec.name}-{seed}"
     write_run(run_dir, result, ts)
-    if json_out:
-        sys.stdout.write(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    else:
-        _render(result, ts, run_dir)
     m = result["metrics"]
-    return 0 if m["slo"]["passed"] and m["residency"]["violations"] == 0 else 1
+    code = 0 if m["slo"]["passed"] and m["residency"]["violations"] == 0 else 1
+    # the verdict stands whether or not anyone reads the rest of stdout
+    try:
+        if json_out:
+            sys.stdout.write(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        else:
+            _render(result, ts, run_dir)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        silence_stdout()
+    except SystemExit as exc:  # rich's Console answers a closed stdout with SystemExit(1)
+        if not isinstance(exc.__context__, BrokenPipeError):
+            raise
+        silence_stdout()
+    return code
 
 
 def _render(result: dict[str, Any], ts: list[dict[str, Any]], run_dir: Path) -> None:
