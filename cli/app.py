@@ -227,13 +227,18 @@ def rebalance(
 @handles_errors
 def terraform(
     spec: SpecArg,
-    out_path: Annotated[Path | None, typer.Option("--out", help="write here (default: stdout)")] = None,
+    out_path: Annotated[Path | None, typer.Option(
+        "--out", help="write this file (default: stdout); its directory must exist, an "
+        "existing file is replaced")] = None,
     project: Annotated[str | None, typer.Option(help="name prefix of AWS resources")] = None,
 ) -> None:
     """Write the Terraform variables (terraform.tfvars.json) for terraform/examples/global."""
+    from geoshard.cli.preflight import check_output_file, write_file_atomically
     from geoshard.cluster.terraform import tfvars_from_spec
     from geoshard.spec import load_spec
 
+    if out_path is not None:
+        check_output_file(out_path)
     warnings: list[str] = []
     data = tfvars_from_spec(load_spec(spec), project, warnings)
     for w in warnings:
@@ -242,7 +247,7 @@ def terraform(
     if out_path is None:
         sys.stdout.write(text)
         return
-    out_path.write_text(text)
+    write_file_atomically(out_path, text)
     print(f"wrote {out_path}: {len(data['regions'])} regions, "
           f"{len(data['jurisdictions'])} jurisdictions", file=sys.stderr)
 

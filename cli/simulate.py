@@ -3,7 +3,9 @@
 Registered on the main app by ``geoshard.cli.app``. Writes a run directory with
 ``result.json`` and ``timeseries.csv`` (plus the report when :mod:`geoshard.sim.report`
 exists), prints a summary (or the result with ``--json``) and sets the exit code:
-0 every SLO and the residency audit passed; 1 one of them failed; 2 bad spec or flag.
+0 every SLO and the residency audit passed; 1 one of them failed; 2 bad spec, flag or
+output path, or a run too large for the bounds of :mod:`geoshard.cli.preflight`, all
+checked before the simulation starts.
 """
 
 from __future__ import annotations
@@ -15,6 +17,13 @@ from typing import Annotated, Any
 import typer
 
 from geoshard.cli.handling import handles_errors, silence_stdout
+from geoshard.cli.preflight import (
+    DEFAULT_MAX_REQUESTS,
+    MAX_DURATION_S,
+    check_output_dir,
+    check_simulate_flags,
+    check_simulation_size,
+)
 
 __all__ = ["simulate"]
 
@@ -22,40 +31,57 @@ __all__ = ["simulate"]
 @handles_errors
 def simulate(
     spec: Annotated[Path, typer.Argument(help="topology spec (YAML), e.g. examples/global.yaml")],
-    duration: Annotated[float, typer.Option("--duration", help="simulated seconds")] = 60.0,
-    seed: Annotated[int, typer.Option("--seed", help="seed of every random stream")] = 1,
+    duration: Annotated[float, typer.Option(
+        "--duration", help=f"simulated seconds, in (0, {MAX_DURATION_S:g}]")] = 60.0,
+    seed: Annotated[int, typer.Option(
+        "--seed", help="seed of every random stream, in [0, 2**63-1]")] = 1,
     scale: Annotated[float, typer.Option(
         "--scale", help="fraction of shards, traffic and keys to simulate, in (0, 1]")] = 1.0,
     out: Annotated[Path | None, typer.Option(
-        "--out", help="run directory (default runs/<spec-name>-<seed>)")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+        "--out", help="run directory (default runs/<spec-name>-<seed>); created with its "
+        "parents if missing, reused if it exists")] = None,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="print the result as JSON (on an error: {\"error\": {...}})")] = False,
     warmup: Annotated[float | None, typer.Option(
         "--warmup", help="seconds before measurements start (default 10 % of --duration)")] = None,
+    max_requests: Annotated[int, typer.Option(
+        "--max-requests", envvar="GEOSHARD_MAX_REQUESTS",
+        help="refuse a run expected to simulate more requests than this (about 100k per "
+        "second of wall time)")] = DEFAULT_MAX_REQUESTS,
 ) -> None:
     """Simulate the topology: latency percentiles, hit ratios, load, failover, residency, cost.
 
-    Exit codes: 0 ok; 1 an SLO or the residency audit failed; 2 bad spec or flag.
+    Exit codes: 0 ok; 1 an SLO or the residency audit failed; 2 bad spec, flag or output
+    path, or a run beyond the bounds (checked before it starts); 130 interrupted. A closed
+    stdout keeps the verdict.
 
     Examples:
         geoshard simulate examples/local.yaml --duration 60 --seed 1
         geoshard simulate examples/global.yaml --scale 0.001 --duration 60 --json
     """
-    code = _simulate(spec, duration, seed, scale, out, json_out, warmup)
+    check_simulate_flags(duration, seed, scale, warmup, max_requests)
+    if out is not None:
+        check_output_dir(out)
+    code = _simulate(spec, duration, seed, scale, out, json_out, warmup, max_requests)
     if code:
         raise typer.Exit(code=code)
 
 
 def _simulate(spec_path: Path, duration: float, seed: int, scale: float, out: Path | None,
-              json_out: bool, warmup: float | None) -> int:
+              json_out: bool, warmup: float | None, max_requests: int) -> int:
     import json
 
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from geoshard.errors import ConfigError
     from geoshard.sim.run import simulate_spec, write_run
     from geoshard.spec import load_spec
 
     spec = load_spec(spec_path)
+    run_dir = out if out is not None else Path("runs") / f"{spec.name}-{seed}"
+    check_output_dir(run_dir)
+    check_simulation_size(spec, duration, scale, max_requests)
     err = Console(stderr=True, highlight=False)
     progress = Progress(TextColumn("simulating"), BarColumn(), TextColumn("{task.completed:.0f}/"
                         "{task.total:.0f} s"), TimeElapsedColumn(), console=err,
@@ -65,8 +91,11 @@ def _simulate(spec_path: Path, duration: float, seed: int, scale: float, out: Pa
         result, ts = simulate_spec(spec, seed=seed, duration_s=duration, scale=scale,
                                    warmup_s=warmup,
                                    on_second=lambda s: progress.update(task, completed=s))
-    run_dir = out if out is not None else Path("runs") / f"{spec.name}-{seed}"
-    write_run(run_dir, result, ts)
+    try:
+        write_run(run_dir, result, ts)
+    except OSError as exc:
+        raise ConfigError(f"--out '{run_dir}': cannot write the run directory "
+                          f"({exc.strerror or exc}); free space or choose another --out") from None
     m = result["metrics"]
     code = 0 if m["slo"]["passed"] and m["residency"]["violations"] == 0 else 1
     # the verdict stands whether or not anyone reads the rest of stdout

@@ -195,3 +195,168 @@ def test_ring_points_counts_what_the_router_builds() -> None:
                  "    replication: 2\n    vnodes: 100\n    weights: {eu-west/hot-0: 2.5}\n  items")
     spec = parse_spec(text)
     assert ring_points(spec) == Router.from_spec(spec).ring.point_count
+
+
+# --------------------------------------------------------------------------- output paths
+
+def _unwritable_dir(tmp_path: Path) -> Path:
+    """A directory this process cannot write in (root ignores permission bits)."""
+    import os
+
+    if os.geteuid() != 0:
+        d = tmp_path / "ro"
+        d.mkdir()
+        d.chmod(0o500)
+        return d
+    for candidate in (Path("/sys"), Path("/proc")):
+        try:
+            (candidate / ".geoshard-probe").touch()
+        except OSError:
+            return candidate
+        (candidate / ".geoshard-probe").unlink()
+    pytest.skip("no unwritable directory on this machine for root")
+
+
+def _sim(out: str, *more: str) -> list[str]:
+    return ["simulate", str(LOCAL_PATH), "--duration", "1", "--out", out, *more]
+
+
+def test_simulate_out_is_an_existing_file(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("keep me")
+    _refused(_sim(str(tmp_path / "f")),
+             r"--out '.*f' is an existing file, but a run directory is needed; give a directory path")
+    assert (tmp_path / "f").read_text() == "keep me"
+
+
+def test_simulate_out_under_a_file(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("")
+    _refused(_sim(str(tmp_path / "f" / "run")), r"'.*f' is a file, so no directory can be created under it")
+
+
+def test_simulate_out_unwritable_fails_before_simulating(tmp_path: Path) -> None:
+    import time
+
+    t0 = time.perf_counter()
+    _refused(["simulate", str(LOCAL_PATH), "--duration", "3000", "--out",
+              str(_unwritable_dir(tmp_path) / "run")],
+             r"--out '.*run': cannot write in '.*' \(.*\); choose a writable path")
+    assert time.perf_counter() - t0 < 10  # a 3000 s run would take minutes
+
+
+def test_simulate_out_missing_parents_are_created(tmp_path: Path) -> None:
+    res = _invoke(_sim(str(tmp_path / "a" / "b" / "run"), "--json"))
+    assert res.exit_code in (0, 1), res.stderr
+    assert (tmp_path / "a" / "b" / "run" / "result.json").is_file()
+
+
+def test_terraform_out_is_a_directory(tmp_path: Path) -> None:
+    _refused(["terraform", str(LOCAL_PATH), "--out", str(tmp_path)],
+             r"--out '.*' is a directory, but a file is needed; give a file path such as "
+             r".*terraform\.tfvars\.json")
+
+
+def test_terraform_out_missing_parent_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "nope" / "t.json"
+    _refused(["terraform", str(LOCAL_PATH), "--out", str(target)],
+             r"the directory '.*nope' does not exist; create it \(mkdir -p .*nope\) or choose "
+             r"another path")
+    assert not (tmp_path / "nope").exists()
+
+
+def test_terraform_out_under_a_file(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("")
+    _refused(["terraform", str(LOCAL_PATH), "--out", str(tmp_path / "f" / "t.json")],
+             r"'.*f' is a file, so nothing can be created under it")
+
+
+def test_terraform_out_unwritable(tmp_path: Path) -> None:
+    _refused(["terraform", str(LOCAL_PATH), "--out", str(_unwritable_dir(tmp_path) / "t.json")],
+             r"cannot write in '.*' \(.*\); choose a writable path")
+
+
+def test_terraform_replaces_an_existing_file(tmp_path: Path) -> None:
+    target = tmp_path / "t.json"
+    target.write_text("old")
+    res = _invoke(["terraform", str(LOCAL_PATH), "--out", str(target)])
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(target.read_text())["project"] == "geoshard-local"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.json"]  # no temporary left
+
+
+# --------------------------------------------------------------------------- simulate bounds
+
+@pytest.mark.parametrize(("flags", "pattern"), [
+    (["--seed", "-1"], r"--seed\(=-1\) must be an integer in \[0, 9223372036854775807\]"),
+    (["--seed", str(2**63)], r"--seed\(=9223372036854775808\) must be an integer in \[0, 9223372036854775807\]"),
+    (["--duration", "1e8"], r"--duration\(=1e\+08\) must be a number of seconds in \(0, 86400\]"),
+    (["--duration", "nan"], r"--duration\(=nan\) must be"),
+    (["--duration", "-5"], r"--duration\(=-5\) must be"),
+    (["--scale", "inf"], r"--scale\(=inf\) must be in \(0, 1\]"),
+    (["--warmup", "100"], r"--warmup\(=100\) must be >= 0 and below --duration \(=60\)"),
+    (["--max-requests", "0"], r"--max-requests\(=0\) must be an integer in \[1, "),
+])
+def test_simulate_flags_out_of_bounds(tmp_path: Path, flags: list[str], pattern: str) -> None:
+    _refused(["simulate", str(LOCAL_PATH), "--out", str(tmp_path / "run"), *flags], pattern)
+    assert not (tmp_path / "run").exists()
+
+
+def test_peak_qps_that_would_run_for_days_is_refused_up_front(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, _edit(LOCAL, "eu-west: 300", "eu-west: 1.0e+9"))
+    _refused(["simulate", spec, "--duration", "10", "--out", str(tmp_path / "run")],
+             r"the run would simulate about 1e\+10 requests .*at most --max-requests 100000000 "
+             r".*shorten --duration \(to 0\.1 s or less\), lower --scale, or raise --max-requests")
+
+
+def test_max_requests_comes_from_the_environment_too(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["simulate", str(LOCAL_PATH), "--duration", "10", "--out",
+                              str(tmp_path / "run")], env={"GEOSHARD_MAX_REQUESTS": "1000"})
+    assert res.exit_code == 2 and "at most --max-requests 1000 " in res.stderr, res.stderr
+
+
+def test_users_beyond_the_simulators_id_space(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, _edit(LOCAL, "users: 100000\n", "users: 9000000000000000000\n"))
+    _refused(["simulate", spec, "--duration", "1", "--out", str(tmp_path / "run")],
+             r"workload\.users x --scale = 9000000000000000000 keys; the simulator draws ids in "
+             r"int64 up to 3474701543: lower --scale")
+
+
+def test_a_tiny_day_with_many_steps_is_refused(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, _edit(LOCAL, "  diurnal: [1.0]\n", "  day_s: 1\n  diurnal: ["
+                                 + ", ".join(["1.0"] * 1000) + "]\n"))
+    _refused(["simulate", spec, "--duration", "3000", "--out", str(tmp_path / "run")],
+             r"the workload rate changes 3000000 times .*at most 2000000 rate cells: raise "
+             r"workload\.day_s")
+
+
+def test_global_at_full_scale_is_refused_for_random_streams(tmp_path: Path) -> None:
+    _refused(["simulate", str(REPO / "examples" / "global.yaml"), "--duration", "1", "--out",
+              str(tmp_path / "run")],
+             r"the run needs 312 random streams .*the simulator has 64: lower --scale")
+
+
+def test_expected_requests_matches_a_short_run(tmp_path: Path) -> None:
+    from geoshard.cli.preflight import expected_requests
+    from geoshard.spec import load_spec
+
+    res = _invoke(["simulate", str(REPO / "examples" / "global.yaml"), "--scale", "0.001",
+                   "--duration", "60", "--out", str(tmp_path / "run"), "--json"])
+    arrivals = json.loads(res.stdout)["metrics"]["arrivals"]
+    expected = expected_requests(load_spec(REPO / "examples" / "global.yaml"), 60, 0.001)
+    assert abs(arrivals - expected) < 5 * expected**0.5  # Poisson: within 5 sigma
+
+
+def test_random_stream_bound_is_the_engines() -> None:
+    """The pre-flight count equals what the engine takes: 64 builds, 65 does not."""
+    from geoshard.cli.preflight import SIM_RANDOM_STREAMS, simulation_random_streams
+    from geoshard.sim.engine import Simulation
+    from geoshard.spec import parse_spec
+
+    base = simulation_random_streams(parse_spec(LOCAL), 1.0)
+    for extra in (SIM_RANDOM_STREAMS - base, SIM_RANDOM_STREAMS - base + 1):
+        spec = parse_spec(_edit(LOCAL, "hot: {nodes: 3,", f"hot: {{nodes: {3 + extra},"))
+        streams = simulation_random_streams(spec, 1.0)
+        if streams <= SIM_RANDOM_STREAMS:
+            Simulation(spec, 1, 1.0)
+        else:
+            with pytest.raises(StopIteration):
+                Simulation(spec, 1, 1.0)
