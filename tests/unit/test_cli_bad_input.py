@@ -360,3 +360,120 @@ def test_random_stream_bound_is_the_engines() -> None:
         else:
             with pytest.raises(StopIteration):
                 Simulation(spec, 1, 1.0)
+
+
+# --------------------------------------------------------------------------- route and rebalance messages
+
+@pytest.mark.parametrize(("args", "pattern"), [
+    (["--user", "eu:42", "--from", "mars"],
+     r"--from 'mars' is not a region of the spec \(known: eu-central, eu-west, us-east\)"),
+    (["--user", "eu:42", "--from", "eu-wst"], r"--from 'eu-wst' is not a region of the spec; did you mean 'eu-west'\?"),
+    (["--user", "eu:42", "--data-class", "item_catalog"],
+     (r"--data-class 'item_catalog' is not a personal data class, which the user ring routes \(known: "
+     r"user_features, user_embeddings, interactions, sessions\)")),
+    (["--user", "eu:x"], r"--user: user key 'eu:x' is malformed; expected '<jurisdiction>:<non-negative integer>'"),
+    (["--user", "uk:1"], r"--user 'uk:1': jurisdiction 'uk' is not in the spec.*\(known: eu, us\)"),
+    (["--user", "eu:1", "--down", "mars"], r"--down 'mars' is neither a region nor a node of the spec"),
+    (["--user", "eu:1", "--op", "delete"], r"--op 'delete' is not an operation; use read or write"),
+])
+def test_route_messages_name_the_flag(args: list[str], pattern: str) -> None:
+    res = _refused(["route", str(LOCAL_PATH), *args], pattern)
+    assert "Router." not in res.stderr and "()" not in res.stderr
+
+
+def test_route_from_help_describes_the_default_the_code_uses() -> None:
+    res = _invoke(["route", str(LOCAL_PATH), "--user", "eu:42", "--json"])
+    assert json.loads(res.stdout)["client_region"] == "eu-central"
+    helptext = " ".join(_invoke(["route", "--help"]).stdout.replace("│", " ").split())
+    assert "default: the alphabetically first region of the user's jurisdiction" in helptext
+
+
+@pytest.mark.parametrize(("args", "pattern"), [
+    (["--add", "eu-west/hot-9", "--weight", "1e6"],
+     (r"--weight\(=1e\+06\) gives 'eu-west/hot-9' 3072000000 ring points .*at most 4194304: use "
+     r"--weight 1356\.33 or less")),
+    (["--add", "eu-west/hot-9", "--weight", "nan"], r"--weight\(=nan\) must be a finite number > 0"),
+    (["--add", "eu-west/hot-9", "--weight", "0"], r"--weight\(=0\) must be a finite number > 0"),
+    (["--add", "eu-west/hot-0"],
+     (r"--add 'eu-west/hot-0' is already a hot node of the spec; to change its weight set "
+     r"shards\.users\.weights\.eu-west/hot-0 in the spec")),
+    (["--add", "eu-wst/hot-9"], r"--add 'eu-wst/hot-9' must be '<region>/<name>' with a region of the spec; did you mean 'eu-west'"),
+    (["--add", "eu-west/"], r"--add 'eu-west/' must be '<region>/<name>'"),
+    (["--remove", "eu-wst/hot-0"], r"--remove 'eu-wst/hot-0' is not a hot node of the spec; did you mean 'eu-west/hot-0'"),
+    (["--add", "eu-west/hot-9", "--keys", "100000000"], r"--keys\(=100000000\) must be in 1\.\.10000000"),
+    (["--add", "eu-west/hot-9", "--remove", "eu-west/hot-0"], r"give exactly one of --add NODE or --remove NODE"),
+])
+def test_rebalance_messages_name_the_flag(args: list[str], pattern: str) -> None:
+    res = _refused(["rebalance", str(LOCAL_PATH), *args], pattern)
+    assert "with_weight" not in res.stderr and "without_node" not in res.stderr
+
+
+def test_the_weight_the_message_advises_is_accepted() -> None:
+    res = _invoke(["rebalance", str(LOCAL_PATH), "--add", "eu-west/hot-9", "--weight", "1356.33",
+                   "--keys", "1000", "--json"])
+    assert res.exit_code == 0, res.stderr
+
+
+# --------------------------------------------------------------------------- rebalance per jurisdiction
+
+def _rebalance(args: list[str]) -> dict[str, object]:
+    res = _invoke(["rebalance", str(LOCAL_PATH), "--keys", "200000", "--json", *args])
+    assert res.exit_code == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert isinstance(data, dict)
+    return data
+
+
+def test_moves_stay_inside_each_jurisdictions_regions() -> None:
+    data = _rebalance(["--add", "eu-west/hot-9"])
+    rings = {r["jurisdiction"]: r for r in data["rings"]}  # type: ignore[attr-defined]
+    # local.yaml: eu data in eu-west and eu-central; a rule lets us data live in eu-west too
+    assert rings["eu"]["allowed_regions"] == ["eu-central", "eu-west"]
+    assert rings["us"]["allowed_regions"] == ["eu-west", "us-east"]
+    for ring in rings.values():
+        assert ring["affected"] and ring["moved_between_old_nodes"] == 0
+        for mv in ring["top_moves"]:
+            assert mv["to"] == "eu-west/hot-9"
+            assert mv["from"].split("/")[0] in ring["allowed_regions"], (ring["jurisdiction"], mv)
+        # one node joins six: the ideal is 1/7 of that jurisdiction's keys
+        assert ring["ideal_fraction"] == pytest.approx(1 / 7)
+        assert 0.9 < ring["ratio_to_ideal"] < 1.1
+
+
+def test_a_node_outside_a_jurisdiction_moves_none_of_its_keys() -> None:
+    data = _rebalance(["--remove", "us-east/hot-0"])
+    rings = {r["jurisdiction"]: r for r in data["rings"]}  # type: ignore[attr-defined]
+    assert rings["eu"]["affected"] is False and rings["eu"]["moved_fraction"] == 0.0
+    assert rings["eu"]["nodes_before"] == rings["eu"]["nodes_after"] == 6
+    us = rings["us"]
+    assert us["affected"] and us["nodes_before"] == 6 and us["nodes_after"] == 5
+    assert {mv["from"] for mv in us["top_moves"]} == {"us-east/hot-0"}
+    assert all(mv["to"].split("/")[0] in ("eu-west", "us-east") for mv in us["top_moves"])
+    assert us["ideal_fraction"] == pytest.approx(1 / 6)
+
+
+def test_per_jurisdiction_primary_is_the_routers() -> None:
+    """The jurisdiction ring's owner is the primary the Router picks (placement's first allowed node)."""
+    import numpy as np
+
+    from geoshard.cluster.routing import Router
+    from geoshard.shards import HashRing
+    from geoshard.spec import load_spec
+
+    router = Router.from_spec(load_spec(LOCAL_PATH))
+    allowed = {"eu-central", "eu-west"}
+    sub = HashRing({n: w for n, w in router.ring.weights.items()
+                    if router.node_region[n] in allowed}, vnodes=router.ring.vnodes)
+    ids = np.arange(2000)
+    owners = sub.owners_batch(ids)
+    for uid, idx in zip(ids.tolist(), owners.tolist(), strict=True):
+        assert router.route(f"eu:{uid}", "write").replicas[0] == sub.nodes[idx]
+
+
+def test_removing_a_jurisdictions_last_node_is_refused(tmp_path: Path) -> None:
+    text = _edit(LOCAL, "  rules:\n", "  rules:\n    - {jurisdiction: eu, store_in: [eu-west]}\n")
+    text = _edit(text, "    replication: 2\n", "    replication: 1\n")
+    text = _edit(text, "hot: {nodes: 3,", "hot: {nodes: 1,")  # eu-west, the first region
+    _refused(["rebalance", _spec(tmp_path, text), "--remove", "eu-west/hot-0", "--keys", "1000"],
+             r"--remove 'eu-west/hot-0' leaves jurisdiction 'eu' \(user_features, user_embeddings, "
+             r"interactions, sessions\) without a node in eu-west; add a node there first")
