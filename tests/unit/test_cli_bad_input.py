@@ -477,3 +477,27 @@ def test_removing_a_jurisdictions_last_node_is_refused(tmp_path: Path) -> None:
     _refused(["rebalance", _spec(tmp_path, text), "--remove", "eu-west/hot-0", "--keys", "1000"],
              r"--remove 'eu-west/hot-0' leaves jurisdiction 'eu' \(user_features, user_embeddings, "
              r"interactions, sessions\) without a node in eu-west; add a node there first")
+
+
+# --------------------------------------------------------------------------- terraform generator vs module
+
+@pytest.mark.parametrize(("args", "text", "pattern"), [
+    (["--project", "Geo_Shard"], LOCAL,
+     (r"--project 'Geo_Shard': the project must be 2-21 characters of lower-case letters, digits "
+     r"and '-', starting with a letter \(\^\[a-z\]\[a-z0-9-\]\{1,20\}\$\); e.g. --project geoshard-prod")),
+    (["--project", "geoshard-a-very-long-x"], LOCAL,
+     (r"regions\.eu-central: 'geoshard-a-very-long-x-eu-central' is 33 characters|"
+     r"the project must be 2-21 characters")),
+    ([], LOCAL.replace("name: local", "name: a-long-spec-name-here", 1),
+     (r"--project \(default geoshard-<spec name>\) 'geoshard-a-long-spec-name-here': the project "
+     r"must be 2-21 characters")),
+    ([], LOCAL.replace("eu-central", "eu-north"),
+     (r"regions\.eu-north: terraform/examples/global has no provider for region 'eu-north' \(it has "
+     r"eu-west, eu-central, us-east, us-west, ap-southeast, ap-northeast\)")),
+])
+def test_terraform_refuses_what_the_module_would_reject(tmp_path: Path, args: list[str], text: str,
+                                                        pattern: str) -> None:
+    target = tmp_path / "t.json"
+    _refused(["terraform", _spec(tmp_path, text), "--out", str(target), *args],
+             r"the Terraform variables would fail the validation of terraform/ .*\n.*" + f"({pattern})")
+    assert not target.exists()
