@@ -20,10 +20,12 @@ The profile is deterministic (derandomized, no example database): CI runs the sa
 
 from __future__ import annotations
 
+import atexit
 import copy
 import json
 import math
 import resource
+import shutil
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -41,7 +43,8 @@ BASES: dict[str, Any] = {name: yaml.safe_load((REPO / "examples" / f"{name}.yaml
                          for name in ("local", "pair")}
 GLOBAL = REPO / "examples" / "global.yaml"
 runner = CliRunner()
-WORK = Path(tempfile.mkdtemp(prefix="geoshard-fuzz-"))
+WORK = Path(tempfile.mkdtemp(prefix="geoshard-fuzz-"))  # strategies write here while drawing
+atexit.register(shutil.rmtree, WORK, True)
 MAX_RSS_KIB = 3 * 1024 * 1024  # 3 GiB for the whole test process
 HEADROOM_BYTES = 3 << 30  # address space an example may add before MemoryError
 
