@@ -2,7 +2,8 @@
 
 The root package lives in the repository's ``core/`` folder and installs as ``geoshard``;
 the subpackages ``geoshard.cluster``, ``geoshard.shards``, ``geoshard.regions``,
-``geoshard.storage`` and ``geoshard.sim`` come from the root folders of the same names.
+``geoshard.storage``, ``geoshard.sim`` and ``geoshard.cli`` come from the root folders of
+the same names.
 """
 
 from __future__ import annotations

@@ -19,12 +19,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator, Mapping
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -33,17 +35,24 @@ from pydantic import (
 )
 
 from geoshard.errors import SpecError, did_you_mean
-from geoshard.keys import DATA_CLASSES, NON_PERSONAL_CLASSES, PERSONAL_CLASSES
+from geoshard.keys import DATA_CLASSES, MAX_ID, NON_PERSONAL_CLASSES, PERSONAL_CLASSES
 
 __all__ = [
-    "PERSONAL_CLASSES",
-    "NON_PERSONAL_CLASSES",
     "DATA_CLASSES",
+    "DEFAULT_RING_VNODES",
+    "MAX_HOT_NODES",
+    "MAX_REGIONS",
+    "MAX_SPEC_BYTES",
+    "MAX_YAML_NODES",
+    "NON_PERSONAL_CLASSES",
+    "PERSONAL_CLASSES",
     "REQUEST_TYPES",
+    "RING_POINTS_MAX",
     "STAGES",
     "Spec",
     "load_spec",
     "parse_spec",
+    "ring_points",
     "spec_json_schema",
 ]
 
@@ -56,8 +65,83 @@ _NAME = r"^[a-z][a-z0-9-]{0,39}$"
 _NAME_HELP = "lower-case letters, digits and '-', starting with a letter, at most 40 characters"
 
 
+# --------------------------------------------------------------------------- bounds
+# Every number in a spec has a bound that the code can honour, checked when the spec
+# loads, so that a value which validates can also run (docs: the README's "Bounds").
+
+#: Largest spec file read, in bytes: a hand-written spec is a few KiB (global.yaml: 6 KiB);
+#: PyYAML parses about 1 MiB/s, so this keeps loading within seconds.
+MAX_SPEC_BYTES = 1 << 20
+#: Largest number of YAML values after aliases expand (``*ref`` counts as a copy): keeps
+#: "billion laughs" documents from expanding in validation (global.yaml: ~900 values).
+MAX_YAML_NODES = 200_000
+#: Deepest nesting of mappings and lists (a spec nests 7 levels).
+MAX_YAML_DEPTH = 32
+#: Regions and jurisdictions: the RTT table and the residency map are quadratic in them.
+MAX_REGIONS = 256
+#: Hot nodes in all regions: each is a ring node, a simulator queue and a Redis primary.
+MAX_HOT_NODES = 100_000
+#: Servers or nodes of one tier in one region, and workers of one server or node.
+MAX_NODES_PER_REGION = 10_000
+MAX_WORKERS = 10_000
+#: Points on the user ring (hot nodes x vnodes x weight): a point costs about 140 bytes
+#: and 0.6 us to build, so the ring stays under ~600 MB and ~3 s.
+RING_POINTS_MAX = 1 << 22
+#: The ring's points per unit of weight when ``shards.users.vnodes`` is not given; equals
+#: ``geoshard.shards.DEFAULT_VNODES`` (a test keeps them equal; this layer cannot import it).
+DEFAULT_RING_VNODES = 3072
+#: Longest time in milliseconds (service times, SLOs, RTTs): a day, the longest run.
+MAX_MS = 86_400_000.0
+#: Longest time in seconds that a spec schedules (campaigns, faults, TTLs, a day): a year.
+MAX_S = 31_536_000.0
+#: Largest peak rate of one region, requests per second (the planet peaks near 1e7).
+MAX_QPS = 1e9
+#: Largest rate multiplier (campaigns, diurnal steps).
+MAX_MULTIPLIER = 1000.0
+#: Largest value size: Redis refuses strings above 512 MiB.
+MAX_VALUE_BYTES = 512 << 20
+#: Largest unit cost, USD.
+MAX_UNIT_COST = 1e6
+#: Replicas per key or per primary.
+MAX_REPLICATION = 16
+#: Entries of one list or mapping in a spec (campaigns, faults, rules, item shards).
+MAX_ENTRIES = 1000
+MAX_ITEM_SHARDS = 100_000
+
+
+def _number(value: Any) -> Any:
+    """Refuse ``true``/``false`` and text where a number belongs.
+
+    YAML 1.1 (PyYAML) reads ``1e6`` and ``1.5e6`` as text, so text holding a plain
+    decimal number is accepted as that number; anything else textual is refused.
+    """
+    if isinstance(value, bool):
+        word = "true" if value else "false"
+        # pydantic turns only ValueError into a validation problem, not TypeError
+        raise ValueError(f"{word} is not a number; write a number (YAML reads true/false, "  # noqa: TRY004
+                         "yes/no and on/off as booleans)")
+    if isinstance(value, str):
+        text = value.strip().replace("_", "")
+        if not re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", text):
+            raise ValueError(f"'{value}' is not a number; write a number such as 1 or 0.5")
+        try:
+            dec = Decimal(text)
+        except InvalidOperation:
+            raise ValueError(f"'{value}' is not a number; write a number such as 1 or 0.5") from None
+        if abs(dec.adjusted()) > 400:
+            raise ValueError(f"'{value}' is out of range for any number here")
+        return int(dec) if dec == dec.to_integral_value() else float(dec)
+    return value
+
+
+#: an integer from YAML: booleans and non-numeric text are refused
+Int = Annotated[int, BeforeValidator(_number)]
+#: a finite float from YAML (models refuse inf and nan): booleans and text are refused
+Float = Annotated[float, BeforeValidator(_number)]
+
+
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- distributions
@@ -67,30 +151,30 @@ class ExponentialDist(_Model):
     """Exponential service time (the M in M/M/c)."""
 
     dist: Literal["exponential"] = "exponential"
-    mean_ms: float = Field(gt=0, description="mean service time in milliseconds")
+    mean_ms: Float = Field(gt=0, le=MAX_MS, description="mean service time in milliseconds")
 
 
 class ConstantDist(_Model):
     """Deterministic service time."""
 
     dist: Literal["constant"] = "constant"
-    ms: float = Field(ge=0, description="service time in milliseconds")
+    ms: Float = Field(ge=0, le=MAX_MS, description="service time in milliseconds")
 
 
 class LognormalDist(_Model):
     """Log-normal service time given by its mean and the sigma of the underlying normal."""
 
     dist: Literal["lognormal"] = "lognormal"
-    mean_ms: float = Field(gt=0, description="mean service time in milliseconds")
-    sigma: float = Field(default=0.5, gt=0, le=3, description="sigma of log(service time)")
+    mean_ms: Float = Field(gt=0, le=MAX_MS, description="mean service time in milliseconds")
+    sigma: Float = Field(default=0.5, gt=0, le=3, description="sigma of log(service time)")
 
 
 class GammaDist(_Model):
     """Gamma service time given by its mean and coefficient of variation."""
 
     dist: Literal["gamma"] = "gamma"
-    mean_ms: float = Field(gt=0, description="mean service time in milliseconds")
-    cv: float = Field(default=1.0, gt=0, le=10, description="coefficient of variation")
+    mean_ms: Float = Field(gt=0, le=MAX_MS, description="mean service time in milliseconds")
+    cv: Float = Field(default=1.0, gt=0, le=10, description="coefficient of variation")
 
 
 ServiceTime = Annotated[
@@ -104,35 +188,37 @@ ServiceTime = Annotated[
 class Location(_Model):
     """A point on the globe, in degrees."""
 
-    lat: float = Field(ge=-90, le=90)
-    lon: float = Field(ge=-180, le=180)
+    lat: Float = Field(ge=-90, le=90)
+    lon: Float = Field(ge=-180, le=180)
 
 
 class ApiTier(_Model):
     """The per-region API: servers, each with a number of request workers."""
 
-    servers: int = Field(gt=0, description="API server instances")
-    workers: int = Field(default=8, gt=0, description="concurrent request workers per server")
+    servers: Int = Field(gt=0, le=MAX_NODES_PER_REGION, description="API server instances")
+    workers: Int = Field(default=8, gt=0, le=MAX_WORKERS,
+                         description="concurrent request workers per server")
     service_time: ServiceTime = Field(default_factory=lambda: ExponentialDist(mean_ms=1.0))
 
 
 class HotTier(_Model):
     """The hot tier: Redis Cluster primaries (ring nodes) and their replicas."""
 
-    nodes: int = Field(gt=0, description="Redis primaries in this region; each is a ring node")
-    replicas: int = Field(default=1, ge=0, description="Redis replicas per primary")
-    memory_gb: float = Field(gt=0, description="usable memory per primary, GiB")
-    workers: int = Field(default=1, gt=0, description="requests one node serves at once")
+    nodes: Int = Field(gt=0, le=MAX_NODES_PER_REGION,
+                       description="Redis primaries in this region; each is a ring node")
+    replicas: Int = Field(default=1, ge=0, le=MAX_REPLICATION, description="Redis replicas per primary")
+    memory_gb: Float = Field(gt=0, le=65_536, description="usable memory per primary, GiB")
+    workers: Int = Field(default=1, gt=0, le=MAX_WORKERS, description="requests one node serves at once")
     service_time: ServiceTime = Field(default_factory=lambda: ExponentialDist(mean_ms=0.2))
 
 
 class WarmTier(_Model):
     """The warm tier: Milvus (vector) nodes."""
 
-    nodes: int = Field(gt=0, description="Milvus query nodes")
-    workers: int = Field(default=4, gt=0, description="concurrent searches per node")
+    nodes: Int = Field(gt=0, le=MAX_NODES_PER_REGION, description="Milvus query nodes")
+    workers: Int = Field(default=4, gt=0, le=MAX_WORKERS, description="concurrent searches per node")
     external_endpoint: str = Field(
-        default="",
+        default="", max_length=2048,
         description="URI of a Milvus Distributed / managed Milvus in this region; empty = "
         "the deployment runs Milvus standalone (one task)",
     )
@@ -143,24 +229,26 @@ class ColdTier(_Model):
     """The cold tier: Parquet on an object store."""
 
     store: Literal["s3", "local", "gcs"] = "s3"
-    workers: int = Field(default=32, gt=0, description="concurrent object-store reads")
+    workers: Int = Field(default=32, gt=0, le=MAX_WORKERS, description="concurrent object-store reads")
     service_time: ServiceTime = Field(default_factory=lambda: LognormalDist(mean_ms=40.0, sigma=0.6))
 
 
 class UnitCosts(_Model):
     """Unit costs in USD, used for cost per hour."""
 
-    api_server_hour: float = Field(default=0.0, ge=0)
-    hot_node_hour: float = Field(default=0.0, ge=0, description="per primary or replica node")
-    warm_node_hour: float = Field(default=0.0, ge=0)
-    cold_gb_month: float = Field(default=0.0, ge=0)
-    egress_gb: float = Field(default=0.0, ge=0, description="cross-region transfer")
+    api_server_hour: Float = Field(default=0.0, ge=0, le=MAX_UNIT_COST)
+    hot_node_hour: Float = Field(default=0.0, ge=0, le=MAX_UNIT_COST,
+                                 description="per primary or replica node")
+    warm_node_hour: Float = Field(default=0.0, ge=0, le=MAX_UNIT_COST)
+    cold_gb_month: Float = Field(default=0.0, ge=0, le=MAX_UNIT_COST)
+    egress_gb: Float = Field(default=0.0, ge=0, le=MAX_UNIT_COST, description="cross-region transfer")
 
 
 class Region(_Model):
     """One cloud region: where it is, whose law applies, and what runs there."""
 
-    cloud_region: str = Field(min_length=1, description="the provider's code, e.g. eu-west-1")
+    cloud_region: str = Field(min_length=1, max_length=64,
+                              description="the provider's code, e.g. eu-west-1")
     jurisdiction: str
     location: Location
     api: ApiTier
@@ -180,7 +268,7 @@ class Region(_Model):
 class Jurisdiction(_Model):
     """A legal area whose users' personal data must stay in allowed regions."""
 
-    description: str = ""
+    description: str = Field(default="", max_length=1000)
 
 
 class ResidencyRule(_Model):
@@ -191,9 +279,10 @@ class ResidencyRule(_Model):
     """
 
     jurisdiction: str
-    data_classes: list[str] = Field(default_factory=lambda: list(PERSONAL_CLASSES), min_length=1)
-    store_in: list[str] = Field(min_length=1)
-    process_in: list[str] | None = None
+    data_classes: list[str] = Field(default_factory=lambda: list(PERSONAL_CLASSES), min_length=1,
+                                    max_length=len(DATA_CLASSES))
+    store_in: list[str] = Field(min_length=1, max_length=MAX_REGIONS)
+    process_in: list[str] | None = Field(default=None, max_length=MAX_REGIONS)
 
 
 class Residency(_Model):
@@ -203,7 +292,7 @@ class Residency(_Model):
         default="home_only",
         description="personal data stays in its jurisdiction's regions unless a rule says otherwise",
     )
-    rules: list[ResidencyRule] = Field(default_factory=list)
+    rules: list[ResidencyRule] = Field(default_factory=list, max_length=MAX_ENTRIES)
 
 
 # --------------------------------------------------------------------------- network
@@ -212,8 +301,8 @@ class Residency(_Model):
 class RttMatrix(_Model):
     """A measured RTT matrix in milliseconds; it overrides the distance model."""
 
-    regions: list[str] = Field(min_length=1)
-    ms: list[list[float]]
+    regions: list[str] = Field(min_length=1, max_length=MAX_REGIONS)
+    ms: list[Annotated[list[Float], Field(max_length=MAX_REGIONS)]] = Field(max_length=MAX_REGIONS)
 
 
 class Network(_Model):
@@ -223,11 +312,14 @@ class Network(_Model):
     :mod:`geoshard.regions.network`).
     """
 
-    base_ms: float = Field(default=5.0, ge=0, description="fixed per-round-trip overhead")
-    fiber_km_per_ms: float = Field(default=200.0, gt=0, description="light in fibre, ~2/3 c")
-    route_stretch: float = Field(default=1.3, ge=1.0, description="path length / great-circle")
-    intra_region_ms: float = Field(default=0.5, ge=0, description="RTT inside a region")
-    client_ms: float = Field(default=10.0, ge=0, description="client to its nearest region RTT")
+    base_ms: Float = Field(default=5.0, ge=0, le=MAX_MS, description="fixed per-round-trip overhead")
+    fiber_km_per_ms: Float = Field(default=200.0, ge=1.0, le=299.792458,
+                                   description="light in fibre, ~2/3 c (at most c in vacuum)")
+    route_stretch: Float = Field(default=1.3, ge=1.0, le=10.0,
+                                 description="path length / great-circle")
+    intra_region_ms: Float = Field(default=0.5, ge=0, le=MAX_MS, description="RTT inside a region")
+    client_ms: Float = Field(default=10.0, ge=0, le=MAX_MS,
+                             description="client to its nearest region RTT")
     matrix: RttMatrix | None = None
 
 
@@ -237,22 +329,27 @@ class Network(_Model):
 class UserShards(_Model):
     """User-hash shards: a consistent-hash ring over every region's hot-tier nodes."""
 
-    vnodes: int | None = Field(default=None, gt=0, description="points per node; None = ring default")
-    weights: dict[str, float] = Field(default_factory=dict, description="node name -> weight")
-    replication: int = Field(default=2, gt=0, description="replicas per key, primary included")
+    vnodes: Int | None = Field(default=None, gt=0, le=RING_POINTS_MAX,
+                               description="points per node; None = ring default (3072)")
+    weights: dict[str, Float] = Field(default_factory=dict, max_length=MAX_HOT_NODES,
+                                      description="node name -> weight")
+    replication: Int = Field(default=2, gt=0, le=MAX_REPLICATION,
+                             description="replicas per key, primary included")
     allow_colocated_replicas: bool = Field(
         default=False, description="allow replication above the allowed-region count"
     )
-    bounded_load_eps: float | None = Field(default=None, ge=0, le=10)
+    bounded_load_eps: Float | None = Field(default=None, ge=0, le=10)
 
 
 class ItemShards(_Model):
     """Item-attribute shards: items placed by the value of one attribute."""
 
-    attribute: str = Field(min_length=1)
-    shards: dict[str, str] = Field(default_factory=dict, description="attribute value -> shard")
-    default_shard: str = Field(min_length=1)
-    replication: int = Field(default=1, gt=0, description="copies of each item shard per region")
+    attribute: str = Field(min_length=1, max_length=100)
+    shards: dict[str, str] = Field(default_factory=dict, max_length=MAX_ITEM_SHARDS,
+                                   description="attribute value -> shard")
+    default_shard: str = Field(min_length=1, max_length=100)
+    replication: Int = Field(default=1, gt=0, le=MAX_REPLICATION,
+                             description="copies of each item shard per region")
 
 
 class Shards(_Model):
@@ -269,9 +366,9 @@ class CacheLevel(_Model):
     """One cache level: policy, capacity (items or bytes, exactly one) and TTL."""
 
     policy: Literal["lru", "fifo", "sieve"] = "lru"
-    capacity_items: int | None = Field(default=None, gt=0)
-    capacity_bytes: int | None = Field(default=None, gt=0)
-    ttl_s: float | None = Field(default=None, gt=0)
+    capacity_items: Int | None = Field(default=None, gt=0, le=MAX_ID)
+    capacity_bytes: Int | None = Field(default=None, gt=0, le=MAX_ID)
+    ttl_s: Float | None = Field(default=None, gt=0, le=MAX_S)
     service_time: ServiceTime = Field(default_factory=lambda: ConstantDist(ms=0.0))
 
     @model_validator(mode="after")
@@ -295,41 +392,48 @@ class Caches(_Model):
 class Campaign(_Model):
     """A traffic spike: the rate is multiplied while it lasts."""
 
-    name: str
-    start_s: float = Field(ge=0)
-    duration_s: float = Field(gt=0)
-    multiplier: float = Field(gt=0)
-    regions: list[str] | None = Field(default=None, description="None = every region")
+    name: str = Field(max_length=100)
+    start_s: Float = Field(ge=0, le=MAX_S)
+    duration_s: Float = Field(gt=0, le=MAX_S)
+    multiplier: Float = Field(gt=0, le=MAX_MULTIPLIER)
+    regions: list[str] | None = Field(default=None, max_length=MAX_REGIONS,
+                                      description="None = every region")
 
 
 class Zipf(_Model):
     """Zipf popularity exponents of user and item keys."""
 
-    users: float = Field(default=0.8, ge=0, le=3)
-    items: float = Field(default=1.0, ge=0, le=3)
+    users: Float = Field(default=0.8, ge=0, le=3)
+    items: Float = Field(default=1.0, ge=0, le=3)
 
 
 class Workload(_Model):
     """Who sends what, how often."""
 
-    users: int = Field(gt=0)
-    items: int = Field(gt=0)
-    users_by_jurisdiction: dict[str, float] = Field(
+    users: Int = Field(gt=0, le=MAX_ID, description="user ids are 0..users-1, int64")
+    items: Int = Field(gt=0, le=MAX_ID, description="item ids are 0..items-1, int64")
+    users_by_jurisdiction: dict[str, Float] = Field(
+        max_length=MAX_REGIONS,
         description="share of users whose home is each jurisdiction; shares sum to 1"
     )
-    peak_qps: dict[str, float] = Field(description="region -> peak requests per second")
-    mix: dict[str, float] = Field(description="request type -> share; shares sum to 1")
+    peak_qps: dict[str, Annotated[Float, Field(le=MAX_QPS)]] = Field(
+        max_length=MAX_REGIONS, description="region -> peak requests per second")
+    mix: dict[str, Float] = Field(max_length=len(REQUEST_TYPES) + 8,
+                                  description="request type -> share; shares sum to 1")
     zipf: Zipf = Field(default_factory=Zipf)
-    items_per_recommend: int = Field(default=20, gt=0)
-    diurnal: list[float] = Field(
+    items_per_recommend: Int = Field(default=20, gt=0, le=10_000)
+    diurnal: list[Annotated[Float, Field(le=MAX_MULTIPLIER)]] = Field(
+        max_length=86_400,
         default_factory=lambda: [1.0],
         description="rate multipliers over one simulated day, equal steps; [1.0] = flat",
     )
-    day_s: float = Field(default=86400.0, gt=0, description="simulated seconds per diurnal cycle")
-    campaigns: list[Campaign] = Field(default_factory=list)
-    value_bytes: int = Field(default=1024, gt=0, description="mean size of a feature value")
-    start_of_day_s: float | None = Field(
-        default=None, ge=0,
+    day_s: Float = Field(default=86400.0, ge=1, le=MAX_S,
+                         description="simulated seconds per diurnal cycle")
+    campaigns: list[Campaign] = Field(default_factory=list, max_length=MAX_ENTRIES)
+    value_bytes: Int = Field(default=1024, gt=0, le=MAX_VALUE_BYTES,
+                             description="mean size of a feature value (Redis: at most 512 MiB)")
+    start_of_day_s: Float | None = Field(
+        default=None, ge=0, le=MAX_S,
         description="seconds into the diurnal cycle at which a simulation starts; None = the "
         "start of the busiest diurnal step (the peak)")
 
@@ -345,8 +449,8 @@ class LatencySlo(_Model):
     as a miss by default.
     """
 
-    p50_ms: float = Field(gt=0)
-    p99_ms: float = Field(gt=0)
+    p50_ms: Float = Field(gt=0, le=MAX_MS)
+    p99_ms: Float = Field(gt=0, le=MAX_MS)
     accept_degraded: bool = Field(
         default=False,
         description="count a degraded (fallback) answer within p99_ms as meeting the SLO; "
@@ -356,14 +460,15 @@ class LatencySlo(_Model):
 class Slo(_Model):
     """Latency objectives and the recommend pipeline's per-stage budgets."""
 
-    latency: dict[str, LatencySlo]
-    retrieval_p99_ms: float = Field(default=50.0, gt=0)
-    stage_budgets: dict[str, float] = Field(
+    latency: dict[str, LatencySlo] = Field(max_length=len(REQUEST_TYPES) + 8)
+    retrieval_p99_ms: Float = Field(default=50.0, gt=0, le=MAX_MS)
+    stage_budgets: dict[str, Float] = Field(
+        max_length=len(STAGES) + 8,
         default_factory=lambda: {"sourcing": 0.2, "recall": 0.4, "integrity": 0.1, "precision": 0.3},
         description="stage -> fraction of the recommend p99 budget",
     )
-    attainment: float = Field(default=0.99, gt=0, le=1, description="share of requests within SLO")
-    load_ceiling: float = Field(
+    attainment: Float = Field(default=0.99, gt=0, le=1, description="share of requests within SLO")
+    load_ceiling: Float = Field(
         default=0.85, gt=0, le=1,
         description="the highest offered load (busy share of a pool's servers) allowed in "
         "any phase of a run; a pool above it fails the verdict")
@@ -380,11 +485,12 @@ class Fault(_Model):
     """
 
     kind: Literal["node_crash", "region_outage", "partition", "latency_spike"]
-    at_s: float = Field(ge=0)
-    duration_s: float = Field(gt=0)
-    target: str | None = None
-    between: list[str] | None = None
-    extra_ms: float = Field(default=0.0, ge=0, description="added latency for latency_spike")
+    at_s: Float = Field(ge=0, le=MAX_S)
+    duration_s: Float = Field(gt=0, le=MAX_S)
+    target: str | None = Field(default=None, max_length=200)
+    between: list[str] | None = Field(default=None, max_length=2)
+    extra_ms: Float = Field(default=0.0, ge=0, le=MAX_MS,
+                            description="added latency for latency_spike")
 
     @model_validator(mode="after")
     def _targets(self) -> Fault:
@@ -401,8 +507,8 @@ class Fault(_Model):
 class Faults(_Model):
     """The fault schedule and how fast failures are noticed."""
 
-    detection_delay_s: float = Field(default=5.0, ge=0)
-    events: list[Fault] = Field(default_factory=list)
+    detection_delay_s: Float = Field(default=5.0, ge=0, le=MAX_S)
+    events: list[Fault] = Field(default_factory=list, max_length=MAX_ENTRIES)
 
 
 # --------------------------------------------------------------------------- the spec
@@ -419,8 +525,8 @@ class Spec(_Model):
 
     version: Literal[1] = 1
     name: str = Field(pattern=_NAME)
-    jurisdictions: dict[str, Jurisdiction] = Field(min_length=1)
-    regions: dict[str, Region] = Field(min_length=1)
+    jurisdictions: dict[str, Jurisdiction] = Field(min_length=1, max_length=MAX_REGIONS)
+    regions: dict[str, Region] = Field(min_length=1, max_length=MAX_REGIONS)
     residency: Residency = Field(default_factory=Residency)
     network: Network = Field(default_factory=Network)
     shards: Shards
@@ -466,8 +572,44 @@ def _unknown(kind: str, value: str, known: Mapping[str, Any] | list[str]) -> str
     )
 
 
+def ring_points(s: Spec) -> int:
+    """Points the user ring of ``s`` holds: per hot node ``max(1, round(vnodes x weight))``.
+
+    Computed from the counts, without naming every node, so it is cheap for any spec.
+    """
+    vnodes = s.shards.users.vnodes or DEFAULT_RING_VNODES
+    nodes = sum(reg.hot.nodes for reg in s.regions.values())
+    points = nodes * vnodes
+    names = s.hot_nodes() if len(s.shards.users.weights) else {}
+    for node, w in s.shards.users.weights.items():
+        if node in names and math.isfinite(w) and w > 0:
+            points += max(1, round(vnodes * w)) - vnodes
+    return points
+
+
+def _size_problems(s: Spec) -> Iterator[str]:
+    """Problems of size: checked first, since the other checks enumerate hot nodes."""
+    nodes = sum(reg.hot.nodes for reg in s.regions.values())
+    if nodes > MAX_HOT_NODES:
+        yield (f"@regions: {nodes} hot nodes in all regions; at most {MAX_HOT_NODES} (each is a "
+               "ring node, a simulator queue and a Redis primary): lower regions.*.hot.nodes")
+        return
+    points = ring_points(s)
+    if points > RING_POINTS_MAX:
+        vnodes = s.shards.users.vnodes or DEFAULT_RING_VNODES
+        weight = points / vnodes  # the ring's total weight, in nodes of weight 1
+        fit = max(1, math.floor(RING_POINTS_MAX / max(weight, 1.0)))
+        yield (f"@shards.users: the user ring would hold {points} points (hot nodes x vnodes x "
+               f"weight = {weight:g} x {vnodes}); at most {RING_POINTS_MAX} (about 140 bytes "
+               f"each): set shards.users.vnodes to {fit} or less, or use fewer hot nodes")
+
+
 def _cross_problems(s: Spec) -> Iterator[str]:
     """Yield ``path: message`` lines for every cross-field problem."""
+    size = list(_size_problems(s))
+    if size:
+        yield from size
+        return
     regions, jur = s.regions, s.jurisdictions
     for name, reg in regions.items():
         if reg.jurisdiction not in jur:
@@ -523,11 +665,12 @@ def _cross_problems(s: Spec) -> Iterator[str]:
 
     # shards
     nodes = s.hot_nodes()
-    for node, w in s.shards.users.weights.items():
+    for node, weight in s.shards.users.weights.items():
         if node not in nodes:
             yield f"@shards.users.weights.{node}: " + _unknown("hot node", node, nodes)
-        elif not (w > 0 and math.isfinite(w)):
-            yield f"@shards.users.weights.{node}: weight must be a finite number > 0 (got {w})"
+        elif not (weight > 0 and math.isfinite(weight)):
+            yield (f"@shards.users.weights.{node}: weight must be a finite number > 0 "
+                   f"(got {weight})")
     rf = s.shards.users.replication
     for j in jur:
         for dc in PERSONAL_CLASSES:
@@ -622,28 +765,100 @@ def _personal_store_regions(s: Spec, jurisdiction: str, data_class: str) -> list
 # --------------------------------------------------------------------------- loading
 
 
-class _LineLoader(yaml.SafeLoader):
-    """A SafeLoader that records the line of every mapping key and sequence item."""
+class _SpecLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, used in two steps: compose the node graph, check it, construct."""
 
 
-def _compose_lines(text: str) -> dict[tuple[str | int, ...], int]:
-    """Map every key path in a YAML document to its 1-based line number."""
+#: libyaml's composer when PyYAML was built with it: about 10x faster than the Python one
+_FastLoader: Any = getattr(yaml, "CSafeLoader", _SpecLoader)
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _compose(text: str) -> yaml.Node | None:
+    """The node graph of ``text``; a syntax error is re-read by the Python parser, whose
+    messages (and marks) are the ones we document."""
+    try:
+        fast = _FastLoader(text)
+        try:
+            return fast.get_single_node()  # type: ignore[no-any-return]
+        finally:
+            fast.dispose()
+    except yaml.YAMLError:
+        if _FastLoader is _SpecLoader:
+            raise
+    loader = _SpecLoader(text)
+    try:
+        return loader.get_single_node()
+    finally:
+        loader.dispose()
+
+
+def _check_graph(root: yaml.Node, source: str) -> None:
+    """Refuse alias cycles and documents that expand beyond :data:`MAX_YAML_NODES` values.
+
+    Sizes are computed per distinct node (an alias is the same node object), so the check
+    costs as much as the text, not as much as the expansion it guards against.
+    """
+    size: dict[int, int] = {}
+    active: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        if done:
+            active.discard(key)
+            size[key] = 1 + sum(size[id(c)] for c in children)
+            if size[key] > MAX_YAML_NODES:
+                raise SpecError(
+                    f"{source}:{node.start_mark.line + 1}: the document expands to more than "
+                    f"{MAX_YAML_NODES} values through YAML aliases (*name repeats &name); "
+                    "write the values out or use fewer aliases")
+            continue
+        if key in size:
+            continue
+        if key in active:
+            raise SpecError(f"{source}:{node.start_mark.line + 1}: a YAML alias refers to a "
+                            "value that contains it (a cycle); remove the alias")
+        active.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in size)
+
+
+def _compose_lines(root: yaml.Node | None, source: str) -> dict[tuple[str | int, ...], int]:
+    """Map every key path to its 1-based line; refuse duplicate keys and deep nesting."""
     lines: dict[tuple[str | int, ...], int] = {}
-    root = yaml.compose(text, Loader=_LineLoader)
-
-    def walk(node: yaml.Node, path: tuple[str | int, ...]) -> None:
+    if root is None:
+        return lines
+    stack: list[tuple[yaml.Node, tuple[str | int, ...]]] = [(root, ())]
+    while stack:
+        node, path = stack.pop()
+        if len(path) > MAX_YAML_DEPTH:
+            raise SpecError(f"{source}:{node.start_mark.line + 1}: {_fmt_path(path)}: nested "
+                            f"more than {MAX_YAML_DEPTH} levels deep; a spec nests about 7")
         lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
+            first: dict[str, int] = {}
             for k, v in node.value:
-                key = k.value
-                lines[path + (key,)] = k.start_mark.line + 1
-                walk(v, path + (key,))
+                if k.tag == _MERGE_TAG:
+                    stack.append((v, path))
+                    continue
+                key = k.value if isinstance(k, yaml.ScalarNode) else str(k.start_mark)
+                line = k.start_mark.line + 1
+                if key in first:
+                    raise SpecError(
+                        f"{source}:{line}: {_fmt_path(path + (key,))}: duplicate key '{key}' "
+                        f"(first at line {first[key]}); keep one of them")
+                first[key] = line
+                lines[path + (key,)] = line
+                stack.append((v, path + (key,)))
         elif isinstance(node, yaml.SequenceNode):
-            for i, v in enumerate(node.value):
-                walk(v, path + (i,))
-
-    if root is not None:
-        walk(root, ())
+            stack.extend((v, path + (i,)) for i, v in enumerate(node.value))
     return lines
 
 
@@ -786,6 +1001,10 @@ _DISCRIMINATOR_TAGS = {"exponential", "constant", "lognormal", "gamma"}
 def parse_spec(text: str, source: str = "<spec>") -> Spec:
     """Parse and validate a spec from YAML text.
 
+    The YAML is composed, checked (no alias cycle, at most :data:`MAX_YAML_NODES` values
+    once aliases expand, no duplicate key, at most :data:`MAX_YAML_DEPTH` levels), then
+    constructed and validated.
+
     Args:
         text: the YAML document.
         source: a name for messages (the file path).
@@ -794,13 +1013,19 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
         SpecError: with one problem line per error, each naming source, line and key path.
     """
     try:
-        data = yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader
-        lines = _compose_lines(text)
+        root = _compose(text)
+        if root is not None:
+            _check_graph(root, source)
+        lines = _compose_lines(root, source)
+        data = _SpecLoader("").construct_document(root) if root is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
         problem = getattr(exc, "problem", None) or str(exc)
         raise SpecError(f"{where}: the file is not valid YAML: {problem}; fix the syntax") from None
+    except RecursionError:
+        raise SpecError(f"{source}: the YAML nests too deeply to read; a spec nests about 7 "
+                        "levels") from None
     if not isinstance(data, dict):
         raise SpecError(f"{source}:1: the spec must be a YAML mapping with keys such as "
                         f"'name', 'regions', 'jurisdictions' (got {type(data).__name__})")
@@ -813,10 +1038,11 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
 
 
 def load_spec(path: str | Path) -> Spec:
-    """Load and validate a spec file.
+    """Load and validate a spec file (UTF-8 YAML, at most :data:`MAX_SPEC_BYTES`).
 
     Raises:
-        SpecError: when the file is missing, is not YAML, or does not validate.
+        SpecError: when the file is missing, unreadable, a directory, too large, not
+            UTF-8, not YAML, or does not validate.
 
     Examples:
         >>> load_spec("examples/global.yaml").name  # doctest: +SKIP
@@ -824,11 +1050,28 @@ def load_spec(path: str | Path) -> Spec:
     """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        if p.is_dir():
+            raise SpecError(f"{p}: is a directory, not a spec file; give a YAML file such as "
+                            "examples/local.yaml")
+        with p.open("rb") as fh:
+            raw = fh.read(MAX_SPEC_BYTES + 1)
     except FileNotFoundError:
         raise SpecError(f"{p}: no such spec file; check the path (examples/ has local.yaml and global.yaml)") from None
+    except PermissionError:
+        raise SpecError(f"{p}: cannot read the spec: permission denied; make it readable "
+                        "(chmod u+r) or run as its owner") from None
     except OSError as exc:
-        raise SpecError(f"{p}: cannot read the spec: {exc.strerror}") from None
+        raise SpecError(f"{p}: cannot read the spec: {exc.strerror or exc}; check the path") from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(f"{p}: the spec is larger than {MAX_SPEC_BYTES} bytes (1 MiB); a spec "
+                        "is a few KiB: check that this is the right file")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise SpecError(f"{p}:{line}: the spec is not UTF-8 text (byte 0x{raw[exc.start]:02x} at "
+                        f"line {line}, column {col}); save the file as UTF-8") from None
     return parse_spec(text, str(p))
 
 

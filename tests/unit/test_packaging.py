@@ -6,7 +6,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 ROOTS = {"core": "geoshard", "cluster": "geoshard.cluster", "shards": "geoshard.shards",
-         "regions": "geoshard.regions", "storage": "geoshard.storage", "sim": "geoshard.sim"}
+         "regions": "geoshard.regions", "storage": "geoshard.storage", "sim": "geoshard.sim",
+         "cli": "geoshard.cli"}
 
 
 def _source_modules() -> set[str]:

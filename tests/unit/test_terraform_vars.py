@@ -101,3 +101,45 @@ def test_milvus_uri_without_host_and_port_is_a_config_error(uri: str) -> None:
     with pytest.raises(ConfigError, match=r"regions\.x\.warm\.external_endpoint\(=.*\) needs a "
                                           r"host and a port"):
         milvus_endpoint(uri, "regions.x.warm.external_endpoint")
+
+
+def test_generator_rules_are_the_modules_rules() -> None:
+    """The regexes and limits the generator applies appear verbatim in the .tf validations."""
+    import geoshard.cluster.terraform as tf
+
+    region_vars = (REPO / "terraform" / "modules" / "region" / "variables.tf").read_text()
+    root_vars = (REPO / "terraform" / "examples" / "global" / "variables.tf").read_text()
+    providers = (REPO / "terraform" / "examples" / "global" / "providers.tf").read_text()
+    for rule in (tf._PROJECT_RE, tf._NAME_RE, tf._JURISDICTION_RE, tf._AWS_REGION_RE,
+                 tf._MILVUS_ENDPOINT_RE):
+        assert f'regex("{rule}"' in region_vars, rule
+    assert f'length("${{var.project}}-${{var.name}}") <= {tf._MAX_PROJECT_NAME}' in region_vars
+    assert f"var.redis.num_shards <= {tf._MAX_SHARDS}" in region_vars
+    assert (f"var.redis.replicas_per_shard >= {tf._MIN_REPLICAS} && "
+            f"var.redis.replicas_per_shard <= {tf._MAX_REPLICAS}") in region_vars
+    known = re.search(r'contains\(\[([^\]]*)\], name\)', root_vars)
+    assert known is not None
+    assert re.findall(r'"([^"]+)"', known.group(1)) == list(tf.GLOBAL_ROOT_PROVIDERS)
+    for name, code in tf.GLOBAL_ROOT_PROVIDERS.items():
+        assert f'"{name}"' in root_vars and f'= "{code}"' in root_vars
+        assert f'region = "{code}"' in providers
+
+
+PAIR = (REPO / "examples" / "pair.yaml").read_text()
+
+
+@pytest.mark.parametrize(("text", "pattern"), [
+    (PAIR.replace("hot: {nodes: 4, replicas: 1,", "hot: {nodes: 4, replicas: 0,", 1),
+     r"regions\.us-east\.hot: 4 shards x 0 replicas is outside what the region module deploys"),
+    (PAIR.replace("us-west", "us-north"),
+     r"regions\.us-north: terraform/examples/global has no provider for region 'us-north'"),
+    (PAIR.replace("cloud_region: us-west-2", "cloud_region: us-west-1"),
+     (r"regions\.us-west\.cloud_region: 'us-west-1', but terraform/examples/global wires 'us-west' "
+     r"to us-west-2; set cloud_region: us-west-2")),
+], ids=["no replica", "no provider", "wrong provider region"])
+def test_spec_the_module_would_reject_is_refused_at_generation(text: str, pattern: str) -> None:
+    from geoshard.spec import parse_spec
+
+    assert text != PAIR
+    with pytest.raises(ConfigError, match=pattern):
+        tfvars_from_spec(parse_spec(text))

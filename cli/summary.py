@@ -25,7 +25,7 @@ def summarize_spec(spec: Spec, source: str = "<spec>") -> dict[str, Any]:
     """The summary of an already-loaded spec."""
     policy = ResidencyPolicy.from_spec(spec)
     net = NetworkModel.from_spec(spec)
-    regions = []
+    regions: list[dict[str, Any]] = []
     for name, r in spec.regions.items():
         regions.append({
             "region": name, "cloud_region": r.cloud_region, "jurisdiction": r.jurisdiction,

@@ -1,10 +1,11 @@
-"""``geoshard simulate``: run the discrete-event simulator on a spec.
+"""``geoshard simulate``: run the discrete-event simulator on a spec and judge it.
 
-Registered on the main app by ``geoshard.cli``. Writes a run directory with
+Registered on the main app by ``geoshard.cli.app``. Writes a run directory with
 ``result.json``, ``timeseries.csv``, CSV tables, plots and ``report.html``, prints the
 verdict first, then the summary (or the result with ``--json``), and sets the exit code
 from the verdict: 0 passed; 1 failed (an SLO row, a pool over its load ceiling, or the
-residency audit); 2 bad spec or flag.
+residency audit); 2 bad spec, flag or output path, or a run too large for the bounds of
+:mod:`geoshard.cli.preflight`, all checked before the simulation starts.
 """
 
 from __future__ import annotations
@@ -15,30 +16,47 @@ from typing import Annotated, Any
 
 import typer
 
+from geoshard.cli.handling import handles_errors, silence_stdout
+from geoshard.cli.preflight import (
+    DEFAULT_MAX_REQUESTS,
+    MAX_DURATION_S,
+    check_output_dir,
+    check_simulate_flags,
+    check_simulation_size,
+)
+
 __all__ = ["simulate"]
 
 
+@handles_errors
 def simulate(
     spec: Annotated[Path, typer.Argument(help="topology spec (YAML), e.g. examples/global.yaml")],
-    duration: Annotated[float, typer.Option("--duration", help="simulated seconds")] = 60.0,
-    seed: Annotated[int, typer.Option("--seed", help="seed of every random stream (>= 0)")] = 1,
+    duration: Annotated[float, typer.Option(
+        "--duration", help=f"simulated seconds, in (0, {MAX_DURATION_S:g}]")] = 60.0,
+    seed: Annotated[int, typer.Option(
+        "--seed", help="seed of every random stream, in [0, 2**63-1]")] = 1,
     scale: Annotated[float, typer.Option(
         "--scale", help="the faithful slice to simulate, in (0, 1]: every node with this "
         "share of its requests and service times stretched to keep per-node load "
         "(1 = the whole topology)")] = 1.0,
     out: Annotated[Path | None, typer.Option(
-        "--out", help="run directory (default runs/<spec-name>-<seed>)")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+        "--out", help="run directory (default runs/<spec-name>-<seed>); created with its "
+        "parents if missing, reused if it exists")] = None,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="print the result as JSON (on an error: {\"error\": {...}})")] = False,
     warmup: Annotated[float | None, typer.Option(
         "--warmup", help="seconds before measurements start (default 0 with the warm start, "
         "10 % of --duration with --cold)")] = None,
     cold: Annotated[bool, typer.Option(
         "--cold", help="start with empty caches instead of their steady state")] = False,
     workers: Annotated[int, typer.Option(
-        "--workers", min=0, help="independent parts of the topology simulated at once: 0 "
-        "chooses (Ray for large runs), 1 runs them one after another")] = 0,
+        "--workers", min=0, max=256, help="independent parts of the topology simulated at "
+        "once: 0 chooses (Ray for large runs), 1 runs them one after another")] = 0,
     ray_address: Annotated[str | None, typer.Option(
         "--ray-address", help="run the parts on an existing Ray cluster")] = None,
+    max_requests: Annotated[int, typer.Option(
+        "--max-requests", envvar="GEOSHARD_MAX_REQUESTS",
+        help="refuse a run expected to simulate more requests than this")] = DEFAULT_MAX_REQUESTS,
 ) -> None:
     """Simulate the topology and judge it: latency per type and region, load, residency, cost.
 
@@ -47,40 +65,40 @@ def simulate(
     accepts them), no pool may exceed slo.load_ceiling in any phase of the run, and the
     residency audit must find nothing.
 
-    Exit codes: 0 verdict passed; 1 verdict failed; 2 bad spec or flag.
+    Exit codes: 0 verdict passed; 1 verdict failed; 2 bad spec, flag or output path, or a
+    run beyond the bounds (checked before it starts); 130 interrupted. A closed stdout
+    keeps the verdict.
 
     Examples:
         geoshard simulate examples/local.yaml --duration 60 --seed 1
         geoshard simulate examples/global.yaml --scale 0.01 --duration 60 --json
     """
-    from geoshard.errors import GeoshardError
-
-    try:
-        code = _simulate(spec, duration, seed, scale, out, json_out, warmup, cold, workers,
-                         ray_address)
-    except GeoshardError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(code=exc.exit_code) from None
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        raise typer.Exit(code=130) from None
+    check_simulate_flags(duration, seed, scale, warmup, max_requests)
+    if out is not None:
+        check_output_dir(out)
+    code = _simulate(spec, duration, seed, scale, out, json_out, warmup, max_requests, cold,
+                     workers, ray_address)
     if code:
         raise typer.Exit(code=code)
 
 
 def _simulate(spec_path: Path, duration: float, seed: int, scale: float, out: Path | None,
-              json_out: bool, warmup: float | None, cold: bool, workers: int,
-              ray_address: str | None) -> int:
+              json_out: bool, warmup: float | None, max_requests: int, cold: bool,
+              workers: int, ray_address: str | None) -> int:
     import json
 
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from geoshard.errors import ConfigError
     from geoshard.sim.engine import EngineOptions
     from geoshard.sim.run import simulate_spec, write_run
     from geoshard.spec import load_spec
 
     spec = load_spec(spec_path)
+    run_dir = out if out is not None else Path("runs") / f"{spec.name}-{seed}"
+    check_output_dir(run_dir)
+    check_simulation_size(spec, duration, scale, max_requests)
     err = Console(stderr=True, highlight=False)
     progress = Progress(TextColumn("simulating"), BarColumn(),
                         TextColumn("{task.percentage:>3.0f} %"), TimeElapsedColumn(),
@@ -91,13 +109,26 @@ def _simulate(spec_path: Path, duration: float, seed: int, scale: float, out: Pa
                                    warmup_s=warmup, options=EngineOptions(warm_start=not cold),
                                    workers=workers, ray_address=ray_address,
                                    on_progress=lambda f: progress.update(task, completed=f))
-    run_dir = out if out is not None else Path("runs") / f"{spec.name}-{seed}"
-    write_run(run_dir, result, ts)
-    if json_out:
-        sys.stdout.write(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    else:
-        _render(result, run_dir)
-    return 0 if result["verdict"]["passed"] else 1
+    try:
+        write_run(run_dir, result, ts)
+    except OSError as exc:
+        raise ConfigError(f"--out '{run_dir}': cannot write the run directory "
+                          f"({exc.strerror or exc}); free space or choose another --out") from None
+    code = 0 if result["verdict"]["passed"] else 1
+    # the verdict stands whether or not anyone reads the rest of stdout
+    try:
+        if json_out:
+            sys.stdout.write(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        else:
+            _render(result, run_dir)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        silence_stdout()
+    except SystemExit as exc:  # rich's Console answers a closed stdout with SystemExit(1)
+        if not isinstance(exc.__context__, BrokenPipeError):
+            raise
+        silence_stdout()
+    return code
 
 
 def _render(result: dict[str, Any], run_dir: Path) -> None:
