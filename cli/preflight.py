@@ -12,14 +12,11 @@ bound and the fix, and write nothing. The bounds here come from what the code ca
   :data:`DEFAULT_MAX_REQUESTS`, about 15-20 minutes at the simulator's ~100k requests/s).
 * rate segments (diurnal steps and campaign edges within the run) x regions at most
   :data:`MAX_RATE_CELLS`: the workload keeps one rate per region and segment.
-* queue slots (servers x workers of every simulated pool) at most :data:`MAX_POOL_SLOTS`,
-  and API servers (each has its own L1 cache) at most :data:`MAX_SIM_API_SERVERS`, after
-  scaling.
-* users and items after scaling at most :data:`MAX_SIM_KEYS`: the simulator maps Zipf
+* queue slots (servers x workers of every pool: a scaled run keeps every node) at most
+  :data:`MAX_POOL_SLOTS`, and API servers (each has its own L1 cache) at most
+  :data:`MAX_SIM_API_SERVERS`.
+* users per jurisdiction at most :data:`MAX_SIM_KEYS`: the simulator maps popularity
   ranks to ids by ``rank x 2654435761 mod n`` in int64.
-* random streams at most :data:`SIM_RANDOM_STREAMS`: the engine spawns that many
-  generators and takes one per API pool, warm pool, hot node, in-region replica and cache
-  level (more pools end in ``StopIteration`` inside the engine).
 """
 
 from __future__ import annotations
@@ -41,14 +38,12 @@ __all__ = [
     "MAX_RATE_CELLS",
     "MAX_SIM_API_SERVERS",
     "MAX_SIM_KEYS",
-    "SIM_RANDOM_STREAMS",
     "check_output_dir",
     "check_output_file",
     "check_simulate_flags",
     "check_simulation_size",
     "expected_requests",
     "rate_segment_count",
-    "simulation_random_streams",
     "write_file_atomically",
 ]
 
@@ -58,7 +53,6 @@ MAX_RATE_CELLS = 2_000_000
 MAX_POOL_SLOTS = 5_000_000
 MAX_SIM_API_SERVERS = 100_000
 MAX_SIM_KEYS = MAX_ID // 2_654_435_761
-SIM_RANDOM_STREAMS = 64
 
 
 # --------------------------------------------------------------------------- output paths
@@ -177,43 +171,12 @@ def check_simulate_flags(duration: float, seed: int, scale: float, warmup: float
                           f"[1, {MAX_ID}]; e.g. --max-requests {DEFAULT_MAX_REQUESTS}")
 
 
-def _diurnal_integral(spec: Spec, a: float, b: float) -> float:
-    """``integral of the diurnal multiplier`` over ``[a, b]`` seconds (a periodic step function)."""
-    w = spec.workload
-    steps = w.diurnal
-    step_s = w.day_s / len(steps)
-    prefix = [0.0]
-    for x in steps:
-        prefix.append(prefix[-1] + x * step_s)
-
-    def upto(t: float) -> float:
-        days, rest = divmod(t, w.day_s)
-        k = min(int(rest // step_s), len(steps) - 1)
-        return days * prefix[-1] + prefix[k] + steps[k] * (rest - k * step_s)
-
-    return upto(b) - upto(a)
-
-
 def expected_requests(spec: Spec, duration_s: float, scale: float) -> float:
-    """Expected arrivals of a run: ``scale x sum over regions of the integral of
-    peak_qps x diurnal x campaign multipliers`` over ``[0, duration_s]``.
+    """Expected simulated requests of a run (the simulator's own piecewise-constant rates,
+    from the diurnal step it starts at; see :func:`geoshard.sim.workload.expected_requests`)."""
+    from geoshard.sim.workload import expected_requests as _expected
 
-    Exact for the simulator's piecewise-constant rate; costs O(regions x campaigns^2).
-    """
-    w = spec.workload
-    total = 0.0
-    for region in spec.regions:
-        peak = w.peak_qps.get(region, 0.0)
-        if peak <= 0:
-            continue
-        mine = [c for c in w.campaigns if c.regions is None or region in c.regions]
-        cuts = sorted({0.0, duration_s} | {t for c in mine for t in (c.start_s, c.start_s + c.duration_s)
-                                           if 0 < t < duration_s})
-        for a, b in itertools.pairwise(cuts):
-            mid = (a + b) / 2
-            mult = math.prod(c.multiplier for c in mine if c.start_s <= mid < c.start_s + c.duration_s)
-            total += peak * mult * _diurnal_integral(spec, a, b)
-    return total * scale
+    return _expected(spec, duration_s, scale)
 
 
 def rate_segment_count(spec: Spec, duration_s: float) -> int:
@@ -221,18 +184,6 @@ def rate_segment_count(spec: Spec, duration_s: float) -> int:
     w = spec.workload
     step_s = w.day_s / len(w.diurnal)
     return math.ceil(duration_s / step_s) + 2 * len(w.campaigns)
-
-
-def _scaled(n: int, scale: float) -> int:
-    return max(1, round(n * scale))  # the simulator's rounding (geoshard.sim.workload.scale_spec)
-
-
-def simulation_random_streams(spec: Spec, scale: float) -> int:
-    """Random generators the engine takes for ``spec`` at ``scale`` (see the module docstring)."""
-    streams = 3 + sum(lvl is not None for lvl in (spec.caches.l1, spec.caches.l2,
-                                                   spec.caches.regional))
-    return streams + sum(2 + _scaled(r.hot.nodes, scale) + (r.hot.replicas >= 1)
-                         for r in spec.regions.values())
 
 
 def check_simulation_size(spec: Spec, duration_s: float, scale: float, max_requests: int) -> None:
@@ -258,27 +209,22 @@ def check_simulation_size(spec: Spec, duration_s: float, scale: float, max_reque
             f"steps per workload.day_s {spec.workload.day_s:g} s) for {len(spec.regions)} "
             f"regions; at most {MAX_RATE_CELLS} rate cells: raise workload.day_s, use fewer "
             "diurnal steps, or shorten --duration")
-    api = sum(_scaled(r.api.servers, scale) for r in spec.regions.values())
+    api = sum(r.api.servers for r in spec.regions.values())
     if api > MAX_SIM_API_SERVERS:
         raise ConfigError(f"the run would simulate {api} API servers (each with its own L1 "
-                          f"cache) at --scale {scale:g}; at most {MAX_SIM_API_SERVERS}: lower "
-                          "--scale or regions.*.api.servers")
-    slots = sum(_scaled(r.api.servers, scale) * r.api.workers
-                + _scaled(r.hot.nodes, scale) * r.hot.workers
-                + _scaled(r.warm.nodes, scale) * r.warm.workers for r in spec.regions.values())
+                          f"cache; a scaled run keeps every node); at most "
+                          f"{MAX_SIM_API_SERVERS}: lower regions.*.api.servers")
+    slots = sum(r.api.servers * r.api.workers + r.hot.nodes * r.hot.workers
+                + r.warm.nodes * r.warm.workers for r in spec.regions.values())
     if slots > MAX_POOL_SLOTS:
         raise ConfigError(f"the run would simulate {slots} server slots (servers x workers of "
-                          f"every API, hot and warm pool) at --scale {scale:g}; at most "
-                          f"{MAX_POOL_SLOTS}: lower --scale or the workers of the spec")
-    streams = simulation_random_streams(spec, scale)
-    if streams > SIM_RANDOM_STREAMS:
-        raise ConfigError(f"the run needs {streams} random streams (one per API pool, warm pool, "
-                          f"hot node and in-region replica of each region, and per cache level) "
-                          f"at --scale {scale:g}; the simulator has {SIM_RANDOM_STREAMS}: lower "
-                          "--scale so fewer hot nodes are simulated")
-    for key in ("users", "items"):
-        n = _scaled(getattr(spec.workload, key), scale)
+                          f"every API, hot and warm pool; a scaled run keeps every node); at "
+                          f"most {MAX_POOL_SLOTS}: lower the servers, nodes or workers of the "
+                          "spec")
+    w = spec.workload
+    for j, share in w.users_by_jurisdiction.items():
+        n = round(w.users * share)
         if n > MAX_SIM_KEYS:
-            raise ConfigError(f"workload.{key} x --scale = {n} keys; the simulator draws ids "
-                              f"in int64 up to {MAX_SIM_KEYS}: lower --scale (to "
-                              f"{MAX_SIM_KEYS / getattr(spec.workload, key):.3g} or less)")
+            raise ConfigError(f"workload.users x users_by_jurisdiction.{j} = {n} users; the "
+                              f"simulator maps ids in int64 up to {MAX_SIM_KEYS} per "
+                              "jurisdiction: lower workload.users")

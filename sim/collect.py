@@ -62,6 +62,7 @@ class PoolStats:
     busy_ms: float
     demand_ms: float
     demand_by_second: list[float]
+    joins_by_second: list[int]
     wait_ms: float
     waits: LogHistogram
     zero_waits: int
@@ -72,8 +73,8 @@ class PoolStats:
         """Snapshot a finished pool."""
         pool.flush_waits()
         return cls(pool.name, pool.region, pool.kind, pool.capacity, pool.grants, pool.busy_ms,
-                   pool.demand_ms, list(pool.demand_by_second), pool.wait_ms, pool.waits,
-                   pool.zero_waits, pool.max_queue)
+                   pool.demand_ms, list(pool.demand_by_second), list(pool.joins_by_second),
+                   pool.wait_ms, pool.waits, pool.zero_waits, pool.max_queue)
 
     def wait_quantile(self, q: float) -> float:
         """The ``q`` quantile of the queueing delay (zeros included), ms."""

@@ -137,7 +137,7 @@ class _Req:
     """
 
     __slots__ = ("callbacks", "cls", "credit", "degraded", "draw", "ep", "head", "hop", "plan",
-                 "ri", "t0", "tgt", "ti", "uid", "v0")
+                 "ri", "t0", "tgt", "ti", "tj", "uid", "v0")
     _ok = True
     callbacks: list[Any] | None
 
@@ -300,6 +300,7 @@ class Simulation:
         self._heap = self.loop.heap
         self._eid = self.loop.next_id
         self._faulty = False
+        self._stretch = 1.0 / scale
         self._cb_join = [self._join_api]
         self._cb_api_done = [self._api_done]
         self._cb_hot_rec = [self._hot_rec]
@@ -613,6 +614,7 @@ class Simulation:
         else:
             self._audit(plan.j, plan.classes[0], plan.entry, "process")  # type: ignore[arg-type]
         req.callbacks = self._cb_api_done
+        req.tj = now  # a recommend comes back to this pool (see _fin_recall)
         heappush(self._heap, (api.join(now, measuring), 1, self._eid(), req))
 
     def _spill(self, req: _Req, now: float) -> bool:
@@ -773,10 +775,18 @@ class Simulation:
         if integ > budget["integrity"]:
             req.credit += integ - budget["integrity"]
             self._degrade("integrity", req)
-        req.v0 = end + integ
-        req.plan.api.defer(end + integ, req.t0 >= self.warm_ms, req, self._fin_rec)
+        at = end + integ
+        req.v0 = at
+        # the precision step joins the API pool a second time. In a slice the pool runs in
+        # slow motion (service x 1/R), so the gap since the first visit is dilated the same
+        # way: the two visits are then as independent as at full scale. The step's real
+        # times are restored in _fin_rec (shift); at R = 1 nothing moves.
+        joined = req.tj + (at - req.tj) * self._stretch
+        req.hop = at - joined
+        req.plan.api.defer(joined, req.t0 >= self.warm_ms, req, self._fin_rec)
 
     def _fin_rec(self, req: _Req, end: float) -> None:
+        end += req.hop  # back from the dilated join time (see _fin_recall)
         d = end - req.v0
         b = self.budget["precision"]
         if d > b:

@@ -70,7 +70,8 @@ class Pool:
             ``busy_ms / (capacity x window)`` is the utilisation, at most 1.
         demand_by_second: the (stretched) service time those joins asked for, per second
             of join time: over a span, ``demand / (capacity x span)`` is the offered load,
-            above 1 when the pool is overloaded.
+            above 1 when the pool is overloaded; ``joins_by_second`` counts those joins
+            (the offered load's sampling error shrinks with their number).
         waits: the histogram of the real waits of measured joins (``zero_waits`` joins
             did not wait); ``max_queue``: the longest queue seen.
     """
@@ -84,6 +85,7 @@ class Pool:
         "capacity",
         "deferred",
         "demand_by_second",
+        "joins_by_second",
         "free",
         "kind",
         "max_queue",
@@ -116,6 +118,7 @@ class Pool:
         self.until = until
         self.busy_ms = 0.0
         self.demand_by_second = [0.0] * max(seconds, 1)
+        self.joins_by_second = [0] * max(seconds, 1)
         self._nsec = max(seconds, 1)
         self.max_queue = 0
         self._draw = service.draw_function()
@@ -153,6 +156,7 @@ class Pool:
             sec = int(now * 0.001)
             if sec < self._nsec:
                 self.demand_by_second[sec] += s
+                self.joins_by_second[sec] += 1
             if start < self.until:
                 self.busy_ms += (end if end < self.until else self.until) - start  # noqa: FURB136
             if wait > 0.0:
@@ -204,7 +208,7 @@ class Pool:
     @property
     def grants(self) -> int:
         """Measured joins."""
-        return self.waits.count + self.zero_waits + len(self._buf)
+        return sum(self.joins_by_second)
 
     @property
     def wait_ms(self) -> float:

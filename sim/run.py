@@ -41,7 +41,7 @@ from .faults import Timeline
 from .metrics import RELATIVE_ERROR_BOUND, LogHistogram
 from .parallel import simulate_parts
 from .verdict import MIN_PHASE_S, judge, phases
-from .workload import rate_segments, start_of_day
+from .workload import expected_requests, rate_segments, start_of_day
 
 __all__ = ["SCHEMA_VERSION", "TIMESERIES_FIELDS", "cost_per_hour", "durability_note",
            "simulate_spec", "write_run"]
@@ -144,13 +144,6 @@ def _common_notes(spec: Spec, warm: bool, warmup_s: float, options: EngineOption
     return notes
 
 
-def _expected_requests(spec: Spec, duration_s: float, scale: float) -> float:
-    total = 0.0
-    for a, b, rates in rate_segments(spec, duration_s * 1000.0):
-        total += (b - a) * sum(rates.values())
-    return total * scale
-
-
 def simulate_spec(spec: Spec, *, seed: int = 1, duration_s: float = 60.0, scale: float = 1.0,
                   warmup_s: float | None = None, options: EngineOptions | None = None,
                   on_progress: Callable[[float], None] | None = None, workers: int = 0,
@@ -197,7 +190,7 @@ def simulate_spec(spec: Spec, *, seed: int = 1, duration_s: float = 60.0, scale:
     cpu0 = time.process_time()
     res, info = simulate_parts(spec, seed, duration_s, warmup_s, scale, options, workers,
                                ray_address, on_progress,
-                               _expected_requests(spec, duration_s, scale))
+                               expected_requests(spec, duration_s, scale))
     wall = time.perf_counter() - t_wall
     cpu = time.process_time() - cpu0
     result = _result(spec, res, seed, scale, duration_s, warmup_s, assumptions, options)
@@ -222,6 +215,22 @@ def _lat(h: LogHistogram, failed: int, within: int, degraded: int) -> dict[str, 
             "p50_ms": _r(p50, 5), "p95_ms": _r(p95, 5),
             "p99_ms": _r(p99, 5), "p999_ms": _r(p999, 5), "mean_ms": _r(h.mean, 6),
             "slo_attainment": _r(within / n) if n else 0.0, "cdf": cdf_points(h)}
+
+
+def _service_cv2(spec: Spec, region: str, kind: str) -> float:
+    """Squared coefficient of variation of a pool's service time (its spec distribution)."""
+    from geoshard.spec import ConstantDist, ExponentialDist, GammaDist, LognormalDist
+
+    reg = spec.regions[region]
+    d = {"api": reg.api, "hot": reg.hot, "warm": reg.warm}[kind].service_time
+    if isinstance(d, ExponentialDist):
+        return 1.0
+    if isinstance(d, LognormalDist):
+        return math.expm1(d.sigma * d.sigma)
+    if isinstance(d, GammaDist):
+        return d.cv * d.cv
+    assert isinstance(d, ConstantDist)
+    return 0.0
 
 
 def _phase_label(a: int, b: int) -> str:
@@ -261,18 +270,24 @@ def _result(spec: Spec, res: SimResults, seed: int, scale: float, duration_s: fl
     for name, ps in sorted(res.pools.items()):
         per = ps.capacity * window
         offered = ps.demand_ms / per if per > 0 else 0.0
-        peak, peak_phase = (offered, "") if not judged else (-1.0, "")
+        cv2 = _service_cv2(spec, ps.region, ps.kind)
+        peak, peak_se, peak_phase, upper = offered, 0.0, "", -1.0
         for a, b in judged:
             d = sum(ps.demand_by_second[a:b])
+            n = sum(ps.joins_by_second[a:b])
             load = d / (ps.capacity * 1000.0 * (b - a))
-            if load > peak:
-                peak, peak_phase = load, _phase_label(a, b)
+            # Poisson joins with random service: relative sampling error sqrt((1 + cv^2) / n)
+            se = load * math.sqrt((1.0 + cv2) / n) if n else (math.inf if load else 0.0)
+            if load + 2 * se > upper:
+                upper = load + 2 * se
+                peak, peak_se, peak_phase = load, se, _phase_label(a, b)
         nodes[name] = {
             "kind": ps.kind, "region": ps.region, "capacity": ps.capacity,
             "requests": ps.requests,
             "utilisation": _r(ps.busy_ms / per) if per > 0 else 0.0,
             "offered_load": _r(offered),
-            "peak_offered_load": _r(peak), "peak_phase": peak_phase,
+            "peak_offered_load": _r(peak), "peak_offered_load_se": _r(peak_se),
+            "peak_phase": peak_phase,
             "max_queue": ps.max_queue,
             "wait_ms": _r(ps.wait_ms / ps.requests) if ps.requests else 0.0,
             "wait_p99_ms": _r(ps.wait_quantile(0.99), 5),

@@ -33,7 +33,7 @@ from geoshard.spec import REQUEST_TYPES, Spec
 
 from .population import Population
 
-__all__ = ["Chunk", "RegionArrivals", "rate_segments", "start_of_day"]
+__all__ = ["Chunk", "RegionArrivals", "expected_requests", "rate_segments", "start_of_day"]
 
 
 def start_of_day(spec: Spec) -> float:
@@ -84,6 +84,15 @@ def rate_segments(spec: Spec, duration_ms: float, cuts: Iterable[float] = (),
             rates[r] = q / 1000.0
         segs.append((a, b, rates))
     return segs
+
+
+def expected_requests(spec: Spec, duration_s: float, scale: float) -> float:
+    """Expected simulated requests of a run: the rates of :func:`rate_segments` over the
+    duration, times ``scale`` (the slice)."""
+    total = 0.0
+    for a, b, rates in rate_segments(spec, duration_s * 1000.0):
+        total += (b - a) * sum(rates.values())
+    return total * scale
 
 
 @dataclass

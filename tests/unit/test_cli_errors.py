@@ -89,7 +89,7 @@ def test_closed_stdout_ends_quietly_with_the_commands_own_result(args: list[str]
 def test_simulate_with_a_closed_stdout_keeps_its_verdict(tmp_path: Path) -> None:
     # global.yaml at this scale passes its SLOs: exit 0, where rich's own handling gave 1
     args = [sys.executable, "-m", "geoshard.cli", "simulate", str(REPO / "examples" / "global.yaml"),
-            "--scale", "0.001", "--duration", "5", "--warmup", "1"]
+            "--scale", "0.01", "--duration", "5", "--warmup", "1"]
     full = subprocess.run([*args, "--out", str(tmp_path / "a")], cwd=REPO, check=False,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
     assert full.returncode == 0, full.stderr.decode()

@@ -106,6 +106,17 @@ def test_accept_degraded_is_refused_for_a_type_that_never_degrades(repo_root) ->
         parse_spec(yaml.safe_dump(data), "x.yaml")
 
 
+def test_a_slice_too_small_to_judge_a_pool_does_not_pass(repo_root, tmp_path) -> None:
+    # 1/1000 of the traffic for 5 s leaves a hot node a handful of requests: its load
+    # cannot be told from the ceiling, so the verdict does not pass on luck
+    code, r = _cli(repo_root / "examples/global.yaml", tmp_path / "e", "--scale", "0.001",
+                   "--duration", "5")
+    assert code == 1
+    unsure = [f for f in r["verdict"]["failures"] if f["kind"] == "capacity"]
+    assert unsure and all("raise --scale or --duration" in f["message"] for f in unsure)
+    assert all(f["value"] < f["limit"] for f in unsure)  # none is over on its estimate
+
+
 def test_three_times_the_peak_fails_the_global_example_and_one_times_passes(
         repo_root, tmp_path) -> None:
     def triple(d: dict[str, Any]) -> None:
@@ -120,6 +131,6 @@ def test_three_times_the_peak_fails_the_global_example_and_one_times_passes(
         assert {f"{region}/api", f"{region}/warm"} <= cap, cap
     msg = next(f["message"] for f in r["verdict"]["failures"] if f["name"] == "us-east/api")
     assert "above the 85% ceiling" in msg and "API servers in us-east (now 72)" in msg
-    code, r = _cli(repo_root / "examples/global.yaml", tmp_path / "d", "--scale", "0.001",
+    code, r = _cli(repo_root / "examples/global.yaml", tmp_path / "d", "--scale", "0.01",
                    "--duration", "10")
     assert code == 0 and r["verdict"]["passed"], r["verdict"]["failures"][:5]
