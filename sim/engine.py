@@ -733,12 +733,52 @@ class Simulation:
     def _head_refill(self) -> None:
         self._head_buf.extend(self._head_rng.random(4096).tolist())
 
-    def _fill(self, plan: _Plan, stack: list[Any], uid: int, now_s: float, hit: int) -> None:
+    def _fill(self, plan: _Plan, stack: list[Any], uid: int, now_s: float, hit: int) -> int:
+        """Fill the levels above ``hit`` (all when -1); the refused levels' bitmask."""
         refused = cache_walk.fill(stack, uid, self.value_bytes, now_s, hit, plan.store_ok)
         if plan.fill_ok:
             self.audit_checks += hit if hit >= 0 else len(stack)
         elif refused:
             self.refusals += bin(refused).count("1")
+        return refused
+
+    def _invalidate(self, plan: _Plan, stack: list[Any], uid: int) -> None:
+        """A write: drop the key from the shared levels of every region that may hold it,
+        and from the L1 of the API server that took the write (other L1s expire)."""
+        cache_walk.invalidate(plan.inval, uid)
+        if plan.l1 and stack:
+            stack[0].invalidate(uid)
+
+    def serve(self, client_region: str, request_type: str, user_id: int, server: int = 0,
+              now_s: float = 0.0) -> tuple[str | None, str | None, int | None, int]:
+        """One request's routing and cache decisions, without time or queues.
+
+        The same steps as a simulated request (the plan, the target, the cache walk, the
+        fills or a write's invalidations) applied at once, for checks that compare the
+        simulator's decisions with the deployment's (``tests/unit/test_request_path.py``).
+
+        Returns:
+            ``(entry region, replica node, level that hit or -1 (None for a write),
+            refused-fill bitmask)``; ``(None, None, None, 0)`` when no region may serve it.
+        """
+        ri = self.regions.index(client_region)
+        ti = REQUEST_TYPES.index(request_type)
+        plan = self._plan(ri, ti)
+        if plan.entry is None or plan.stale:
+            return None, None, None, 0
+        tgt = self._targets(plan, np.array([user_id], dtype=np.int64))[0]
+        node = tgt[2] if tgt is not None else None
+        stack = plan.stacks[server % len(plan.stacks)]
+        ki = self.key_info
+        ki.key, ki.j, ki.cls = -1, None, 0
+        if ti == _WR:
+            self._invalidate(plan, stack, user_id)
+            return plan.entry, node, None, 0
+        hit = cache_walk.lookup(stack, user_id, now_s)
+        refused = 0
+        if hit != 0 and (hit > 0 or tgt is not None):
+            refused = self._fill(plan, stack, user_id, now_s, hit)
+        return plan.entry, node, hit, refused
 
     def _fin_fr(self, req: _Req, end: float) -> None:
         self.collector.done(req.t0, req.ri, _FR, end + req.hop + req.plan.leg - req.t0)
@@ -811,10 +851,8 @@ class Simulation:
         if not req.head:  # a head user's key is never in the keyed caches
             ki = self.key_info
             ki.key, ki.j, ki.cls = uid, plan.j, req.cls
-            cache_walk.invalidate(plan.inval, uid)
-            if plan.l1:
-                stacks = plan.stacks
-                stacks[req.draw % len(stacks)][0].invalidate(uid)
+            stacks = plan.stacks
+            self._invalidate(plan, stacks[req.draw % len(stacks)], uid)
         pool, preg, _, half, ok, others = tgt
         if ok:
             self.audit_checks += 1
@@ -865,6 +903,9 @@ class Simulation:
         loop = self.loop
         # upstream pools first: their due joins may queue joins in the API pools
         pools = [*self.warm.values(), *self.api.values(), *self.hot.values()]
+        models = list(self.models.values()) if self.opt.warm_start else []
+        for m in models:
+            m.advance(0.5)
         end_s = int(self.duration_ms // 1000.0)
         for sec in range(1, end_s + 1):
             loop.run_until(sec * 1000.0)
@@ -873,6 +914,8 @@ class Simulation:
                 if p.deferred:
                     p.apply_deferred(now)
                 p.flush_waits()
+            for m in models:  # the warm start's residency decays with time
+                m.advance(sec + 0.5)
             if on_second is not None:
                 on_second(sec)
         if self.duration_ms > end_s * 1000.0:

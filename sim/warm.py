@@ -29,9 +29,8 @@ from __future__ import annotations
 
 import bisect
 import math
-from array import array
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -129,7 +128,9 @@ class LevelModel:
         capacity_items: the full-scale capacity in keys.
         hit_ratio: the model's hit ratio of lookups reaching this level.
         head_residents: expected resident head keys of the slice (for the slice capacity).
-        table: per jurisdiction, a flat ``[class x time]`` table of P(resident).
+        table: per jurisdiction, a ``[class x time]`` table of P(resident) of an untouched key.
+        current: per jurisdiction, the table's column at the current time (see
+            :meth:`CacheModel.advance`), as a list for the oracles' lookups.
         hit0: per jurisdiction, per class, the steady-state hit probability of a lookup
             that reaches this level (the slice's head users are decided by it).
         calibrated: True when a keyed replay corrected the model (:meth:`CacheModel.calibrate`).
@@ -142,9 +143,10 @@ class LevelModel:
     capacity_items: float
     hit_ratio: float
     head_residents: float
-    table: dict[str, array]
+    table: dict[str, np.ndarray]
     hit0: dict[str, list[float]]
     calibrated: bool = False
+    current: dict[str, list[float]] = field(default_factory=dict)
 
     def slice_capacity(self, scale: float) -> float:
         """The capacity of this level in a slice: ``R x`` what the tail users hold at full
@@ -196,7 +198,7 @@ class CacheModel:
             cat = (lambda d: np.concatenate([d[j] for j in js])) if js else (lambda d: np.zeros(0))
             weights = cat({j: self.classes[j].count for j in js})
             t_c = characteristic_time(policy, cat(r), cat(w), weights, ttl, cap) if js else math.inf
-            table: dict[str, array] = {}
+            table: dict[str, np.ndarray] = {}
             hit0: dict[str, list[float]] = {}
             decay: dict[str, np.ndarray] = {}
             lookups = hits = head = 0.0
@@ -214,7 +216,7 @@ class CacheModel:
                                  for e in self.grid], axis=1)
                 with np.errstate(divide="ignore", invalid="ignore"):
                     decay[j] = np.where(plain[:, None] > 0, cols / plain[:, None], 0.0)
-                table[j] = array("d", (h0[:, None] * decay[j]).ravel().tolist())
+                table[j] = h0[:, None] * decay[j]
                 reach[j] = reach[j] * (1.0 - h0)
             if name != "l1":  # the write-caused share of the lookups reaching the next level
                 nxt = {}
@@ -260,7 +262,7 @@ class CacheModel:
                     factor[m] = float(hit[m].sum()) / expected
             h = np.clip(h0 * factor, 0.0, 1.0)
             lm.hit0[j] = h.tolist()
-            lm.table[j] = array("d", (h[:, None] * self._decay[level][j]).ravel().tolist())
+            lm.table[j] = h[:, None] * self._decay[level][j]
             rate = self._lookup_rate[level][j]
             lookups_all += float(np.dot(cl.count, rate))
             hits_all += float(np.dot(cl.count, rate * h))
@@ -270,6 +272,13 @@ class CacheModel:
             lm.hit_ratio = hits_all / lookups_all
             lm.head_residents = head
             lm.calibrated = True
+
+    def advance(self, now_s: float) -> None:
+        """Point every level's oracles at the residency probabilities of time ``now_s``."""
+        k = min(int(now_s / self.grid_step + 0.5), len(self.grid) - 1)
+        for lm in self.levels.values():
+            for j, tab in lm.table.items():
+                lm.current[j] = tab[:, k].tolist()
 
     def oracle(self, level: str, salt: int) -> _Oracle:
         """The residency oracle of one cache instance of ``level`` (its own ``salt``)."""
@@ -291,18 +300,20 @@ class KeyInfo:
 
 
 class _Oracle:
-    """``(key, now_s) -> insertion time if the key was resident, else None``."""
+    """``(key, now_s) -> insertion time if the key was resident, else None``.
 
-    __slots__ = ("_grid_n", "_info", "_inv_step", "_mult", "_offsets", "_tables", "_ttl",
-                 "_two")
+    The probability is that of the model's current time step (:meth:`CacheModel.advance`).
+    """
+
+    __slots__ = ("_current", "_info", "_mult", "_offsets", "_two", "_ttl")
 
     def __init__(self, model: CacheModel, level: LevelModel, salt: int) -> None:
         # per jurisdiction: (first id, end id, name, n, b, a^-1, classes)
         self._offsets = sorted((c.pop.offset, c.pop.offset + c.pop.n, j, c.pop.n, c.pop._b,
                                 c.pop._a_inv, c) for j, c in model.classes.items())
-        self._tables = level.table
-        self._grid_n = len(model.grid)
-        self._inv_step = 1.0 / model.grid_step
+        if not level.current:
+            model.advance(0.0)
+        self._current = level.current
         self._mult = _multiplier(salt)
         self._two = _multiplier(salt ^ 0x5DEECE66D)
         self._ttl = level.ttl_s
@@ -322,21 +333,10 @@ class _Oracle:
                     c = rank if rank < cl.exact else bisect.bisect_right(cl.lo, rank) - 1
                     break
             info.key, info.j, info.cls = key, j, c
-            if j is None:
-                return None
-        tab = self._tables.get(j) if j is not None else None
-        if tab is None:  # a jurisdiction whose data this cache never holds
+        cur = self._current.get(j)  # type: ignore[arg-type]
+        if cur is None:  # a jurisdiction whose data this cache never holds
             return None
-        x = now_s * self._inv_step
-        k = int(x)
-        n = self._grid_n
-        if k >= n - 1:
-            k, frac = n - 2, 1.0
-        else:
-            frac = x - k
-        base = c * n + k
-        prob = tab[base] * (1.0 - frac) + tab[base + 1] * frac
-        if (((key + 0x632BE59BD9B4E019) * self._mult) & _MASK) * _INV64 >= prob:
+        if (((key + 0x632BE59BD9B4E019) * self._mult) & _MASK) * _INV64 >= cur[c]:
             return None
         ttl = self._ttl
         if ttl is None or now_s >= ttl:
