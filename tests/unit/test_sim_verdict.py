@@ -130,7 +130,7 @@ def test_three_times_the_peak_fails_the_global_example_and_one_times_passes(
                    "ap-northeast"):
         assert {f"{region}/api", f"{region}/warm"} <= cap, cap
     msg = next(f["message"] for f in r["verdict"]["failures"] if f["name"] == "us-east/api")
-    assert "above the 85% ceiling" in msg and "API servers in us-east (now 72)" in msg
+    assert "above the 85% ceiling" in msg and "API servers in us-east (now 20)" in msg
     code, r = _cli(repo_root / "examples/global.yaml", tmp_path / "d", "--scale", "0.01",
                    "--duration", "10")
     assert code == 0 and r["verdict"]["passed"], r["verdict"]["failures"][:5]
