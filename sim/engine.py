@@ -192,6 +192,8 @@ class Simulation:
         options: engine knobs.
         regions: simulate only these regions (a part closed under routing, see
             :func:`geoshard.sim.parallel.components`); None = all.
+        segment: 0 for a run, or k > 0 for the k-th time segment of a longer run, which
+            draws its own random streams (:mod:`geoshard.sim.parallel`).
 
     Examples:
         >>> from geoshard.spec import load_spec
@@ -202,8 +204,9 @@ class Simulation:
 
     def __init__(self, spec: Spec, seed: int, duration_s: float, warmup_s: float = 0.0,
                  scale: float = 1.0, options: EngineOptions | None = None,
-                 regions: set[str] | None = None) -> None:
+                 regions: set[str] | None = None, segment: int = 0) -> None:
         self.spec, self.seed, self.scale = spec, seed, scale
+        self.segment = segment
         self.opt = o = options or EngineOptions()
         self.duration_ms = duration_s * 1000.0
         self.warm_ms = warmup_s * 1000.0
@@ -236,15 +239,15 @@ class Simulation:
             kw = {"scale": scale, "warm_ms": self.warm_ms, "until": end, "seconds": seconds,
                   "seq": self._seq}
             self.api[r] = Pool(f"{r}/api", r, "api", cap,
-                               Sampler(reg.api.service_time, stream(seed, f"pool:{r}/api")),
+                               Sampler(reg.api.service_time, self._rng(f"pool:{r}/api")),
                                spill_at=o.spill_queue_factor * cap, **kw)
             self.warm[r] = Pool(f"{r}/warm", r, "warm", reg.warm.nodes * reg.warm.workers,
-                                Sampler(reg.warm.service_time, stream(seed, f"pool:{r}/warm")),
+                                Sampler(reg.warm.service_time, self._rng(f"pool:{r}/warm")),
                                 **kw)
             self.api[r].upstream = self.warm[r]  # recall ends start precision steps
             for node in reg.hot_node_names(r):
                 self.hot[node] = Pool(node, r, "hot", reg.hot.workers,
-                                      Sampler(reg.hot.service_time, stream(seed, f"pool:{node}")),
+                                      Sampler(reg.hot.service_time, self._rng(f"pool:{node}")),
                                       **kw)
         c = spec.caches
         self.levels: list[tuple[str, CacheLevel]] = [
@@ -252,7 +255,7 @@ class Simulation:
             if lvl is not None]
         # a level looked up is a pure delay: its service time, plus the intra-region hop
         # for the shared levels (L1 is in-process)
-        self.level_ms = {n: {r: Sampler(lvl.service_time, stream(seed, f"cache:{r}/{n}"),
+        self.level_ms = {n: {r: Sampler(lvl.service_time, self._rng(f"cache:{r}/{n}"),
                                         offset_ms=0.0 if n == "l1" else self.rtt[(r, r)])
                              for r in self.part} for n, lvl in self.levels}
         self.value_bytes = spec.workload.value_bytes
@@ -273,12 +276,12 @@ class Simulation:
             self.calibration = calibrate(self, o.calibration_requests or self._budget())
         for r in self.part:
             self.caches[r] = self._build_caches(r, warm=o.warm_start)
-        self._head_rng = stream(seed, "head-caches")
+        self._head_rng = self._rng("head-caches")
         self._head_buf: list[float] = []
         self._head_u = self._head_buf.pop
 
         self.rep_ms: dict[str, Sampler | None] = {
-            r: (Sampler(spec.regions[r].hot.service_time, stream(seed, f"wait1:{r}"))
+            r: (Sampler(spec.regions[r].hot.service_time, self._rng(f"wait1:{r}"))
                 if spec.regions[r].hot.replicas >= 1 else None) for r in self.part}
         rec = spec.slo.latency.get("recommend")
         self.budget = {s: (spec.slo.stage_budgets.get(s, 1.0) * rec.p99_ms if rec else float("inf"))
@@ -302,7 +305,6 @@ class Simulation:
         self._faulty = False
         self._stretch = 1.0 / scale
         self._cb_join = [self._join_api]
-        self._cb_api_done = [self._api_done]
         self._cb_hot_rec = [self._hot_rec]
         self._cb_arrivals = [self._next_chunk]
         self._cb_change = [self._change]
@@ -312,7 +314,7 @@ class Simulation:
         for ri, r in enumerate(self.regions):
             j = self.jur[r]
             if r in self.part and j in self.pops:
-                src = RegionArrivals(r, self.pops[j], segs, mix, stream(seed, f"arrivals:{r}"))
+                src = RegionArrivals(r, self.pops[j], segs, mix, self._rng(f"arrivals:{r}"))
                 self.sources.append(src)
                 self.loop.schedule(_Arrivals(ri, src), 0.0, self._cb_arrivals)
         self.silent_regions = [r for r in self.part if self.jur[r] not in self.pops]
@@ -550,6 +552,11 @@ class Simulation:
         req.tgt, req.ep = t, self.ep
         return t
 
+    def _rng(self, name: str) -> np.random.Generator:
+        """The run's stream ``name``; a later time segment of a run (``segment`` > 0,
+        :mod:`geoshard.sim.parallel`) draws its own (the population stays the run's)."""
+        return stream(self.seed, name if not self.segment else f"{name}@{self.segment}")
+
     # ------------------------------------------------------------------ arrivals
     def _next_chunk(self, ev: _Arrivals) -> None:
         """Draw a region's next chunk of arrivals and push each request to its API join."""
@@ -561,10 +568,13 @@ class Simulation:
             self.loop.schedule(ev, ch.end_ms, self._cb_arrivals)
 
     def _dispatch(self, ri: int, ch: Any) -> None:
+        """Plan a chunk's requests and hand them to the event loop as one stream, in the
+        order they reach their entry region's API (``t0 + leg``: legs differ by type)."""
         col = self.collector
-        heap, eid = self._heap, self._eid
         cb_join = self._cb_join
         ep = self.ep
+        ats: list[np.ndarray] = []
+        reqs: list[_Req] = []
         for ti in range(3):
             sel = ch.rtype == ti
             if not sel.any():
@@ -583,11 +593,17 @@ class Simulation:
             pc = self.classes.get(plan.j)
             classes = (pc.index_array(ch.rank[sel]).tolist() if pc is not None
                        else [0] * len(t0s))
-            for t0, uid, draw, c, hd, tgt in zip(t0s.tolist(), users.tolist(),
-                                                 ch.draw[sel].tolist(), classes,
-                                                 ch.head[sel].tolist(), tgts):
-                heappush(heap, (t0 + leg, 1, eid(),
-                                _Req(t0, ri, ti, uid, draw, c, hd, plan, tgt, ep, cb_join)))
+            reqs += [_Req(t0, ri, ti, uid, draw, c, hd, plan, tgt, ep, cb_join)
+                     for t0, uid, draw, c, hd, tgt in zip(t0s.tolist(), users.tolist(),
+                                                          ch.draw[sel].tolist(), classes,
+                                                          ch.head[sel].tolist(), tgts)]
+            ats.append(t0s + leg)
+        if not reqs:
+            return
+        at = np.concatenate(ats) if len(ats) > 1 else ats[0]
+        order = np.argsort(at, kind="stable")
+        self.loop.add_stream(at[order].tolist(), [reqs[i] for i in order.tolist()],
+                             self._join_api)
 
     # ------------------------------------------------------------------ the request path
     def _join_api(self, req: _Req) -> None:
@@ -605,17 +621,22 @@ class Simulation:
                 return
             plan = req.plan
             api = plan.api
-        measuring = req.t0 >= self.warm_ms
-        if measuring:
+        if req.t0 >= self.warm_ms:
             sb = self.served_by
             sb[plan.skey] = sb.get(plan.skey, 0) + 1
         if plan.proc_ok:
             self.audit_checks += 1
         else:
             self._audit(plan.j, plan.classes[0], plan.entry, "process")  # type: ignore[arg-type]
-        req.callbacks = self._cb_api_done
         req.tj = now  # a recommend comes back to this pool (see _fin_recall)
-        heappush(self._heap, (api.join(now, measuring), 1, self._eid(), req))
+        # The API's hand-off runs now, on the clock of the request's API end: what follows
+        # it is deferred joins and later events only, so no pool sees a join out of time
+        # order, and a request costs one event less. The caches are read as they are when
+        # the request joins the API (a millisecond early; see docs/simulator.md).
+        env = self.env
+        env._now = api.join(now)  # noqa: SLF001
+        self._api_done(req)
+        env._now = now  # noqa: SLF001
 
     def _spill(self, req: _Req, now: float) -> bool:
         """Move an overloaded entry's request to the nearest other region with room.
@@ -706,7 +727,7 @@ class Simulation:
         half = tgt[3]
         req.hop = half  # the way back from the replica
         if ti == _FR:
-            tgt[0].defer(now + pending + half, t0 >= self.warm_ms, req, self._fin_fr)
+            tgt[0].defer(now + pending + half, req, self._fin_fr)
         else:
             req.callbacks = self._cb_hot_rec
             heappush(self._heap, (now + pending + half, 1, self._eid(), req))
@@ -786,7 +807,7 @@ class Simulation:
     def _hot_rec(self, req: _Req) -> None:
         """A recommend's sourcing read at the hot tier (its end starts recall)."""
         now = self.env._now  # noqa: SLF001
-        end = req.tgt[0].join(now, req.t0 >= self.warm_ms)
+        end = req.tgt[0].join(now)
         self._rec_sourced(req, end + req.hop)
 
     # recommend: sourcing -> recall (warm pool) -> integrity -> precision (API again)
@@ -802,7 +823,7 @@ class Simulation:
         else:
             self._audit(plan.j, "user_embeddings", plan.entry, "process")  # type: ignore[arg-type]
         req.v0 = t
-        plan.warm.defer(t, req.t0 >= self.warm_ms, req, self._fin_recall)
+        plan.warm.defer(t, req, self._fin_recall)
 
     def _fin_recall(self, req: _Req, end: float) -> None:
         """Recall ended (warm pool): integrity, then precision on the API (deferred)."""
@@ -823,7 +844,7 @@ class Simulation:
         # times are restored in _fin_rec (shift); at R = 1 nothing moves.
         joined = req.tj + (at - req.tj) * self._stretch
         req.hop = at - joined
-        req.plan.api.defer(joined, req.t0 >= self.warm_ms, req, self._fin_rec)
+        req.plan.api.defer(joined, req, self._fin_rec)
 
     def _fin_rec(self, req: _Req, end: float) -> None:
         end += req.hop  # back from the dilated join time (see _fin_recall)
@@ -858,10 +879,9 @@ class Simulation:
             self.audit_checks += 1
         else:
             self._audit(plan.j, "interactions", preg, "store")
-        measuring = req.t0 >= self.warm_ms
         at = now + half
         req.hop = half
-        pool.defer(at, measuring, req, self._fin_wr)
+        pool.defer(at, req, self._fin_wr)
         faulty = self._faulty
         for opool, oreg, onode, ohalf, ook in others:
             if faulty and self._dead(onode, oreg, preg):
@@ -870,7 +890,7 @@ class Simulation:
                 self.audit_checks += 1
             else:
                 self._audit(plan.j, "interactions", oreg, "store")
-            opool.defer(at + ohalf, measuring, req, None)
+            opool.defer(at + ohalf, req, None)
 
     def _fin_wr(self, req: _Req, end: float) -> None:
         preg = req.tgt[1]
@@ -938,7 +958,8 @@ class Simulation:
             cache_model=self.cache_model())
 
     def cache_model(self) -> dict[str, dict[str, dict[str, float]]]:
-        """Per region and level: the steady-state model and the slice's capacity."""
+        """Per region and level: the steady-state model (``calibrated`` when the keyed
+        replay corrected it) and the slice's capacity."""
         out: dict[str, dict[str, dict[str, float]]] = {}
         for r, levels in self.caches.items():
             m = self.models.get(r)
@@ -948,6 +969,7 @@ class Simulation:
                 row[name] = {"capacity_simulated": float(insts[0].capacity),
                              "instances": float(len(insts)),
                              "t_c_s": lm.t_c if lm else float("nan"),
-                             "model_hit_ratio": lm.hit_ratio if lm else float("nan")}
+                             "model_hit_ratio": lm.hit_ratio if lm else float("nan"),
+                             "calibrated": bool(lm and lm.calibrated)}
             out[r] = row
         return out

@@ -63,6 +63,12 @@ class LogHistogram:
         self.count += 1
         self.total += x
 
+    def copy(self) -> LogHistogram:
+        """An independent copy."""
+        h = LogHistogram()
+        h.count, h.total, h.counts = self.count, self.total, dict(self.counts)
+        return h
+
     def merge(self, other: LogHistogram) -> None:
         """Add every value of ``other`` to this histogram."""
         c = self.counts

@@ -310,7 +310,8 @@ def _result(spec: Spec, res: SimResults, seed: int, scale: float, duration_s: fl
         if f.kind == "latency_spike":
             d["extra_ms"] = f.extra_ms
         faults.append(d)
-    model = {r: {lvl: {k: (_r(v) if math.isfinite(v) else ("inf" if v > 0 else None))
+    model = {r: {lvl: {k: (v if isinstance(v, bool) else _r(v) if math.isfinite(v)
+                           else ("inf" if v > 0 else None))
                        for k, v in row.items()} for lvl, row in levels.items()}
              for r, levels in sorted(res.cache_model.items())}
     metrics: dict[str, Any] = {

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,8 @@ from geoshard.spec import REQUEST_TYPES, Spec
 
 from .population import Population
 
-__all__ = ["Chunk", "RegionArrivals", "expected_requests", "rate_segments", "start_of_day"]
+__all__ = ["Chunk", "RegionArrivals", "expected_requests", "rate_segments", "shifted",
+           "start_of_day"]
 
 
 def start_of_day(spec: Spec) -> float:
@@ -86,13 +88,40 @@ def rate_segments(spec: Spec, duration_ms: float, cuts: Iterable[float] = (),
     return segs
 
 
-def expected_requests(spec: Spec, duration_s: float, scale: float) -> float:
+def expected_requests(spec: Spec, duration_s: float, scale: float,
+                      regions: Iterable[str] | None = None) -> float:
     """Expected simulated requests of a run: the rates of :func:`rate_segments` over the
-    duration, times ``scale`` (the slice)."""
+    duration, times ``scale`` (the slice); of the clients of ``regions`` only if given."""
+    keep = set(spec.regions if regions is None else regions)
     total = 0.0
     for a, b, rates in rate_segments(spec, duration_s * 1000.0):
-        total += (b - a) * sum(rates.values())
+        total += (b - a) * sum(q for r, q in rates.items() if r in keep)
     return total * scale
+
+
+def shifted(spec: Spec, offset_s: float) -> Spec:
+    """The spec whose time 0 is ``offset_s`` into a run of ``spec`` (before it when
+    negative): the diurnal clock, the campaigns and the faults move with it. A campaign
+    or fault over before the new time 0 is dropped; one under way is cut to what is left.
+    """
+    w = spec.workload
+
+    def moved(items: list[Any], start_field: str) -> list[Any]:
+        out = []
+        for x in items:
+            start = getattr(x, start_field) - offset_s
+            end = start + x.duration_s
+            if end <= 0:
+                continue
+            out.append(x.model_copy(update={start_field: max(start, 0.0),
+                                            "duration_s": end - max(start, 0.0)}))
+        return out
+
+    sod = (start_of_day(spec) + offset_s) % w.day_s
+    work = w.model_copy(update={"start_of_day_s": sod,
+                                "campaigns": moved(list(w.campaigns), "start_s")})
+    faults = spec.faults.model_copy(update={"events": moved(list(spec.faults.events), "at_s")})
+    return spec.model_copy(update={"workload": work, "faults": faults})
 
 
 @dataclass
