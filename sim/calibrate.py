@@ -10,9 +10,13 @@ order, fills above, writes invalidating every region that may hold the data. It 
 users systematically at a rate ``s`` (SHARDS: caches scaled by ``s`` see each sampled
 key at its full rate), runs long enough for every level to turn over (three times its
 TTL or characteristic time, within a request budget), and measures, per popularity band,
-the hit ratio of lookups reaching each level. Those correct the model
-(:meth:`CacheModel.calibrate`), which then seeds the warm start and decides the slice's
-head users. L1 is left to the model when the sample would make it too small to
+the hit ratio of lookups reaching each level, and, by the time since a reference point,
+the hit ratio of a key's first lookup after it. Those correct the model
+(:meth:`CacheModel.calibrate`): the first the steady-state hit probabilities, the second
+how fast a warm start's untouched residents leave (a lower level's stream is the
+misses of the level above, more regular than the Poisson stream the model's decay
+assumes, so a key it held is met again sooner). The model then seeds the warm start and
+decides the slice's head users. L1 is left to the model when the sample would make it too small to
 simulate (it is TTL-bound and the model's renewal formula is exact there).
 """
 
@@ -101,10 +105,13 @@ def calibrate(sim: Simulation, budget: int) -> dict[str, Any]:
     store_ok = {(j, r): sim.policy.is_allowed(j, "user_features", r, "store")
                 for j in pops for r in regions}
     counts: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = {}
+    first: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = {}
     for r in regions:
+        bins = len(sim.models[r].grid)
         for j, cl in sim.models[r].classes.items():
             for name in levels:
                 counts[(r, name, j)] = (np.zeros(len(cl.p)), np.zeros(len(cl.p)))
+                first[(r, name, j)] = (np.zeros((len(cl.p), bins)), np.zeros((len(cl.p), bins)))
     sources = []
     for ri, r in enumerate(sim.regions):
         j = sim.jur[r]
@@ -115,6 +122,10 @@ def calibrate(sim: Simulation, budget: int) -> dict[str, Any]:
                                                    (sim.seed, 7, ri)))))
     rng = np.random.default_rng((sim.seed, 11))
     measure_from = horizon_s * 1000.0 * (2.0 / 3.0)
+    # per cache instance: key -> the reference window it was last touched in (first
+    # touches are counted from the start of each window of the run's length)
+    seen: dict[int, dict[int, int]] = {}
+    span_ms = max(sim.duration_ms, 1000.0)
     done = 0
     t_end = 0.0
     pending: dict[int, Any] = {}
@@ -151,14 +162,14 @@ def calibrate(sim: Simulation, budget: int) -> dict[str, Any]:
         order = np.argsort(t, kind="stable")
         done += _replay(sim, t[order], ris[order], typ[order], usr[order], rnk[order],
                         hd[order], drw[order], entry, caches, inval, store_ok, counts,
-                        keyed_l1, levels, measure_from, rng)
+                        first, seen, keyed_l1, levels, measure_from, span_ms, rng)
     for r in regions:
         model = sim.models[r]
         for name in levels:
             if name == "l1" and not keyed_l1:
                 continue
-            measured = {j: counts[(r, name, j)] for j in model.classes}
-            model.calibrate(name, measured)
+            model.calibrate(name, {j: counts[(r, name, j)] for j in model.classes},
+                            {j: first[(r, name, j)] for j in model.classes})
     return {"sample": sample, "horizon_s": horizon_s, "requests": done,
             "levels": [n for n in levels if n != "l1" or keyed_l1]}
 
@@ -175,9 +186,17 @@ def _replay(sim: Simulation, t: np.ndarray, ris: np.ndarray, typ: np.ndarray,
             entry: dict[tuple[int, int], str | None], caches: dict[str, dict[str, list[Any]]],
             inval: dict[str, list[Any]], store_ok: dict[tuple[str, str], bool],
             counts: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]],
-            keyed_l1: bool, levels: list[str], measure_from: float,
-            rng: np.random.Generator) -> int:
-    """Walk one window of replayed requests through the caches; returns how many."""
+            first: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]],
+            seen: dict[int, dict[int, int]], keyed_l1: bool, levels: list[str],
+            measure_from: float, span_ms: float, rng: np.random.Generator) -> int:
+    """Walk one window of replayed requests through the caches; returns how many.
+
+    From ``measure_from`` on it counts, per level and popularity class, the lookups and
+    hits of every lookup (``counts``) and of a key's first touch of a cache instance in
+    each window of ``span_ms`` (the run's length) since then, by the time since the
+    window began (``first``, on the model's time grid): what a warm-started cache meets
+    when a key it holds virtually is first asked for.
+    """
     vb = sim.value_bytes
     jur = sim.jur
     regions = sim.regions
@@ -202,6 +221,10 @@ def _replay(sim: Simulation, t: np.ndarray, ris: np.ndarray, typ: np.ndarray,
             if keyed_l1:
                 l1s = cs["l1"]
                 l1s[draw % len(l1s)].invalidate(uid)
+            if tm >= measure_from:  # a written key's next lookup is not a first touch
+                win = int((tm - measure_from) // span_ms)
+                for inst in [*inval[j], *([l1s[draw % len(l1s)]] if keyed_l1 else [])]:
+                    seen.setdefault(id(inst), {})[uid] = win
             continue
         cl = models[e].classes.get(j)
         if cl is None:
@@ -217,11 +240,21 @@ def _replay(sim: Simulation, t: np.ndarray, ris: np.ndarray, typ: np.ndarray,
         hit = cache_walk.lookup(stack, uid, now_s)
         if tm >= measure_from:
             names = (["l1"] if keyed_l1 else []) + shared
+            grid = models[e]
+            win, rel = divmod(tm - measure_from, span_ms)
+            tb = min(int(rel * 0.001 / grid.grid_step + 0.5), len(grid.grid) - 1)
             for i in range(len(stack) if hit < 0 else hit + 1):
                 look, hits = counts[(e, names[i], j)]
                 look[c] += 1
                 if i == hit:
                     hits[c] += 1
+                keys = seen.setdefault(id(stack[i]), {})
+                if keys.get(uid) != win:
+                    keys[uid] = win
+                    flook, fhits = first[(e, names[i], j)]
+                    flook[c, tb] += 1
+                    if i == hit:
+                        fhits[c, tb] += 1
         if hit != 0:
             ok = store_ok.get((j, e), False)
             cache_walk.fill(stack, uid, vb, now_s, hit, (ok,) * len(stack))

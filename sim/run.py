@@ -39,7 +39,7 @@ from .collect import CACHE_LEVELS, SimResults
 from .engine import EngineOptions, populations
 from .faults import Timeline
 from .metrics import RELATIVE_ERROR_BOUND, LogHistogram
-from .parallel import simulate_parts
+from .parallel import LEAD_S, Task, plan_tasks, simulate_parts
 from .verdict import MIN_PHASE_S, judge, phases
 from .workload import expected_requests, rate_segments, start_of_day
 
@@ -105,6 +105,22 @@ def _scale_notes(spec: Spec, scale: float, seed: int) -> list[str]:
     ]
 
 
+def _task_notes(tasks: list[Task]) -> list[str]:
+    notes = []
+    lead = max((t.lead_s for t in tasks if t.segment == 0), default=0.0)
+    if lead:
+        notes.append(f"the slice starts {lead:g} s before time 0, unmeasured: a recommend's "
+                     "second API visit joins after its dilated gap, and the visits of requests "
+                     "from before time 0 are part of the steady state")
+    cut = max((t.segment + 1 for t in tasks), default=1)
+    if cut > 1:
+        notes.append(f"large parts are simulated as up to {cut} independent time segments "
+                     f"(on Ray when there are several workers), each warm-started with "
+                     f"{LEAD_S} s of unmeasured lead-in for its queues; a queue above 100 % "
+                     "load restarts at each segment (such a run fails its capacity gate)")
+    return notes
+
+
 def _common_notes(spec: Spec, warm: bool, warmup_s: float, options: EngineOptions) -> list[str]:
     w = spec.workload
     sod = start_of_day(spec)
@@ -123,8 +139,10 @@ def _common_notes(spec: Spec, warm: bool, warmup_s: float, options: EngineOption
         f"region has room and the queue passes {options.shed_queue}",
         "API workers are CPU slots held only for the API service time (asynchronous I/O); "
         "caches and networks are pure delays; API, hot and warm pools are FIFO queues",
-        "caches are filled when a miss is sent to the tier (a concurrent miss of the same key "
-        "hits, like single-flight); writes invalidate before they reach the primary",
+        "a request walks the caches as it joins its entry region's API (the API's service "
+        "and the cache delays follow); caches are filled when a miss is sent to the tier (a "
+        "concurrent miss of the same key hits, like single-flight); writes invalidate before "
+        "they reach the primary",
         "latencies are grouped by the client's region; failed and shed requests carry no "
         "latency but count against SLO attainment; degraded answers count against it too "
         "unless the type's accept_degraded is set",
@@ -135,10 +153,14 @@ def _common_notes(spec: Spec, warm: bool, warmup_s: float, options: EngineOption
         "whole run",
     ]
     if warm:
+        cal = ("; the model is calibrated first by a keyed replay of the workload through the "
+               "real caches (a SHARDS sample): per popularity band its hit ratios, and how "
+               "fast untouched residents leave" if options.calibrate else
+               "; not calibrated")
         notes.insert(1, "warm start: every cache begins at its steady state, drawn lazily per "
                         "key from the analytic model (Che's characteristic time with TTLs "
                         "and write invalidations; L1 -> L2 -> regional as a filtered stream; "
-                        "SIEVE modelled as LRU); see caches.model in the result")
+                        f"SIEVE modelled as LRU){cal}; see metrics.cache_model in the result")
     else:
         notes.insert(1, "cold start: every cache begins empty (--cold)")
     return notes
@@ -184,7 +206,8 @@ def simulate_spec(spec: Spec, *, seed: int = 1, duration_s: float = 60.0, scale:
         raise ConfigError(f"--warmup (={warmup_s}) must be >= 0 and below --duration "
                           f"(={duration_s})")
     assumptions = _scale_notes(spec, scale, seed) + _common_notes(
-        spec, options.warm_start, warmup_s, options)
+        spec, options.warm_start, warmup_s, options) + _task_notes(
+        plan_tasks(spec, duration_s, warmup_s, scale, options))
     started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     t_wall = time.perf_counter()
     cpu0 = time.process_time()

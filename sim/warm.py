@@ -147,6 +147,7 @@ class LevelModel:
     hit0: dict[str, list[float]]
     calibrated: bool = False
     current: dict[str, list[float]] = field(default_factory=dict)
+    decay_factor: np.ndarray | None = None
 
     def slice_capacity(self, scale: float) -> float:
         """The capacity of this level in a slice: ``R x`` what the tail users hold at full
@@ -236,6 +237,7 @@ class CacheModel:
             self._lookup_rate[name] = {j: r[j] for j in js}
 
     def calibrate(self, level: str, measured: dict[str, tuple[np.ndarray, np.ndarray]],
+                  first: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
                   min_lookups: int = 200) -> None:
         """Correct a level's steady-state hit probabilities with measured ones.
 
@@ -243,7 +245,12 @@ class CacheModel:
         workload through the real caches (:meth:`geoshard.sim.engine.Simulation.calibrate`).
         Per log-spaced band of ranks with at least ``min_lookups`` lookups, the model's
         probabilities are scaled by measured / modelled hits; bands without enough
-        lookups keep the model. The decay of untouched residents keeps the model's shape.
+        lookups keep the model. ``first[j] = (lookups, hits)`` per class and time-grid
+        step, of keys' first lookups after a reference time in the replay, rescales the
+        decay of untouched residents step by step (a factor over all classes per run of
+        consecutive steps that expect at least ``2 x min_lookups`` hits: about 5 %
+        sampling error; a short tail keeps
+        the last factor), so that what a warm start's first lookups find matches the replay.
         """
         lm = self.levels[level]
         lookups_all = hits_all = head = 0.0
@@ -272,6 +279,36 @@ class CacheModel:
             lm.hit_ratio = hits_all / lookups_all
             lm.head_residents = head
             lm.calibrated = True
+        if first:
+            self._calibrate_decay(lm, first, 2.0 * min_lookups)
+
+    @staticmethod
+    def _calibrate_decay(lm: LevelModel, first: dict[str, tuple[np.ndarray, np.ndarray]],
+                         min_expected: float) -> None:
+        steps = next(iter(lm.table.values())).shape[1] if lm.table else 0
+        expected = np.zeros(steps)
+        found = np.zeros(steps)
+        for j, (look, hit) in first.items():
+            tab = lm.table.get(j)
+            if tab is None:
+                continue
+            expected += (look * tab).sum(axis=0)
+            found += hit.sum(axis=0)
+        # consecutive steps pooled until they expect enough hits; a short tail keeps the
+        # last factor
+        factor = np.ones(steps)
+        last, start, e_sum, f_sum = 1.0, 0, 0.0, 0.0
+        for k in range(steps):
+            e_sum += expected[k]
+            f_sum += found[k]
+            if e_sum >= min_expected:
+                last = f_sum / e_sum
+                factor[start:k + 1] = last
+                start, e_sum, f_sum = k + 1, 0.0, 0.0
+        factor[start:] = last
+        for j, tab in lm.table.items():
+            lm.table[j] = np.clip(tab * factor[None, :], 0.0, 1.0)
+        lm.decay_factor = factor
 
     def advance(self, now_s: float) -> None:
         """Point every level's oracles at the residency probabilities of time ``now_s``."""
