@@ -170,10 +170,11 @@ class _Plan:
     """What every request of one (client region, type) does under one state of health."""
 
     __slots__ = ("api", "classes", "creg", "dc", "delays", "entry", "fill_ok", "head_hits",
-                 "inval", "j", "l1", "leg", "op", "proc_ok", "ri", "routes", "skey", "stacks",
-                 "stale", "store_ok", "ti", "tlist", "warm")
+                 "inval", "j", "l1", "leg", "op", "proc_ok", "ri", "routes", "served", "skey",
+                 "stacks", "stale", "store_ok", "ti", "tlist", "warm")
 
     def __init__(self) -> None:
+        self.served = 0  # measured requests that joined its entry's API (served_by)
         self.entry: str | None = None
         self.stale = False
         self.routes: list[Any] | None = None
@@ -430,12 +431,20 @@ class Simulation:
         for r in real.outages_starting:
             if r in self.caches:  # the region's processes and caches are gone
                 self.caches[r] = self._build_caches(r, warm=False)
-                self._plans.clear()
+                self._drop_plans()
         self.real = real
         self._faulty = bool(real.health)
         if known != self.known:
             self.known = known
             self.ep += 1
+        self._drop_plans()
+
+    def _drop_plans(self) -> None:
+        """Forget the plans (health changed); keep what they counted."""
+        sb = self.served_by
+        for p in self._plans.values():
+            if p.served:
+                sb[p.skey] = sb.get(p.skey, 0) + p.served
         self._plans.clear()
 
     def _hop(self, a: str, b: str) -> float:
@@ -622,21 +631,17 @@ class Simulation:
             plan = req.plan
             api = plan.api
         if req.t0 >= self.warm_ms:
-            sb = self.served_by
-            sb[plan.skey] = sb.get(plan.skey, 0) + 1
+            plan.served += 1
         if plan.proc_ok:
             self.audit_checks += 1
         else:
             self._audit(plan.j, plan.classes[0], plan.entry, "process")  # type: ignore[arg-type]
         req.tj = now  # a recommend comes back to this pool (see _fin_recall)
-        # The API's hand-off runs now, on the clock of the request's API end: what follows
-        # it is deferred joins and later events only, so no pool sees a join out of time
+        # The API's hand-off runs now, timed from the request's API end: what follows it
+        # is deferred joins and later events only, so no pool sees a join out of time
         # order, and a request costs one event less. The caches are read as they are when
         # the request joins the API (a millisecond early; see docs/simulator.md).
-        env = self.env
-        env._now = api.join(now)  # noqa: SLF001
-        self._api_done(req)
-        env._now = now  # noqa: SLF001
+        self._api_done(req, api.join(now))
 
     def _spill(self, req: _Req, now: float) -> bool:
         """Move an overloaded entry's request to the nearest other region with room.
@@ -663,9 +668,9 @@ class Simulation:
             return False
         return True
 
-    def _api_done(self, req: _Req) -> None:
-        """The API handed the request on: the cache walk, then the tier or the write."""
-        now = self.env._now  # noqa: SLF001
+    def _api_done(self, req: _Req, now: float) -> None:
+        """The API hands the request on at ``now``: the cache walk, then the tier or the
+        write."""
         plan = req.plan
         tgt = req.tgt
         if req.ep != self.ep:
@@ -934,6 +939,7 @@ class Simulation:
                 if p.deferred:
                     p.apply_deferred(now)
                 p.flush_waits()
+            self.collector.flush()  # and bin the second's answers
             for m in models:  # the warm start's residency decays with time
                 m.advance(sec + 0.5)
             if on_second is not None:
@@ -947,6 +953,7 @@ class Simulation:
 
     def results(self) -> SimResults:
         """What this run measured (call after :meth:`run`)."""
+        self._drop_plans()
         pools = [*self.api.values(), *self.warm.values(), *self.hot.values()]
         return self.collector.results(
             pools, cache_hits={n: self.walks[i + 1] for i, (n, _) in enumerate(self.levels)},

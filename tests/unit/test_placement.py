@@ -129,3 +129,22 @@ def test_placement_invariants(
     order = placement.failover_order(key, r, allowed, down)
     assert order[:len(replicas)] == replicas
     assert sorted(order) == sorted(eligible)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.data())
+def test_replica_codes_precomputed_for_every_point_match_the_walk(data) -> None:
+    regions = REGIONS[: data.draw(st.integers(2, 5))]
+    per = data.draw(st.integers(1, 4))
+    node_region = {f"{region}-{i}": region for region in regions for i in range(per)}
+    pl = Placement(HashRing(list(node_region), vnodes=data.draw(st.integers(1, 16))),
+                   node_region)
+    allowed = frozenset(data.draw(st.sets(st.sampled_from(regions), min_size=1)))
+    dead = frozenset(data.draw(st.sets(st.sampled_from(sorted(node_region)), max_size=3)))
+    r = data.draw(st.integers(1, 3))
+    keys = list(range(300))
+    if not any(node_region[n] in allowed and n not in dead for n in node_region):
+        return
+    codes, sets = pl.replica_codes(keys, r, allowed, dead)
+    for k, c in zip(keys, codes.tolist(), strict=True):
+        assert sets[c] == tuple(pl.replicas(k, r, set(allowed), set(dead))), (k, r)
