@@ -781,7 +781,7 @@ def _compose(text: str) -> yaml.Node | None:
     try:
         fast = _FastLoader(text)
         try:
-            return fast.get_single_node()  # type: ignore[no-any-return]
+            return fast.get_single_node()
         finally:
             fast.dispose()
     except yaml.YAMLError:

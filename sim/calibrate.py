@@ -152,15 +152,15 @@ def calibrate(sim: Simulation, budget: int) -> dict[str, Any]:
                 break
         if not parts:
             continue
-        t = np.concatenate([c.t_ms[m] for _, c, m in parts])
+        times = np.concatenate([c.t_ms[m] for _, c, m in parts])
         ris = np.concatenate([np.full(int(m.sum()), ri) for ri, _, m in parts])
         typ = np.concatenate([c.rtype[m] for _, c, m in parts])
         usr = np.concatenate([c.user[m] for _, c, m in parts])
         rnk = np.concatenate([c.rank[m] for _, c, m in parts])
         hd = np.concatenate([c.head[m] for _, c, m in parts])
         drw = np.concatenate([c.draw[m] for _, c, m in parts])
-        order = np.argsort(t, kind="stable")
-        done += _replay(sim, t[order], ris[order], typ[order], usr[order], rnk[order],
+        order = np.argsort(times, kind="stable")
+        done += _replay(sim, times[order], ris[order], typ[order], usr[order], rnk[order],
                         hd[order], drw[order], entry, caches, inval, store_ok, counts,
                         first, seen, keyed_l1, levels, measure_from, span_ms, rng)
     for r in regions:

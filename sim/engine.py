@@ -140,6 +140,21 @@ class _Req:
                  "ri", "t0", "tgt", "ti", "tj", "uid", "v0")
     _ok = True
     callbacks: list[Any] | None
+    t0: float
+    ri: int
+    ti: int
+    uid: int
+    draw: int
+    cls: int
+    head: bool
+    plan: _Plan
+    tgt: Any
+    ep: int
+    credit: float
+    degraded: bool
+    hop: float
+    tj: float
+    v0: float
 
     def __init__(self, t0: float, ri: int, ti: int, uid: int, draw: int, cls: int, head: bool,
                  plan: _Plan, tgt: Any, ep: int, callbacks: list[Any]) -> None:
@@ -152,6 +167,7 @@ class _Arrivals:
     """The event that draws a region's next chunk of arrivals."""
 
     __slots__ = ("_ok", "callbacks", "ri", "src")
+    callbacks: list[Any] | None
 
     def __init__(self, ri: int, src: RegionArrivals) -> None:
         self._ok = True
@@ -160,6 +176,7 @@ class _Arrivals:
 
 class _Tick:
     __slots__ = ("_ok", "callbacks", "i")
+    callbacks: list[Any] | None
 
     def __init__(self, i: int) -> None:
         self._ok = True
@@ -172,6 +189,25 @@ class _Plan:
     __slots__ = ("api", "classes", "creg", "dc", "delays", "entry", "fill_ok", "head_hits",
                  "inval", "j", "l1", "leg", "op", "proc_ok", "ri", "routes", "served", "skey",
                  "stacks", "stale", "store_ok", "ti", "tlist", "warm")
+    api: Pool
+    classes: tuple[str, ...]
+    creg: str
+    dc: str
+    delays: list[Any]  # per level: a constant (float) or a Sampler
+    fill_ok: bool
+    head_hits: list[list[float] | None] | None
+    inval: list[Any]
+    j: str
+    l1: bool
+    leg: float
+    op: str
+    proc_ok: bool
+    ri: int
+    skey: tuple[str, str]
+    stacks: list[list[Any]]
+    store_ok: tuple[bool, ...]
+    ti: int
+    warm: Pool
 
     def __init__(self) -> None:
         self.served = 0  # measured requests that joined its entry's API (served_by)
@@ -237,19 +273,20 @@ class Simulation:
         for r in self.part:
             reg = spec.regions[r]
             cap = reg.api.servers * reg.api.workers
-            kw = {"scale": scale, "warm_ms": self.warm_ms, "until": end, "seconds": seconds,
-                  "seq": self._seq}
-            self.api[r] = Pool(f"{r}/api", r, "api", cap,
+            def pool(name: str, kind: str, capacity: int, service: Sampler,
+                     spill_at: float = float("inf")) -> Pool:
+                return Pool(name, r, kind, capacity, service, scale=scale, spill_at=spill_at,
+                            warm_ms=self.warm_ms, until=end, seconds=seconds, seq=self._seq)
+
+            self.api[r] = pool(f"{r}/api", "api", cap,
                                Sampler(reg.api.service_time, self._rng(f"pool:{r}/api")),
-                               spill_at=o.spill_queue_factor * cap, **kw)
-            self.warm[r] = Pool(f"{r}/warm", r, "warm", reg.warm.nodes * reg.warm.workers,
-                                Sampler(reg.warm.service_time, self._rng(f"pool:{r}/warm")),
-                                **kw)
+                               spill_at=o.spill_queue_factor * cap)
+            self.warm[r] = pool(f"{r}/warm", "warm", reg.warm.nodes * reg.warm.workers,
+                                Sampler(reg.warm.service_time, self._rng(f"pool:{r}/warm")))
             self.api[r].upstream = self.warm[r]  # recall ends start precision steps
             for node in reg.hot_node_names(r):
-                self.hot[node] = Pool(node, r, "hot", reg.hot.workers,
-                                      Sampler(reg.hot.service_time, self._rng(f"pool:{node}")),
-                                      **kw)
+                self.hot[node] = pool(node, "hot", reg.hot.workers,
+                                      Sampler(reg.hot.service_time, self._rng(f"pool:{node}")))
         c = spec.caches
         self.levels: list[tuple[str, CacheLevel]] = [
             (n, lvl) for n, lvl in (("l1", c.l1), ("l2", c.l2), ("regional", c.regional))
@@ -305,10 +342,10 @@ class Simulation:
         self._eid = self.loop.next_id
         self._faulty = False
         self._stretch = 1.0 / scale
-        self._cb_join = [self._join_api]
-        self._cb_hot_rec = [self._hot_rec]
-        self._cb_arrivals = [self._next_chunk]
-        self._cb_change = [self._change]
+        self._cb_join: list[Callable[[Any], None]] = [self._join_api]
+        self._cb_hot_rec: list[Callable[[Any], None]] = [self._hot_rec]
+        self._cb_arrivals: list[Callable[[Any], None]] = [self._next_chunk]
+        self._cb_change: list[Callable[[Any], None]] = [self._change]
         mix = mix_vector(spec)
         segs = rate_segments(spec, self.duration_ms, self.timeline.times)
         self.sources: list[RegionArrivals] = []
@@ -499,8 +536,10 @@ class Simulation:
         n1 = len(cs["l1"]) if "l1" in cs else 1
         p.l1 = "l1" in cs
         p.stacks = [[cs[n][i] if n == "l1" else cs[n][0] for n in names] for i in range(n1)]
-        p.delays = [self.level_ms[n][entry] if self.level_ms[n][entry].constant is None
-                    else float(self.level_ms[n][entry].constant) for n in names]
+        p.delays = []
+        for n in names:
+            smp = self.level_ms[n][entry]
+            p.delays.append(smp if smp.constant is None else float(smp.constant))
         store = self.policy.is_allowed(j, "user_features", entry, "store")
         p.store_ok = (store,) * len(names)
         p.fill_ok = store
@@ -511,7 +550,7 @@ class Simulation:
             p.head_hits = [model.levels[n].hit0.get(j) if (model is not None and store) else None
                            for n in names]
         # a write invalidates the shared levels of every region that may hold the features
-        inval = []
+        inval: list[Any] = []
         for r in sorted(self.policy.allowed_regions(j, "user_features", "store")):
             if r in self.caches:
                 inval.extend(x[0] for n, x in self.caches[r].items() if n != "l1")

@@ -214,7 +214,7 @@ def simulate_parts(spec: Spec, seed: int, duration_s: float, warmup_s: float, sc
         for task in tasks:
             cb = None
             if on_progress is not None:
-                cb = (lambda b: (lambda s: on_progress((b + s) / total)))(base)  # type: ignore[misc]
+                cb = (lambda b: (lambda s: on_progress((b + s) / total)))(base)
             results.append(_run_task(spec, seed, task, warmup_s, scale, options, duration_s, cb))
             base += _task_seconds(task)
         return merge_results(results), info

@@ -245,7 +245,8 @@ def _service_cv2(spec: Spec, region: str, kind: str) -> float:
     from geoshard.spec import ConstantDist, ExponentialDist, GammaDist, LognormalDist
 
     reg = spec.regions[region]
-    d = {"api": reg.api, "hot": reg.hot, "warm": reg.warm}[kind].service_time
+    d = (reg.api.service_time if kind == "api" else reg.hot.service_time if kind == "hot"
+         else reg.warm.service_time)
     if isinstance(d, ExponentialDist):
         return 1.0
     if isinstance(d, LognormalDist):
@@ -281,9 +282,10 @@ def _result(spec: Spec, res: SimResults, seed: int, scale: float, duration_s: fl
         requests[t] = per
     caches = {}
     for lvl in CACHE_LEVELS:
-        h, m = res.cache_hits.get(lvl, 0), res.cache_misses.get(lvl, 0)
-        if h + m:
-            caches[lvl] = {"hits": h, "misses": m, "hit_ratio": _r(h / (h + m))}
+        hits, misses = res.cache_hits.get(lvl, 0), res.cache_misses.get(lvl, 0)
+        if hits + misses:
+            caches[lvl] = {"hits": hits, "misses": misses,
+                           "hit_ratio": _r(hits / (hits + misses))}
     timeline = Timeline.from_spec(spec)
     cuts = sorted({a for a, _, _ in rate_segments(spec, duration_s * 1000.0, timeline.times)})
     spans = phases(cuts, warmup_s, duration_s)
@@ -291,23 +293,23 @@ def _result(spec: Spec, res: SimResults, seed: int, scale: float, duration_s: fl
     window = (duration_s - warmup_s) * 1000.0
     nodes = {}
     for name, ps in sorted(res.pools.items()):
-        per = ps.capacity * window
-        offered = ps.demand_ms / per if per > 0 else 0.0
+        cap_ms = ps.capacity * window
+        offered = ps.demand_ms / cap_ms if cap_ms > 0 else 0.0
         cv2 = _service_cv2(spec, ps.region, ps.kind)
         peak, peak_se, peak_phase, upper = offered, 0.0, "", -1.0
         for a, b in judged:
-            d = sum(ps.demand_by_second[a:b])
-            n = sum(ps.joins_by_second[a:b])
-            load = d / (ps.capacity * 1000.0 * (b - a))
+            demand = sum(ps.demand_by_second[a:b])
+            joins = sum(ps.joins_by_second[a:b])
+            load = demand / (ps.capacity * 1000.0 * (b - a))
             # Poisson joins with random service: relative sampling error sqrt((1 + cv^2) / n)
-            se = load * math.sqrt((1.0 + cv2) / n) if n else (math.inf if load else 0.0)
+            se = load * math.sqrt((1.0 + cv2) / joins) if joins else (math.inf if load else 0.0)
             if load + 2 * se > upper:
                 upper = load + 2 * se
                 peak, peak_se, peak_phase = load, se, _phase_label(a, b)
         nodes[name] = {
             "kind": ps.kind, "region": ps.region, "capacity": ps.capacity,
             "requests": ps.requests,
-            "utilisation": _r(ps.busy_ms / per) if per > 0 else 0.0,
+            "utilisation": _r(ps.busy_ms / cap_ms) if cap_ms > 0 else 0.0,
             "offered_load": _r(offered),
             "peak_offered_load": _r(peak), "peak_offered_load_se": _r(peak_se),
             "peak_phase": peak_phase,
@@ -323,16 +325,17 @@ def _result(spec: Spec, res: SimResults, seed: int, scale: float, duration_s: fl
                  "examples": list(res.audit_examples)}
     faults = []
     det = spec.faults.detection_delay_s
-    for f in spec.faults.events:
-        d = {"kind": f.kind, "at_s": f.at_s, "duration_s": f.duration_s,
-             "end_s": _r(f.at_s + f.duration_s),
-             "target": f.target if f.target else "<->".join(f.between or []),
-             "router_sees_at_s": None if f.kind == "latency_spike" else _r(f.at_s + det),
-             "router_sees_end_at_s": None if f.kind == "latency_spike"
-             else _r(f.at_s + f.duration_s + det)}
-        if f.kind == "latency_spike":
-            d["extra_ms"] = f.extra_ms
-        faults.append(d)
+    for fault in spec.faults.events:
+        spike = fault.kind == "latency_spike"
+        row: dict[str, Any] = {
+            "kind": fault.kind, "at_s": fault.at_s, "duration_s": fault.duration_s,
+            "end_s": _r(fault.at_s + fault.duration_s),
+            "target": fault.target if fault.target else "<->".join(fault.between or []),
+            "router_sees_at_s": None if spike else _r(fault.at_s + det),
+            "router_sees_end_at_s": None if spike else _r(fault.at_s + fault.duration_s + det)}
+        if spike:
+            row["extra_ms"] = fault.extra_ms
+        faults.append(row)
     model = {r: {lvl: {k: (v if isinstance(v, bool) else _r(v) if math.isfinite(v)
                            else ("inf" if v > 0 else None))
                        for k, v in row.items()} for lvl, row in levels.items()}

@@ -31,6 +31,7 @@ import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -356,7 +357,7 @@ class _Oracle:
         self._ttl = level.ttl_s
         self._info = model.key_info
 
-    def __call__(self, key: int, now_s: float) -> float | None:
+    def __call__(self, key: Any, now_s: float) -> float | None:  # noqa: ANN401 - a cache key
         info = self._info
         if info.key == key:
             j, c = info.j, info.cls

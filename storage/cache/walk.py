@@ -34,7 +34,7 @@ Examples:
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = ["CacheLevelOps", "Invalidates", "fill", "invalidate", "lookup", "refused_levels"]
 
@@ -42,20 +42,20 @@ __all__ = ["CacheLevelOps", "Invalidates", "fill", "invalidate", "lookup", "refu
 class Invalidates(Protocol):
     """A level that can drop a key."""
 
-    def invalidate(self, key: Hashable) -> bool:
+    def invalidate(self, key: Any) -> bool:  # noqa: ANN401 - any key type the level takes
         """Drop ``key``; True if it was resident."""
 
 
 class CacheLevelOps(Protocol):
     """What the walk needs of one level."""
 
-    def lookup(self, key: Hashable, now: float = 0.0) -> bool:
+    def lookup(self, key: Any, now: float = 0.0) -> bool:  # noqa: ANN401
         """True on a hit (and the level counts it and refreshes the entry)."""
 
-    def admit(self, key: Hashable, size: int = 1, now: float = 0.0) -> object:
+    def admit(self, key: Any, size: int = 1, now: float = 0.0) -> object:  # noqa: ANN401
         """Insert ``key`` (evicting as the level's policy says)."""
 
-    def invalidate(self, key: Hashable) -> bool:
+    def invalidate(self, key: Any) -> bool:  # noqa: ANN401
         """Drop ``key``; True if it was resident."""
 
 
