@@ -36,11 +36,12 @@ from geoshard.errors import SpecError, did_you_mean
 from geoshard.keys import DATA_CLASSES, NON_PERSONAL_CLASSES, PERSONAL_CLASSES
 
 __all__ = [
-    "PERSONAL_CLASSES",
-    "NON_PERSONAL_CLASSES",
     "DATA_CLASSES",
+    "NON_PERSONAL_CLASSES",
+    "PERSONAL_CLASSES",
     "REQUEST_TYPES",
     "STAGES",
+    "STORAGE_TYPES",
     "Spec",
     "load_spec",
     "parse_spec",
@@ -405,6 +406,150 @@ class Faults(_Model):
     events: list[Fault] = Field(default_factory=list)
 
 
+# --------------------------------------------------------------------------- storage (deployment)
+
+#: Backend types a deployment can run, per tier: the names of ``geoshard.storage.BACKENDS``
+#: (a unit test keeps the two in step; ``memory`` is in-process only, so no deployment).
+STORAGE_TYPES: dict[str, tuple[str, ...]] = {
+    "hot": ("redis_cluster", "redis"),
+    "vector": ("milvus",),
+    "cold": ("parquet",),
+    "catalog": ("sql",),
+}
+
+
+def _params(**kw: int | float | str) -> dict[str, int | float | str]:
+    return dict(kw)
+
+
+class HotStorage(_Model):
+    """The hot tier of a deployment: one Redis Cluster per region (or one standalone Redis
+    with replicas), append-only file on, writes acknowledged after ``WAIT``."""
+
+    type: Literal["redis_cluster", "redis"] = Field(
+        default="redis_cluster", description="backend type (geoshard.storage.BACKENDS, tier hot)")
+    primaries: int = Field(default=3, gt=0, description="primaries per region (a cluster needs >= 3)")
+    replicas_per_primary: int = Field(default=1, ge=0, description="replicas of each primary")
+    node_timeout_ms: int = Field(default=2000, gt=0, description="cluster-node-timeout")
+    appendonly: bool = Field(default=True, description="append-only file (AOF) on every node")
+    appendfsync: Literal["always", "everysec", "no"] = "everysec"
+    durable_writes: bool = Field(default=True, description="acknowledge a write after WAIT")
+    wait_replicas: int = Field(default=1, ge=0, description="replicas WAIT must hear from")
+    wait_timeout_ms: int = Field(default=500, gt=0, description="WAIT timeout")
+    socket_timeout_s: float = Field(default=1.0, gt=0, description="per-command socket timeout")
+    retry_budget_s: float = Field(default=5.0, gt=0, description="seconds per operation, retries included")
+
+
+class VectorStorage(_Model):
+    """The warm tier: Milvus, one collection per region."""
+
+    type: Literal["milvus"] = Field(default="milvus", description="backend type (tier vector)")
+    uri: str = Field(
+        default="",
+        description="'' = a Milvus Lite server per region, started by `geoshard up` in the "
+        "state dir; 'http://host:port' = an existing Milvus server")
+    dim: int = Field(default=64, gt=0, le=32_768, description="embedding dimension")
+    metric: Literal["COSINE", "L2", "IP"] = "COSINE"
+    index_type: str = Field(default="HNSW", description="vector index (FLAT, HNSW, IVF_FLAT, ...)")
+    index_params: dict[str, int | float | str] = Field(
+        default_factory=lambda: _params(M=16, efConstruction=200))
+    search_params: dict[str, int | float | str] = Field(default_factory=lambda: _params(ef=128))
+
+
+class ColdStorage(_Model):
+    """The cold tier: Parquet files."""
+
+    type: Literal["parquet"] = Field(default="parquet", description="backend type (tier cold)")
+    root: str = Field(
+        default="",
+        description="'' = <state dir>/regions/<region>/cold; else a path or URI (s3://...), "
+        "where '{region}' is replaced by the region's name")
+    shards: int = Field(default=16, gt=0, le=4096, description="hash buckets per data class")
+    compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
+    fsync: bool = True
+
+
+class CatalogStorage(_Model):
+    """The catalog: one SQL database for the whole deployment."""
+
+    type: Literal["sql"] = Field(default="sql", description="backend type (tier catalog)")
+    url: str = Field(
+        default="",
+        description="'' = sqlite:///<state dir>/catalog.db; or postgresql+psycopg2://user@host:port/db")
+
+
+class CacheServers(_Model):
+    """The Redis servers behind the shared cache levels (``caches.l2``, ``caches.regional``):
+    one per level and region, LRU-evicting at ``maxmemory``."""
+
+    bytes_per_item: int = Field(
+        default=2048, gt=0,
+        description="memory budget per cached item (value + key + Redis overhead); "
+        "maxmemory = capacity_items x this")
+
+
+class CrossRegionReplication(_Model):
+    """How writes reach a key's other replica regions (through the fault proxy)."""
+
+    sync_classes: list[str] = Field(
+        default_factory=list,
+        description="personal data classes whose writes are acknowledged only after every "
+        "reachable replica region applied them; the others replicate asynchronously")
+
+
+class Storage(_Model):
+    """Which backend serves each tier in a deployment (``geoshard up``), and its settings.
+
+    Every tier names a backend ``type`` of the registry; the defaults run everything on
+    loopback, so a spec needs no ``storage:`` section to be deployed locally.
+    """
+
+    hot: HotStorage = Field(default_factory=HotStorage)
+    vector: VectorStorage = Field(default_factory=VectorStorage)
+    cold: ColdStorage = Field(default_factory=ColdStorage)
+    catalog: CatalogStorage = Field(default_factory=CatalogStorage)
+    cache_servers: CacheServers = Field(default_factory=CacheServers)
+    replication: CrossRegionReplication = Field(default_factory=CrossRegionReplication)
+
+
+class IngestSettings(_Model):
+    """The ingestion buffer of each API process."""
+
+    buffer_items: int = Field(default=1024, gt=0, description="interactions one process holds before answering 429")
+    max_batch: int = Field(default=256, gt=0, description="interactions per POST /v1/interactions")
+    flush_batch: int = Field(default=256, gt=0, description="interactions per stream write")
+    retry_after_s: float = Field(default=1.0, gt=0, description="Retry-After of a 429")
+    drain_interval_s: float = Field(default=0.5, gt=0, description="how often the worker drains the stream to Parquet")
+
+
+class TieringSettings(_Model):
+    """Background hot -> cold demotion (the storage tiering policy)."""
+
+    max_idle_s: float = Field(default=3600.0, gt=0, description="a hot key idle this long is demoted")
+    sweep_interval_s: float = Field(default=30.0, gt=0, description="seconds between sweeps")
+    hot_ttl_s: float | None = Field(default=86_400.0, gt=0, description="TTL of a promoted copy")
+    batch_size: int = Field(default=500, gt=0, le=100_000)
+
+
+class Deploy(_Model):
+    """How `geoshard up` runs the topology on one machine."""
+
+    api_workers: int | None = Field(
+        default=None, gt=0,
+        description="uvicorn --workers per region; None = regions.<r>.api.workers")
+    startup_timeout_s: float = Field(default=180.0, gt=0, description="bound on `up`")
+    health_interval_s: float = Field(default=0.5, gt=0, description="health probe period")
+    max_body_bytes: int = Field(default=1 << 20, gt=0, description="largest request body")
+    scorer: Literal["dot_recency"] = Field(
+        default="dot_recency", description="the precision stage's scorer")
+    recall: Literal["index", "milvus"] = Field(
+        default="index",
+        description="'index': nearest neighbours over an in-process snapshot of each item "
+        "shard exported from Milvus; 'milvus': a Milvus search per shard and request")
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    tiering: TieringSettings = Field(default_factory=TieringSettings)
+
+
 # --------------------------------------------------------------------------- the spec
 
 
@@ -428,6 +573,8 @@ class Spec(_Model):
     workload: Workload
     slo: Slo
     faults: Faults = Field(default_factory=Faults)
+    storage: Storage = Field(default_factory=Storage)
+    deploy: Deploy = Field(default_factory=Deploy)
 
     @field_validator("jurisdictions", "regions")
     @classmethod
@@ -608,6 +755,35 @@ def _cross_problems(s: Spec) -> Iterator[str]:
         for k, r in enumerate(f.between or []):
             if r not in regions:
                 yield f"@{p}.between[{k}]: " + _unknown("region", r, regions)
+
+    # storage (deployment)
+    hot = s.storage.hot
+    if hot.type == "redis_cluster" and hot.primaries < 3:
+        yield (f"@storage.hot.primaries: a Redis Cluster needs at least 3 primaries (got "
+               f"{hot.primaries}); raise it or use type: redis")
+    if hot.type == "redis" and hot.primaries != 1:
+        yield (f"@storage.hot.primaries: a standalone Redis has one primary (got "
+               f"{hot.primaries}); set primaries: 1 or use type: redis_cluster")
+    if hot.durable_writes and hot.wait_replicas > hot.replicas_per_primary:
+        yield (f"@storage.hot.wait_replicas: WAIT for {hot.wait_replicas} replica(s) with "
+               f"{hot.replicas_per_primary} per primary would fail every write; lower it "
+               f"or add replicas")
+    uri = s.storage.vector.uri
+    if uri and not uri.startswith(("http://", "https://", "tcp://", "grpc://")):
+        yield (f"@storage.vector.uri: '{uri}' is not a Milvus server URI; leave it empty "
+               f"(Milvus Lite started by geoshard up) or give http://host:port")
+    url = s.storage.catalog.url
+    if url and not url.startswith(("sqlite:///", "postgresql")):
+        yield (f"@storage.catalog.url: '{url}' is not a SQL catalog URL; use "
+               f"sqlite:///path.db or postgresql+psycopg2://user@host:port/db")
+    for k, dc in enumerate(s.storage.replication.sync_classes):
+        if dc not in PERSONAL_CLASSES:
+            yield (f"@storage.replication.sync_classes[{k}]: " + _unknown(
+                "personal data class", dc, list(PERSONAL_CLASSES)))
+    ing = s.deploy.ingest
+    if ing.max_batch > ing.buffer_items:
+        yield (f"@deploy.ingest.max_batch: a batch of {ing.max_batch} can never fit a buffer "
+               f"of {ing.buffer_items}; lower max_batch or raise buffer_items")
 
 
 def _personal_store_regions(s: Spec, jurisdiction: str, data_class: str) -> list[str]:
