@@ -308,6 +308,13 @@ class ParquetColdStore(ColdStore):
                 out[i] = newest.get(str(keys[i].owner))
         return out
 
+    def history(self, key: DataKey) -> list[bytes]:
+        """Every value written for ``key``, oldest first; one scan of the key's bucket."""
+        require_data_key(key)
+        tab = self._table(self._bucket_dir(key), ds.field("owner") == str(key.owner))
+        tab = tab.sort_by([("ts", "ascending"), ("writer", "ascending")])
+        return list(tab.column("value").to_pylist())
+
     def scan(
         self, data_class: str, *, date: str | None = None, latest_only: bool = False
     ) -> list[tuple[str, bytes]]:
