@@ -198,7 +198,13 @@ class RegionService:
         self.items_root = items_root or Path(state.regions[region].dir) / "items"
         self._index = ItemIndex.empty(list(self.router.items.shards), spec.storage.vector.dim)
         self._index_version: str | None = None
-        self.pipeline = RecommendPipeline(spec, region, lambda: self._index)
+        ann = None
+        if spec.deploy.recall == "milvus":
+            self.stores.vector = open_region(
+                spec, state, region, residency=self.residency, vector=True, caches=False
+            ).vector
+            ann = self._milvus_recall
+        self.pipeline = RecommendPipeline(spec, region, lambda: self._index, ann=ann)
         self._written = threading.local()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -620,6 +626,24 @@ class RegionService:
         if res.degraded:
             m.DEGRADED.labels(self.region, res.degraded_stage or "?").inc()
         return res
+
+    def shard_filter(self, shard: str) -> str:
+        """The Milvus filter that selects one item shard's items (by the item attribute)."""
+        items = self.router.items
+        attr = items.attribute
+        if shard == items.default_shard:
+            named = sorted(v for v, s in items.value_to_shard.items() if s != shard)
+            return f"{attr} not in {json.dumps(named)}" if named else ""
+        values = sorted(v for v, s in items.value_to_shard.items() if s == shard)
+        return f"{attr} in {json.dumps(values)}"
+
+    def _milvus_recall(self, vector: np.ndarray, k: int, shard: str) -> list[tuple[str, float]]:
+        """Recall over one item shard with a Milvus search (``deploy.recall: milvus``)."""
+        assert self.stores.vector is not None
+        flt = self.shard_filter(shard)
+        items = 'data_class == "item_embeddings"'
+        hits = self.stores.vector.search(vector, k, filter=f"({flt}) and {items}" if flt else items)
+        return [(h.id, h.distance) for h in hits]
 
     # ------------------------------------------------------------------ interactions
     def ingest(self, items: Sequence[Interaction], client_region: str) -> dict[str, Any]:
