@@ -269,6 +269,7 @@ def terraform(
 
 
 from geoshard.cli_sim import simulate as _simulate; app.command(name="simulate")(_simulate)  # noqa: E402, E702
+from geoshard.cli_deploy import register as _register_deploy; _register_deploy(app)  # noqa: E402, E702
 
 
 def main() -> None:
