@@ -22,9 +22,13 @@ from __future__ import annotations
 import threading
 import time
 
-__all__ = ["MAGIC", "new_version", "unwrap", "wrap"]
+__all__ = ["ABSENT", "MAGIC", "new_version", "unwrap", "wrap"]
 
 MAGIC = b"GS\x01"
+#: What the cache walk holds for a key the tiers do not have (negative caching): a read
+#: of an absent key then stops at the first level instead of reaching the cold tier
+#: every time. Never written to a tier; a write of the key invalidates it like any value.
+ABSENT = b"GS\x00absent"
 _HEAD = len(MAGIC) + 8
 
 

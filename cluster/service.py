@@ -47,7 +47,7 @@ import numpy as np
 
 from geoshard.cluster import metrics as m
 from geoshard.cluster.access import AccessTracker
-from geoshard.cluster.envelope import new_version, unwrap, wrap
+from geoshard.cluster.envelope import ABSENT, new_version, unwrap, wrap
 from geoshard.cluster.health import HealthMonitor
 from geoshard.cluster.ingest import BufferFullError, IngestBuffer, Interaction
 from geoshard.cluster.itemindex import ItemIndex, current_version
@@ -209,6 +209,8 @@ class RegionService:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._synced: dict[str, float] = {}
+        self._plan_memo: dict[tuple[Any, ...], RequestPlan] = {}
+        self._plan_health: Health | None = None
         self.started_s = time.time()
 
     # ------------------------------------------------------------------ lifecycle
@@ -357,7 +359,7 @@ class RegionService:
                         extra={"field": "region", "allowed_regions": allowed},
                     )
             client_region = pin
-        plan = self.router.plan(client_region, user, op, health, dcs)  # type: ignore[arg-type]
+        plan = self._router_plan(client_region, user, op, health, dcs)
         if pin is not None and plan.entry != pin:
             raise RequestRefused(
                 503,
@@ -380,7 +382,7 @@ class RegionService:
                 self.residency.is_allowed(user.jurisdiction, dc, self.region, "process")
                 for dc in dcs
             ):
-                return self.router.plan(self.region, user, op, health, dcs)  # type: ignore[arg-type]
+                return self._router_plan(self.region, user, op, health, dcs)
             raise RequestRefused(
                 503,
                 "no_region",
@@ -391,19 +393,42 @@ class RegionService:
             )
         return plan
 
+    def _router_plan(
+        self, client_region: str, user: UserKey, op: str, health: Health, classes: Sequence[str]
+    ) -> RequestPlan:
+        """:meth:`Router.plan`, memoised while the health view stays the same object (the
+        plan is a pure function of these inputs, so the memo gives the very same answer)."""
+        if health is not self._plan_health:
+            self._plan_memo = {}
+            self._plan_health = health
+        key = (client_region, user, op, tuple(classes))
+        plan = self._plan_memo.get(key)
+        if plan is None:
+            plan = self.router.plan(client_region, user, op, health, classes)  # type: ignore[arg-type]
+            if len(self._plan_memo) >= 200_000:
+                self._plan_memo = {}
+            self._plan_memo[key] = plan
+        return plan
+
     # ------------------------------------------------------------------ reads
     def read(self, key: DataKey) -> bytes | None:
         """``key``'s value through the cache walk (the envelope removed), or None."""
         value = self.reader.get(key)
         self.access.touch(key_text(key))
-        return None if value is None else unwrap(value)[1]
+        return None if value is None or value == ABSENT else unwrap(value)[1]
 
-    def _load(self, key: DataKey) -> bytes | None:
-        """The loader of the cache walk: the plan's replica, then its fallbacks."""
+    def _load(self, key: DataKey) -> bytes:
+        """The loader of the cache walk: the plan's replica, then its fallbacks; a key no
+        tier has loads as :data:`~geoshard.cluster.envelope.ABSENT`, so the walk caches
+        its absence too."""
+        value = self._load_value(key)
+        return ABSENT if value is None else value
+
+    def _load_value(self, key: DataKey) -> bytes | None:
         if key.jurisdiction is None:
             return self.read_local_tier(key)
         assert isinstance(key.owner, UserKey)
-        plan = self.router.plan(self.region, key.owner, "read", self.health, (key.data_class,))
+        plan = self._router_plan(self.region, key.owner, "read", self.health, (key.data_class,))
         if plan.node is None:
             raise NoHealthyReplicaError(plan.reason)
         errors = []
@@ -462,7 +487,7 @@ class RegionService:
 
     def _write_tier(self, key: DataKey, payload: bytes) -> None:
         assert isinstance(key.owner, UserKey)
-        plan = self.router.plan(self.region, key.owner, "write", self.health, (key.data_class,))
+        plan = self._router_plan(self.region, key.owner, "write", self.health, (key.data_class,))
         if plan.node is None:
             raise NoHealthyReplicaError(plan.reason)
         errors: list[str] = []
@@ -658,7 +683,9 @@ class RegionService:
         """
         groups: dict[str, list[Interaction]] = {}
         for it in items:
-            plan = self.router.plan(client_region, it.user, "write", self.health, ("interactions",))
+            plan = self._router_plan(
+                client_region, it.user, "write", self.health, ("interactions",)
+            )
             if plan.node_region is None:
                 raise RequestRefused(503, "no_region", plan.reason, headers={"Retry-After": "1"})
             groups.setdefault(plan.node_region, []).append(it)
@@ -745,7 +772,7 @@ class RegionService:
 
     def interactions(self, user: UserKey) -> list[dict[str, Any]]:
         """The user's interactions, from the replica the plan chooses (oldest first)."""
-        plan = self.router.plan(self.region, user, "read", self.health, ("interactions",))
+        plan = self._router_plan(self.region, user, "read", self.health, ("interactions",))
         if plan.node is None:
             raise NoHealthyReplicaError(plan.reason)
         errors = []

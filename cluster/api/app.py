@@ -405,13 +405,11 @@ def build_app(root: Path, region: str) -> FastAPI:
                     f"user {user} has no features; PUT them first",
                     field="user_id",
                 )
-            has_emb = s.read(DataKey("user_embeddings", user)) is not None
             return _json(
                 {
                     "user_id": str(user),
                     "features": doc.get("features", {}),
                     "updated_at": doc.get("updated_at"),
-                    "has_embedding": has_emb,
                     "served_by": s.region,
                     "plan": plan_dict(plan),
                 }

@@ -83,7 +83,6 @@ class FeaturesOut(BaseModel):
     user_id: str
     features: dict[str, Any]
     updated_at: float | None = None
-    has_embedding: bool
     served_by: str = Field(description="the region that processed the request")
     plan: dict[str, Any] = Field(description="the router's plan: entry, replica, fallbacks, reason")
 

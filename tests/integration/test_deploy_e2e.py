@@ -228,7 +228,7 @@ def test_auth_openapi_healthz_and_metrics(dep: Deployment) -> None:
 # --------------------------------------------------------------------------- reads and writes
 def test_features_are_planned_forwarded_and_written_at_the_primary(dep: Deployment) -> None:
     status, body, _ = dep.call("eu-west", "GET", "/v1/users/eu:3/features")
-    assert status == 200 and body["served_by"] == "eu-west" and body["has_embedding"]
+    assert status == 200 and body["served_by"] == "eu-west" and body["features"]
     assert body["plan"]["entry"] == "eu-west" and body["plan"]["reason"] == "all healthy"
     # an EU user asked for in us-east is processed in an EU region (forwarded by the plan)
     status, body, headers = dep.call("us-east", "GET", "/v1/users/eu:4/features")
