@@ -63,10 +63,16 @@ class ItemIndex:
     available: np.ndarray
     pos: dict[str, int] = field(default_factory=dict)
     _by_shard: list[np.ndarray] = field(default_factory=list)
+    _shard_vectors: list[np.ndarray] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.pos = {str(i): n for n, i in enumerate(self.ids.tolist())}
         self._by_shard = [np.flatnonzero(self.shard == s) for s in range(len(self.shard_names))]
+        # each shard's rows as one contiguous in-memory matrix: a query is then one
+        # matrix-vector product, not a gather from the memory-mapped file
+        self._shard_vectors = [
+            np.ascontiguousarray(self.vectors[rows], dtype=np.float32) for rows in self._by_shard
+        ]
         self.categories = sorted({str(c) for c in self.category.tolist()})
 
     def __len__(self) -> int:
@@ -104,10 +110,13 @@ class ItemIndex:
         if n == 0 or not np.isfinite(n):
             raise InputError("the query embedding is zero or not finite; give a real vector")
         q = q / n
-        rows = self._by_shard[shard] if shard is not None else np.arange(len(self.ids))
+        if shard is not None:
+            rows, mat = self._by_shard[shard], self._shard_vectors[shard]
+        else:
+            rows, mat = np.arange(len(self.ids)), np.asarray(self.vectors)
         if not len(rows):
             return rows, np.zeros(0, np.float32)
-        sims = self.vectors[rows] @ q if shard is not None else self.vectors @ q
+        sims = mat @ q
         kk = min(k, len(rows))
         top = np.argpartition(-sims, kk - 1)[:kk]
         top = top[np.argsort(-sims[top], kind="stable")]
