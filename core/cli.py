@@ -268,8 +268,8 @@ def terraform(
           f"{len(data['jurisdictions'])} jurisdictions", file=sys.stderr)
 
 
-from geoshard.cli_sim import simulate as _simulate; app.command(name="simulate")(_simulate)  # noqa: E402, E702
 from geoshard.cli_deploy import register as _register_deploy; _register_deploy(app)  # noqa: E402, E702
+from geoshard.cli_sim import simulate as _simulate; app.command(name="simulate")(_simulate)  # noqa: E402, E702
 
 
 def main() -> None:

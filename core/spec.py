@@ -670,11 +670,11 @@ def _cross_problems(s: Spec) -> Iterator[str]:
 
     # shards
     nodes = s.hot_nodes()
-    for node, w in s.shards.users.weights.items():
+    for node, weight in s.shards.users.weights.items():
         if node not in nodes:
             yield f"@shards.users.weights.{node}: " + _unknown("hot node", node, nodes)
-        elif not (w > 0 and math.isfinite(w)):
-            yield f"@shards.users.weights.{node}: weight must be a finite number > 0 (got {w})"
+        elif not (weight > 0 and math.isfinite(weight)):
+            yield f"@shards.users.weights.{node}: weight must be a finite number > 0 (got {weight})"
     rf = s.shards.users.replication
     for j in jur:
         for dc in PERSONAL_CLASSES:
@@ -812,11 +812,11 @@ def _compose_lines(text: str) -> dict[tuple[str | int, ...], int]:
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
                 key = k.value
-                lines[path + (key,)] = k.start_mark.line + 1
-                walk(v, path + (key,))
+                lines[(*path, key)] = k.start_mark.line + 1
+                walk(v, (*path, key))
         elif isinstance(node, yaml.SequenceNode):
             for i, v in enumerate(node.value):
-                walk(v, path + (i,))
+                walk(v, (*path, i))
 
     if root is not None:
         walk(root, ())
@@ -970,7 +970,7 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
         SpecError: with one problem line per error, each naming source, line and key path.
     """
     try:
-        data = yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader
+        data = yaml.load(text, Loader=yaml.SafeLoader)
         lines = _compose_lines(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
