@@ -343,7 +343,17 @@ class Launcher:
         return args
 
     def _start_storage(self, spec: Spec, state: DeploymentState, region: str) -> None:
-        """Start a region's Redis (hot tier and caches) and Milvus Lite."""
+        """Start a region's Redis (hot tier and caches) and Milvus Lite.
+
+        Raises:
+            BackendError: naming the region and what failed.
+        """
+        try:
+            self._start_region_storage(spec, state, region)
+        except BackendError as exc:
+            raise BackendError(f"region {region}: {exc}") from exc
+
+    def _start_region_storage(self, spec: Spec, state: DeploymentState, region: str) -> None:
         st = state.regions[region]
         self._start_hot(spec, state, region)
         for level, srv in st.caches.items():
