@@ -9,7 +9,7 @@ through the fault proxy. What it learns becomes the ``Health`` that every reques
 * a region that does not answer (refused, reset, timeout) twice in a row is **cut off**
   from this one (a partition between the two): from here the two are the same thing,
   and the router skips it as an entry and as a replica;
-* this region itself is down when its own hot tier does not answer.
+* this region itself is down when its own hot tier does not answer, twice in a row.
 
 The router never sees a network call: the monitor hands it a value (pure planning).
 
@@ -78,6 +78,7 @@ class HealthMonitor:
         self.views: dict[str, RegionView] = {r: RegionView("up", now) for r in self.regions}
         self.health = Health()
         self.local_ok = True
+        self._local_fails = 0
         self._fails: dict[str, int] = dict.fromkeys(self.regions, 0)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -117,9 +118,13 @@ class HealthMonitor:
         down: set[str] = set()
         cut: set[frozenset[str]] = set()
         try:
-            self.local_ok = bool(self._local_ok())
+            ok = bool(self._local_ok())
         except Exception:  # noqa: BLE001 - any failure of the local probe means "not ok"
-            self.local_ok = False
+            ok = False
+        # as for the other regions, one failed probe (a stall, a failover in progress) is
+        # not yet "down"
+        self._local_fails = 0 if ok else self._local_fails + 1
+        self.local_ok = ok or (self._local_fails < self.misses and self.local_ok)
         for r in self.regions:
             if r == self.region:
                 state, detail = (

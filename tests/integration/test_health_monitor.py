@@ -61,6 +61,7 @@ def test_down_unreachable_and_back(regions: tuple[dict[str, int], type[_Region]]
     assert mon.check_once().down_regions == {"b"}
     handler.ok = True
     local["ok"] = False
+    assert mon.check_once().down_regions == frozenset() and mon.local_ok  # one miss
     h = mon.check_once()
     assert h.down_regions == {"a"} and not mon.local_ok
     local["ok"] = True
