@@ -25,6 +25,7 @@ import typer
 from rich.table import Table
 
 from geoshard import __version__
+from geoshard.cli.deploy import down, seed, status, up
 from geoshard.cli.handling import (
     EXIT_CODES_HELP,
     GeoshardGroup,
@@ -366,6 +367,10 @@ def terraform(
 
 
 app.command(name="simulate")(simulate)
+app.command(name="up")(up)
+app.command(name="status")(status)
+app.command(name="seed")(seed)
+app.command(name="down")(down)
 
 
 def main() -> None:

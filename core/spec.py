@@ -49,6 +49,7 @@ __all__ = [
     "REQUEST_TYPES",
     "RING_POINTS_MAX",
     "STAGES",
+    "STORAGE_TYPES",
     "Spec",
     "load_spec",
     "parse_spec",
@@ -511,6 +512,245 @@ class Faults(_Model):
     events: list[Fault] = Field(default_factory=list, max_length=MAX_ENTRIES)
 
 
+# --------------------------------------------------------------------------- storage (deployment)
+
+#: Backend types a deployment can run, per tier: the names of ``geoshard.storage.BACKENDS``
+#: (a unit test keeps the two in step; ``memory`` is in-process only, so no deployment).
+STORAGE_TYPES: dict[str, tuple[str, ...]] = {
+    "hot": ("redis_cluster", "redis"),
+    "vector": ("milvus",),
+    "cold": ("parquet",),
+    "catalog": ("sql",),
+}
+
+
+#: Servers of one Redis Cluster: the cluster's documented ceiling (``cluster-node-timeout``
+#: gossip grows with the node count; redis.io gives 1000 nodes as the design limit).
+MAX_CLUSTER_NODES = 1000
+#: Processes ``geoshard up`` starts of one kind per region on one machine (API workers).
+MAX_LOCAL_PROCESSES = 256
+#: Entries of a backend's free-form parameters (index and search parameters).
+MAX_BACKEND_PARAMS = 32
+#: Shortest period of a deployment's background loops, seconds: a shorter one only spins.
+MIN_PERIOD_S = 0.01
+
+#: a backend parameter: a YAML number or a short word (an index parameter such as ``ef``)
+BackendParam = Annotated[int | float | str, Field(union_mode="left_to_right")]
+
+
+def _params(**kw: int | float | str) -> dict[str, int | float | str]:
+    return dict(kw)
+
+
+class HotStorage(_Model):
+    """The hot tier of a deployment: one Redis Cluster per region (or one standalone Redis
+    with replicas), append-only file on, writes acknowledged after ``WAIT``."""
+
+    type: Literal["redis_cluster", "redis"] = Field(
+        default="redis_cluster", description="backend type (geoshard.storage.BACKENDS, tier hot)"
+    )
+    primaries: Int = Field(
+        default=3,
+        gt=0,
+        le=MAX_CLUSTER_NODES,
+        description="primaries per region (a cluster needs >= 3)",
+    )
+    replicas_per_primary: Int = Field(
+        default=1, ge=0, le=MAX_REPLICATION, description="replicas of each primary"
+    )
+    node_timeout_ms: Int = Field(default=2000, gt=0, le=MAX_MS, description="cluster-node-timeout")
+    appendonly: bool = Field(default=True, description="append-only file (AOF) on every node")
+    appendfsync: Literal["always", "everysec", "no"] = "everysec"
+    durable_writes: bool = Field(default=True, description="acknowledge a write after WAIT")
+    wait_replicas: Int = Field(
+        default=1, ge=0, le=MAX_REPLICATION, description="replicas WAIT must hear from"
+    )
+    wait_timeout_ms: Int = Field(default=500, gt=0, le=MAX_MS, description="WAIT timeout")
+    socket_timeout_s: Float = Field(
+        default=1.0, gt=0, le=MAX_S, description="per-command socket timeout"
+    )
+    retry_budget_s: Float = Field(
+        default=5.0, gt=0, le=MAX_S, description="seconds per operation, retries included"
+    )
+
+
+class VectorStorage(_Model):
+    """The warm tier: Milvus, one collection per region."""
+
+    type: Literal["milvus"] = Field(default="milvus", description="backend type (tier vector)")
+    uri: str = Field(
+        default="",
+        max_length=2048,
+        description="'' = a Milvus Lite server per region, started by `geoshard up` in the "
+        "state dir; 'http://host:port' = an existing Milvus server",
+    )
+    dim: Int = Field(
+        default=64, gt=0, le=32_768, description="embedding dimension (Milvus allows at most 32768)"
+    )
+    metric: Literal["COSINE", "L2", "IP"] = "COSINE"
+    index_type: str = Field(
+        default="HNSW",
+        min_length=1,
+        max_length=64,
+        description="vector index (FLAT, HNSW, IVF_FLAT, ...)",
+    )
+    index_params: dict[str, BackendParam] = Field(
+        default_factory=lambda: _params(M=16, efConstruction=200), max_length=MAX_BACKEND_PARAMS
+    )
+    search_params: dict[str, BackendParam] = Field(
+        default_factory=lambda: _params(ef=128), max_length=MAX_BACKEND_PARAMS
+    )
+
+    @field_validator("index_params", "search_params", mode="before")
+    @classmethod
+    def _no_booleans(cls, v: Any) -> Any:
+        # before validation: the int branch of the union would read true as 1
+        for name, value in (v.items() if isinstance(v, dict) else ()):
+            if isinstance(value, bool):
+                raise ValueError(
+                    f"{name}: {str(value).lower()} is not a parameter value; write "
+                    "a number or a word"
+                )
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{name}: must be a finite number (got {value})")
+            if isinstance(value, str) and len(value) > 256:
+                raise ValueError(f"{name}: a text value of {len(value)} characters; at most 256")
+        return v
+
+
+class ColdStorage(_Model):
+    """The cold tier: Parquet files."""
+
+    type: Literal["parquet"] = Field(default="parquet", description="backend type (tier cold)")
+    root: str = Field(
+        default="",
+        max_length=4096,
+        description="'' = <state dir>/regions/<region>/cold; else a path or URI (s3://...), "
+        "where '{region}' is replaced by the region's name",
+    )
+    shards: Int = Field(default=16, gt=0, le=4096, description="hash buckets per data class")
+    compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
+    fsync: bool = True
+
+
+class CatalogStorage(_Model):
+    """The catalog: one SQL database for the whole deployment."""
+
+    type: Literal["sql"] = Field(default="sql", description="backend type (tier catalog)")
+    url: str = Field(
+        default="",
+        max_length=2048,
+        description="'' = sqlite:///<state dir>/catalog.db; or postgresql+psycopg2://user@host:port/db",
+    )
+
+
+class CacheServers(_Model):
+    """The Redis servers behind the shared cache levels (``caches.l2``, ``caches.regional``):
+    one per level and region, LRU-evicting at ``maxmemory``."""
+
+    bytes_per_item: Int = Field(
+        default=2048,
+        gt=0,
+        le=MAX_VALUE_BYTES,
+        description="memory budget per cached item (value + key + Redis overhead); "
+        "maxmemory = capacity_items x this",
+    )
+
+
+class CrossRegionReplication(_Model):
+    """How writes reach a key's other replica regions (through the fault proxy)."""
+
+    sync_classes: list[str] = Field(
+        default_factory=list,
+        max_length=len(DATA_CLASSES),
+        description="personal data classes whose writes are acknowledged only after every "
+        "reachable replica region applied them; the others replicate asynchronously",
+    )
+
+
+class Storage(_Model):
+    """Which backend serves each tier in a deployment (``geoshard up``), and its settings.
+
+    Every tier names a backend ``type`` of the registry; the defaults run everything on
+    loopback, so a spec needs no ``storage:`` section to be deployed locally.
+    """
+
+    hot: HotStorage = Field(default_factory=HotStorage)
+    vector: VectorStorage = Field(default_factory=VectorStorage)
+    cold: ColdStorage = Field(default_factory=ColdStorage)
+    catalog: CatalogStorage = Field(default_factory=CatalogStorage)
+    cache_servers: CacheServers = Field(default_factory=CacheServers)
+    replication: CrossRegionReplication = Field(default_factory=CrossRegionReplication)
+
+
+class IngestSettings(_Model):
+    """The ingestion buffer of each API process."""
+
+    buffer_items: Int = Field(
+        default=1024,
+        gt=0,
+        le=1_000_000,
+        description="interactions one process holds before answering 429 "
+        "(at most 1,000,000: a few hundred MB per process)",
+    )
+    max_batch: Int = Field(
+        default=256, gt=0, le=100_000, description="interactions per POST /v1/interactions"
+    )
+    flush_batch: Int = Field(
+        default=256, gt=0, le=100_000, description="interactions per stream write"
+    )
+    retry_after_s: Float = Field(default=1.0, gt=0, le=MAX_S, description="Retry-After of a 429")
+    drain_interval_s: Float = Field(
+        default=0.5,
+        ge=MIN_PERIOD_S,
+        le=MAX_S,
+        description="how often the worker drains the stream to Parquet",
+    )
+
+
+class TieringSettings(_Model):
+    """Background hot -> cold demotion (the storage tiering policy)."""
+
+    max_idle_s: Float = Field(
+        default=3600.0, gt=0, le=MAX_S, description="a hot key idle this long is demoted"
+    )
+    sweep_interval_s: Float = Field(
+        default=30.0, ge=MIN_PERIOD_S, le=MAX_S, description="seconds between sweeps"
+    )
+    hot_ttl_s: Float | None = Field(
+        default=86_400.0, gt=0, le=MAX_S, description="TTL of a promoted copy"
+    )
+    batch_size: Int = Field(default=500, gt=0, le=100_000)
+
+
+class Deploy(_Model):
+    """How `geoshard up` runs the topology on one machine."""
+
+    api_workers: Int | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_LOCAL_PROCESSES,
+        description="uvicorn --workers per region; None = regions.<r>.api.workers",
+    )
+    startup_timeout_s: Float = Field(default=180.0, gt=0, le=MAX_S, description="bound on `up`")
+    health_interval_s: Float = Field(
+        default=0.5, ge=MIN_PERIOD_S, le=MAX_S, description="health probe period"
+    )
+    max_body_bytes: Int = Field(
+        default=1 << 20, gt=0, le=MAX_VALUE_BYTES, description="largest request body"
+    )
+    scorer: Literal["dot_recency"] = Field(
+        default="dot_recency", description="the precision stage's scorer"
+    )
+    recall: Literal["index", "milvus"] = Field(
+        default="index",
+        description="'index': nearest neighbours over an in-process snapshot of each item "
+        "shard exported from Milvus; 'milvus': a Milvus search per shard and request",
+    )
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    tiering: TieringSettings = Field(default_factory=TieringSettings)
+
+
 # --------------------------------------------------------------------------- the spec
 
 
@@ -534,6 +774,8 @@ class Spec(_Model):
     workload: Workload
     slo: Slo
     faults: Faults = Field(default_factory=Faults)
+    storage: Storage = Field(default_factory=Storage)
+    deploy: Deploy = Field(default_factory=Deploy)
 
     @field_validator("jurisdictions", "regions")
     @classmethod
@@ -751,6 +993,57 @@ def _cross_problems(s: Spec) -> Iterator[str]:
         for k, r in enumerate(f.between or []):
             if r not in regions:
                 yield f"@{p}.between[{k}]: " + _unknown("region", r, regions)
+
+    # storage (deployment)
+    hot = s.storage.hot
+    if hot.type == "redis_cluster" and hot.primaries < 3:
+        yield (
+            f"@storage.hot.primaries: a Redis Cluster needs at least 3 primaries (got "
+            f"{hot.primaries}); raise it or use type: redis"
+        )
+    servers = hot.primaries * (1 + hot.replicas_per_primary)
+    if servers > MAX_CLUSTER_NODES:
+        yield (
+            f"@storage.hot.primaries: {hot.primaries} primaries x (1 + "
+            f"{hot.replicas_per_primary} replicas) = {servers} Redis servers per region; at "
+            f"most {MAX_CLUSTER_NODES} (Redis Cluster's design limit): lower primaries or "
+            "replicas_per_primary"
+        )
+    if hot.type == "redis" and hot.primaries != 1:
+        yield (
+            f"@storage.hot.primaries: a standalone Redis has one primary (got "
+            f"{hot.primaries}); set primaries: 1 or use type: redis_cluster"
+        )
+    if hot.durable_writes and hot.wait_replicas > hot.replicas_per_primary:
+        yield (
+            f"@storage.hot.wait_replicas: WAIT for {hot.wait_replicas} replica(s) with "
+            f"{hot.replicas_per_primary} per primary would fail every write; lower it "
+            f"or add replicas"
+        )
+    uri = s.storage.vector.uri
+    if uri and not uri.startswith(("http://", "https://", "tcp://", "grpc://")):
+        yield (
+            f"@storage.vector.uri: '{uri}' is not a Milvus server URI; leave it empty "
+            f"(Milvus Lite started by geoshard up) or give http://host:port"
+        )
+    url = s.storage.catalog.url
+    if url and not url.startswith(("sqlite:///", "postgresql")):
+        yield (
+            f"@storage.catalog.url: '{url}' is not a SQL catalog URL; use "
+            f"sqlite:///path.db or postgresql+psycopg2://user@host:port/db"
+        )
+    for k, dc in enumerate(s.storage.replication.sync_classes):
+        if dc not in PERSONAL_CLASSES:
+            yield (
+                f"@storage.replication.sync_classes[{k}]: "
+                + _unknown("personal data class", dc, list(PERSONAL_CLASSES))
+            )
+    ing = s.deploy.ingest
+    if ing.max_batch > ing.buffer_items:
+        yield (
+            f"@deploy.ingest.max_batch: a batch of {ing.max_batch} can never fit a buffer "
+            f"of {ing.buffer_items}; lower max_batch or raise buffer_items"
+        )
 
 
 def _personal_store_regions(s: Spec, jurisdiction: str, data_class: str) -> list[str]:
