@@ -614,15 +614,19 @@ class Launcher:
 
         Returns:
             How many processes had to be stopped (0 when nothing ran).
+
+        Raises:
+            ConfigError: ``state.json`` exists but cannot be read; nothing is removed.
+            BackendError: a process did not stop.
         """
         if not self.dir.exists():
-            self._remove_owned()
+            # no state.json: nothing of ours is recorded here, so nothing is removed (a
+            # --dir such as ~ may hold a user's own logs/ or spec.yaml)
+            with contextlib.suppress(OSError):
+                self.dir.root.rmdir()  # only when empty
             return 0
-        try:
-            state = self.dir.read_state()
-        except ConfigError:
-            self._remove_owned()
-            return 0
+        # an unreadable state file raises (exit 2): its processes may still run
+        state = self.dir.read_state()
         state.status = "stopping"
         with contextlib.suppress(OSError):
             self._save(state)

@@ -250,24 +250,38 @@ class StateDir:
         """
         try:
             text = self.state_file.read_text()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise ConfigError(
                 f"no deployment in {self.root} (no state.json); start one with "
                 f"geoshard up SPEC --dir {self.root}"
             ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError(
+                f"cannot read {self.state_file} ({why}); give the --dir geoshard up was "
+                "started with"
+            ) from None
+        bad = f"{self.state_file} is not a deployment state file"
+        fix = "remove the directory once no process of it runs"
         try:
             data = json.loads(text)
-            if data.get("schema_version") != STATE_SCHEMA_VERSION:
-                raise ConfigError(
-                    f"{self.state_file} has schema version {data.get('schema_version')!r}, "
-                    f"this geoshard reads {STATE_SCHEMA_VERSION}; stop it with the geoshard "
-                    "that started it"
-                )
-            return DeploymentState.model_validate(data)
-        except (ValueError, ValidationError) as exc:
+        except ValueError as exc:
+            raise ConfigError(f"{bad} (not JSON: {exc}); {fix}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{bad} (not a JSON object); {fix}")
+        if data.get("schema_version") != STATE_SCHEMA_VERSION:
             raise ConfigError(
-                f"{self.state_file} is not a deployment state file ({exc}); remove the "
-                "directory once no process of it runs"
+                f"{self.state_file} has schema version {data.get('schema_version')!r}, "
+                f"this geoshard reads {STATE_SCHEMA_VERSION}; stop it with the geoshard "
+                "that started it"
+            )
+        try:
+            return DeploymentState.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+            raise ConfigError(
+                f"{bad} ({exc.error_count()} problem(s), first: {where}: {first['msg']}); {fix}"
             ) from None
 
     def write_state(self, state: DeploymentState) -> None:
