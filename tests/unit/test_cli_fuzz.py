@@ -3,8 +3,11 @@
 Specs are the examples with up to three mutations each (a key dropped, a value retyped,
 an extreme number, NaN or infinity, an unknown name, a renamed key) and, on the YAML text,
 a duplicated line or an alias bomb. Flags take valid, junk and extreme values. For every
-example of ``validate``, ``route``, ``rebalance``, ``terraform``, ``schema`` and
-``simulate`` (with a tiny duration and a small ``--max-requests``):
+example of ``validate``, ``route``, ``rebalance``, ``terraform``, ``schema``,
+``simulate`` (with a tiny duration and a small ``--max-requests``) and the deployment
+commands ``up``, ``status``, ``seed`` and ``down`` (which never find a running deployment
+and never start one: ``up`` runs with an empty ``PATH``, so a spec and flags that pass
+every check end at its first server, ``redis-server not found``, exit 3):
 
 * the exit code is one of 0, 1, 2, 3;
 * no traceback is printed and no exception escapes the command;
@@ -15,7 +18,7 @@ example of ``validate``, ``route``, ``rebalance``, ``terraform``, ``schema`` and
   commands must refuse such work up front).
 
 The profile is deterministic (derandomized, no example database): CI runs the same
-2,000 + 60 examples every time.
+2,000 + 60 + 300 examples every time.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ HEADROOM_BYTES = 3 << 30  # address space an example may add before MemoryError
 _AS_LIMIT: list[int] = []
 
 
-def _invoke_bounded(args: list[str]) -> Any:
+def _invoke_bounded(args: list[str], env: dict[str, str] | None = None) -> Any:
     """Run one command with the address space capped at the first example's size plus headroom.
 
     A command that tried a huge allocation gets MemoryError (reported as an escaped
@@ -68,7 +71,7 @@ def _invoke_bounded(args: list[str]) -> Any:
         limit = min(limit, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     try:
-        return runner.invoke(app, args)
+        return runner.invoke(app, args, env=env)
     finally:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
@@ -230,8 +233,8 @@ def command(draw: st.DrawFn) -> list[str]:
     return args
 
 
-def _check(args: list[str]) -> None:
-    res = _invoke_bounded(args)
+def _check(args: list[str], env: dict[str, str] | None = None) -> None:
+    res = _invoke_bounded(args, env)
     where = f"geoshard {' '.join(args)}"
     if res.exception is not None and not isinstance(res.exception, SystemExit):
         raise AssertionError(f"{where}: {res.exception!r}") from res.exception
@@ -277,3 +280,78 @@ def simulate_command(draw: st.DrawFn) -> list[str]:
 @given(args=simulate_command())
 def test_simulate_on_mutated_specs_and_flags_never_traces_back(args: list[str]) -> None:
     _check(args)
+
+
+# --------------------------------------------------------------------------- up, status, seed, down
+NO_BIN = WORK / "no-bin"  # the PATH of `up`: no redis-server, so no server can start
+NO_BIN.mkdir()
+#: --dir values: fresh (no deployment), a file, under a file, and state files that are
+#: not a deployment's; the default --dir ($GEOSHARD_DIR) is a fresh one under WORK too
+STATE_FILES = {"json-list": "[1]", "json-empty": "{}", "garbage": "not json {",
+               "old-schema": '{"schema_version": 0}', "dir": None}
+
+
+def _state_dirs() -> dict[str, Path]:
+    dirs = {}
+    for name, text in STATE_FILES.items():
+        d = WORK / "states" / name
+        d.mkdir(parents=True, exist_ok=True)
+        if text is None:
+            (d / "state.json").mkdir(exist_ok=True)
+        else:
+            (d / "state.json").write_text(text)
+        dirs[name] = d
+    return dirs
+
+
+STATE_DIRS = _state_dirs()
+_fresh = iter(range(10**9))
+
+
+@st.composite
+def deploy_command(draw: st.DrawFn) -> tuple[list[str], Path | None]:
+    """A command line of up, status, seed or down, and the fresh --dir it names (if any)."""
+    which = draw(st.sampled_from(["up", "up", "seed", "status", "down"]))
+    bad = draw(st.sampled_from(["none", "spec", "dir", "flag"]))
+    fresh: Path | None = WORK / "fresh" / str(next(_fresh))
+    dir_args = ["--dir", str(fresh)]
+    if bad == "dir":
+        fresh = None
+        target = draw(st.sampled_from([*sorted(STATE_DIRS), "file", "under-file"]))
+        d = {"file": WORK / "spec.yaml", "under-file": WORK / "spec.yaml" / "state"}.get(
+            target, STATE_DIRS.get(target))
+        dir_args = ["--dir", str(d)]
+    elif draw(st.booleans()):
+        dir_args = []  # the default: $GEOSHARD_DIR, a fresh dir too
+    json_flag = ["--json"] if which != "down" and draw(st.booleans()) else []
+    if which in ("status", "down"):
+        return [which, *dir_args, *json_flag], fresh
+    text, _ = draw(mutated_spec(3 if bad == "spec" else 0))
+    path = WORK / "deploy.yaml"
+    path.write_text(text)
+    args = [which, str(path), *dir_args, *json_flag]
+
+    def num(good: st.SearchStrategy[str]) -> str:
+        return draw(NUM_TEXT if bad == "flag" else good)
+
+    if which == "up":
+        if bad == "flag" or draw(st.booleans()):
+            args += ["--api-workers", num(st.integers(1, 4).map(str))]
+        return args, fresh
+    args += ["--users", num(st.integers(0, 50).map(str)), "--items", num(st.integers(1, 50).map(str))]
+    if draw(st.booleans()):
+        args += ["--seed", num(st.integers(0, 2**63 - 1).map(str))]
+    return args, fresh
+
+
+@settings(max_examples=300, deadline=timedelta(seconds=10), **PROFILE)
+@given(cmd=deploy_command())
+def test_deploy_commands_never_trace_back_and_start_nothing(cmd: tuple[list[str], Path | None]) -> None:
+    args, fresh = cmd
+    default = WORK / "fresh" / "default"
+    _check(args, env={"PATH": str(NO_BIN), "GEOSHARD_DIR": str(default)})
+    for d in (fresh, default):  # nothing is written where no deployment runs
+        assert d is None or not d.exists(), f"geoshard {' '.join(args)} wrote {d}"
+    for name, text in STATE_FILES.items():  # and nothing that is not ours is removed
+        state = STATE_DIRS[name] / "state.json"
+        assert state.is_dir() if text is None else state.read_text() == text, state
