@@ -28,18 +28,21 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import random
 import resource
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import simpy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Report, log, median_seconds, parser  # noqa: E402
+from _common import Report, log, median_seconds, parser
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL = REPO / "examples" / "local.yaml"
@@ -51,12 +54,12 @@ def bare_mm8(n: int) -> None:
     res = simpy.Resource(env, capacity=8)
     rnd = random.Random(1)
 
-    def customer() -> object:
+    def customer() -> Generator[simpy.Event, Any, None]:
         with res.request() as req:
             yield req
             yield env.timeout(rnd.expovariate(1.0))
 
-    def source() -> object:
+    def source() -> Generator[simpy.Event, Any, None]:
         for _ in range(n):
             yield env.timeout(rnd.expovariate(6.4))
             env.process(customer())
@@ -69,7 +72,7 @@ def bare_loop(n: int) -> None:
     """One process yielding ``n`` timeouts."""
     env = simpy.Environment()
 
-    def p() -> object:
+    def p() -> Generator[simpy.Event, Any, None]:
         for _ in range(n):
             yield env.timeout(1)
 
@@ -109,8 +112,11 @@ def _rss_child(requests: int) -> None:
 def main() -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--rss-child", type=int, default=0, help=argparse_hidden())
-    p.add_argument("--no-global", action="store_true",
-                   help="skip the full-scale run of examples/global.yaml (5+ minutes)")
+    p.add_argument(
+        "--no-global",
+        action="store_true",
+        help="skip the full-scale run of examples/global.yaml (5+ minutes)",
+    )
     args = p.parse_args()
     if args.rss_child:
         _rss_child(args.rss_child)
@@ -151,13 +157,18 @@ def main() -> int:
     rep.metrics["full_path_requests"] = n_full
     rep.metrics["full_path_build_s"] = round(med(builds), 3)
     rep.metrics["full_path_incl_build_req_per_s"] = round(
-        n_full / (n_full / med(full_rates) + med(builds)))
+        n_full / (n_full / med(full_rates) + med(builds))
+    )
     rep.metrics["pair_ratio_min"] = round(min(pair_ratios), 4)
     rep.metrics["pair_ratio_max"] = round(max(pair_ratios), 4)
     rss_n = 1_000_000 if quick else 10_000_000
     log(f"peak RSS for {rss_n:,} simulated requests (subprocess) ...")
-    out = subprocess.run([sys.executable, __file__, "--rss-child", str(rss_n)], check=True,
-                         capture_output=True, text=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, __file__, "--rss-child", str(rss_n)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     arrived, peak_kib = int(out[0]), int(out[1])
     peak_mib = peak_kib / 1024
     rep.metrics["rss_requests"] = arrived
@@ -185,11 +196,23 @@ def global_full_scale(duration_s: float) -> dict[str, float]:
 
     exe = Path(sys.executable).with_name("geoshard")
     with tempfile.TemporaryDirectory() as out:
-        cmd = [str(exe), "simulate", str(REPO / "examples" / "global.yaml"), "--duration",
-               f"{duration_s:g}", "--out", out, "--json"]
+        cmd = [
+            str(exe),
+            "simulate",
+            str(REPO / "examples" / "global.yaml"),
+            "--duration",
+            f"{duration_s:g}",
+            "--out",
+            out,
+            "--json",
+        ]
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                env={**os.environ, "NO_COLOR": "1"})
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "NO_COLOR": "1"},
+        )
         root = psutil.Process(proc.pid)
         peak = 0
         deadline = t0 + 3600.0  # bounded: an hour at most
@@ -200,10 +223,8 @@ def global_full_scale(duration_s: float) -> dict[str, float]:
             except psutil.Error:
                 tree = []
             for q in tree:
-                try:
+                with contextlib.suppress(psutil.Error):
                     total += q.memory_info().rss
-                except psutil.Error:
-                    pass
             peak = max(peak, total)
             time.sleep(0.2)
         if proc.poll() is None:
@@ -213,10 +234,14 @@ def global_full_scale(duration_s: float) -> dict[str, float]:
     if proc.returncode not in (0, 1):
         raise SystemExit(f"geoshard simulate exited {proc.returncode}")
     result = json.loads(stdout)
-    return {"wall_s": round(wall, 1), "sim_s_per_wall_s": round(duration_s / wall, 4),
-            "requests": result["metrics"]["arrivals"], "passed": result["verdict"]["passed"],
-            "peak_tree_rss_gib": round(peak / 2**30, 2),
-            "executor": result["machine"]["executor"]}
+    return {
+        "wall_s": round(wall, 1),
+        "sim_s_per_wall_s": round(duration_s / wall, 4),
+        "requests": result["metrics"]["arrivals"],
+        "passed": result["verdict"]["passed"],
+        "peak_tree_rss_gib": round(peak / 2**30, 2),
+        "executor": result["machine"]["executor"],
+    }
 
 
 def argparse_hidden() -> str:

@@ -37,9 +37,15 @@ def compare(full: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
     bad = []
     for name, a in sorted(full["metrics"]["nodes"].items()):
         b = part["metrics"]["nodes"][name]
-        row = {"pool": name, "util_full": a["utilisation"], "util_slice": b["utilisation"],
-               "wait_full": a["wait_ms"], "wait_slice": b["wait_ms"],
-               "p99_full": a["wait_p99_ms"], "p99_slice": b["wait_p99_ms"]}
+        row = {
+            "pool": name,
+            "util_full": a["utilisation"],
+            "util_slice": b["utilisation"],
+            "wait_full": a["wait_ms"],
+            "wait_slice": b["wait_ms"],
+            "p99_full": a["wait_p99_ms"],
+            "p99_slice": b["wait_p99_ms"],
+        }
         row["util_dev"] = (b["utilisation"] / a["utilisation"] - 1) if a["utilisation"] else 0.0
         pools.append(row)
         if a["utilisation"] >= 0.05 and abs(row["util_dev"]) > 0.05:
@@ -53,25 +59,38 @@ def compare(full: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
         for region, a in per.items():
             b = part["metrics"]["requests"][t][region]
             dev = b["p99_ms"] / a["p99_ms"] - 1 if a["p99_ms"] else 0.0
-            rows.append({"type": t, "region": region, "p99_full": a["p99_ms"],
-                         "p99_slice": b["p99_ms"], "dev": dev})
+            rows.append(
+                {
+                    "type": t,
+                    "region": region,
+                    "p99_full": a["p99_ms"],
+                    "p99_slice": b["p99_ms"],
+                    "dev": dev,
+                }
+            )
             if abs(dev) > 0.10:
                 bad.append(f"{t}/{region} p99 {a['p99_ms']} vs {b['p99_ms']}")
     return {"pools": pools, "rows": rows, "failures": bad}
 
 
 def _table(cmp: dict[str, Any], top: int) -> str:
-    out = ["| pool | utilisation 1 / slice | mean wait ms 1 / slice | P99 wait ms 1 / slice |",
-           "|---|---|---|---|"]
+    out = [
+        "| pool | utilisation 1 / slice | mean wait ms 1 / slice | P99 wait ms 1 / slice |",
+        "|---|---|---|---|",
+    ]
     busiest = sorted(cmp["pools"], key=lambda r: -r["util_full"])[:top]
     for r in busiest:
-        out.append(f"| {r['pool']} | {r['util_full']:.3f} / {r['util_slice']:.3f} | "
-                   f"{r['wait_full']:.3f} / {r['wait_slice']:.3f} | "
-                   f"{r['p99_full']:.3f} / {r['p99_slice']:.3f} |")
+        out.append(
+            f"| {r['pool']} | {r['util_full']:.3f} / {r['util_slice']:.3f} | "
+            f"{r['wait_full']:.3f} / {r['wait_slice']:.3f} | "
+            f"{r['p99_full']:.3f} / {r['p99_slice']:.3f} |"
+        )
     out += ["", "| request type | region | P99 ms 1 / slice | deviation |", "|---|---|---|---|"]
     for r in cmp["rows"]:
-        out.append(f"| {r['type']} | {r['region']} | {r['p99_full']:.2f} / "
-                   f"{r['p99_slice']:.2f} | {r['dev']:+.1%} |")
+        out.append(
+            f"| {r['type']} | {r['region']} | {r['p99_full']:.2f} / "
+            f"{r['p99_slice']:.2f} | {r['dev']:+.1%} |"
+        )
     return "\n".join(out)
 
 
@@ -79,11 +98,19 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("spec", type=Path)
     p.add_argument("--scale", type=float, default=0.01, help="the slice (default 0.01)")
-    p.add_argument("--full-duration", type=float, default=30.0,
-                   help="simulated seconds at scale 1 (default 30)")
-    p.add_argument("--duration", type=float, default=0.0,
-                   help="simulated seconds of the slice (default: full-duration / scale, "
-                        "as many requests per pool)")
+    p.add_argument(
+        "--full-duration",
+        type=float,
+        default=30.0,
+        help="simulated seconds at scale 1 (default 30)",
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=0.0,
+        help="simulated seconds of the slice (default: full-duration / scale, "
+        "as many requests per pool)",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--top", type=int, default=12, help="busiest pools in the table")
     p.add_argument("--json", action="store_true")
@@ -96,17 +123,21 @@ def main() -> int:
     part, _ = simulate_spec(spec, seed=args.seed, duration_s=dur, scale=args.scale)
     t2 = time.perf_counter()
     cmp = compare(full, part)
-    head = (f"{args.spec.name}: scale 1 for {args.full_duration:g} s "
-            f"({full['metrics']['arrivals']:,} requests, {t1 - t0:.0f} s) against scale "
-            f"{args.scale:g} for {dur:g} s ({part['metrics']['arrivals']:,} requests, "
-            f"{t2 - t1:.0f} s), seed {args.seed}")
+    head = (
+        f"{args.spec.name}: scale 1 for {args.full_duration:g} s "
+        f"({full['metrics']['arrivals']:,} requests, {t1 - t0:.0f} s) against scale "
+        f"{args.scale:g} for {dur:g} s ({part['metrics']['arrivals']:,} requests, "
+        f"{t2 - t1:.0f} s), seed {args.seed}"
+    )
     if args.json:
         print(json.dumps({"title": head, **cmp}, sort_keys=True))
     else:
         print(head + "\n")
         print(_table(cmp, args.top))
-        print("\nchecks: " + ("all hold" if not cmp["failures"] else
-                              "FAIL\n  " + "\n  ".join(cmp["failures"])))
+        print(
+            "\nchecks: "
+            + ("all hold" if not cmp["failures"] else "FAIL\n  " + "\n  ".join(cmp["failures"]))
+        )
     return 0 if not cmp["failures"] else 1
 
 

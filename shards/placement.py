@@ -73,8 +73,10 @@ class Placement:
             tuple[frozenset[str], frozenset[str], int], dict[int, tuple[str, ...]]
         ] = {}
         # (allowed, down, r) -> (ring point -> code, code -> replicas, replicas -> code)
-        self._codes: dict[tuple[frozenset[str], frozenset[str], int],
-                          tuple[np.ndarray, list[tuple[str, ...]], dict[tuple[str, ...], int]]] = {}
+        self._codes: dict[
+            tuple[frozenset[str], frozenset[str], int],
+            tuple[np.ndarray, list[tuple[str, ...]], dict[tuple[str, ...], int]],
+        ] = {}
 
     @property
     def ring(self) -> HashRing:
@@ -319,9 +321,13 @@ class Placement:
             out.append(hit)
         return out
 
-    def replica_codes(self, keys: np.ndarray | list[int], r: int,
-                      allowed_regions: Collection[str], down: Collection[str] = frozenset(),
-                      ) -> tuple[np.ndarray, list[tuple[str, ...]]]:
+    def replica_codes(
+        self,
+        keys: np.ndarray | list[int],
+        r: int,
+        allowed_regions: Collection[str],
+        down: Collection[str] = frozenset(),
+    ) -> tuple[np.ndarray, list[tuple[str, ...]]]:
         """:meth:`replicas_batch` as integer codes: ``(codes, sets)`` with
         ``sets[codes[i]] == tuple(replicas(keys[i], ...))``.
 
@@ -344,9 +350,11 @@ class Placement:
         table = self._tables[tk]
         entry = self._codes.get(tk)
         if entry is None:
-            entry = self._codes[tk] = (self._all_codes(allowed, dead, r)
-                                       or (np.full(self._ring.point_count, -1, dtype=np.int64),
-                                           [], {}))
+            entry = self._codes[tk] = self._all_codes(allowed, dead, r) or (
+                np.full(self._ring.point_count, -1, dtype=np.int64),
+                [],
+                {},
+            )
         code_of, sets, index = entry
         pos = self._ring.positions_of_hashes(hash_keys(arr))
         codes = code_of[pos]
@@ -362,8 +370,12 @@ class Placement:
             codes = code_of[pos]
         return codes, sets
 
-    def _all_codes(self, allowed: frozenset[str], dead: frozenset[str], r: int,
-                   ) -> tuple[np.ndarray, list[tuple[str, ...]], dict[tuple[str, ...], int]] | None:
+    def _all_codes(
+        self,
+        allowed: frozenset[str],
+        dead: frozenset[str],
+        r: int,
+    ) -> tuple[np.ndarray, list[tuple[str, ...]], dict[tuple[str, ...], int]] | None:
         """Every ring point's replica set at once, vectorised, when the rule is simple:
         ``r`` is 1, or 2 with at least two live allowed regions (the first eligible node,
         then the next one of another region). ``None`` otherwise (the walk decides, point

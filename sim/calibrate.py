@@ -72,12 +72,14 @@ def calibrate(sim: Simulation, budget: int) -> dict[str, Any]:
     sample = min(1.0, budget / (lam * horizon_s))
     # a plain systematic sample of every rank (no head): the replay measures hit ratios
     # per popularity band, the hottest users included
-    pops = {j: Population(j, p.n, p.alpha, offset=p.offset, scale=sample, phase=0.5,
-                          head_factor=0.0)
-            for j, p in sim.pops.items()}
+    pops = {
+        j: Population(j, p.n, p.alpha, offset=p.offset, scale=sample, phase=0.5, head_factor=0.0)
+        for j, p in sim.pops.items()
+    }
     levels = [n for n, _ in sim.levels]
     keyed_l1 = "l1" in levels and all(
-        sample * sim.models[r].levels["l1"].capacity_items >= _MIN_L1 for r in regions)
+        sample * sim.models[r].levels["l1"].capacity_items >= _MIN_L1 for r in regions
+    )
     # the replay's caches: L1 per API server (when keyed), one L2 and regional per region
     caches: dict[str, dict[str, list[Any]]] = {}
     for r in regions:
@@ -97,13 +99,23 @@ def calibrate(sim: Simulation, budget: int) -> dict[str, Any]:
         if c not in sim.part or j not in pops:
             continue
         for ti in range(3):
-            cands = sim.router.entry_candidates(c, j, REQUEST_DATA_CLASSES[REQUEST_TYPES[ti]],
-                                                known)
+            cands = sim.router.entry_candidates(
+                c, j, REQUEST_DATA_CLASSES[REQUEST_TYPES[ti]], known
+            )
             entry[(ri, ti)] = cands[0] if cands else None
-    inval = {j: [x[0] for r in sorted(sim.policy.allowed_regions(j, "user_features", "store"))
-                 if r in caches for n, x in caches[r].items() if n != "l1"] for j in pops}
-    store_ok = {(j, r): sim.policy.is_allowed(j, "user_features", r, "store")
-                for j in pops for r in regions}
+    inval = {
+        j: [
+            x[0]
+            for r in sorted(sim.policy.allowed_regions(j, "user_features", "store"))
+            if r in caches
+            for n, x in caches[r].items()
+            if n != "l1"
+        ]
+        for j in pops
+    }
+    store_ok = {
+        (j, r): sim.policy.is_allowed(j, "user_features", r, "store") for j in pops for r in regions
+    }
     counts: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = {}
     first: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = {}
     for r in regions:
@@ -117,9 +129,9 @@ def calibrate(sim: Simulation, budget: int) -> dict[str, Any]:
         j = sim.jur[r]
         if r in sim.part and j in pops:
             seg = [(0.0, horizon_s * 1000.0, rates)]
-            sources.append((ri, RegionArrivals(r, pops[j], seg, mix,
-                                               np.random.default_rng(
-                                                   (sim.seed, 7, ri)))))
+            sources.append(
+                (ri, RegionArrivals(r, pops[j], seg, mix, np.random.default_rng((sim.seed, 7, ri))))
+            )
     rng = np.random.default_rng((sim.seed, 11))
     measure_from = horizon_s * 1000.0 * (2.0 / 3.0)
     # per cache instance: key -> the reference window it was last touched in (first
@@ -160,35 +172,83 @@ def calibrate(sim: Simulation, budget: int) -> dict[str, Any]:
         hd = np.concatenate([c.head[m] for _, c, m in parts])
         drw = np.concatenate([c.draw[m] for _, c, m in parts])
         order = np.argsort(times, kind="stable")
-        done += _replay(sim, times[order], ris[order], typ[order], usr[order], rnk[order],
-                        hd[order], drw[order], entry, caches, inval, store_ok, counts,
-                        first, seen, keyed_l1, levels, measure_from, span_ms, rng)
+        done += _replay(
+            sim,
+            times[order],
+            ris[order],
+            typ[order],
+            usr[order],
+            rnk[order],
+            hd[order],
+            drw[order],
+            entry,
+            caches,
+            inval,
+            store_ok,
+            counts,
+            first,
+            seen,
+            keyed_l1,
+            levels,
+            measure_from,
+            span_ms,
+            rng,
+        )
     for r in regions:
         model = sim.models[r]
         for name in levels:
             if name == "l1" and not keyed_l1:
                 continue
-            model.calibrate(name, {j: counts[(r, name, j)] for j in model.classes},
-                            {j: first[(r, name, j)] for j in model.classes})
-    return {"sample": sample, "horizon_s": horizon_s, "requests": done,
-            "levels": [n for n in levels if n != "l1" or keyed_l1]}
+            model.calibrate(
+                name,
+                {j: counts[(r, name, j)] for j in model.classes},
+                {j: first[(r, name, j)] for j in model.classes},
+            )
+    return {
+        "sample": sample,
+        "horizon_s": horizon_s,
+        "requests": done,
+        "levels": [n for n in levels if n != "l1" or keyed_l1],
+    }
 
 
 def _rest(chunk: Any, keep: np.ndarray) -> Any:
     from .workload import Chunk
 
-    return Chunk(chunk.start_ms, chunk.end_ms, chunk.t_ms[keep], chunk.rtype[keep],
-                 chunk.user[keep], chunk.rank[keep], chunk.head[keep], chunk.draw[keep])
+    return Chunk(
+        chunk.start_ms,
+        chunk.end_ms,
+        chunk.t_ms[keep],
+        chunk.rtype[keep],
+        chunk.user[keep],
+        chunk.rank[keep],
+        chunk.head[keep],
+        chunk.draw[keep],
+    )
 
 
-def _replay(sim: Simulation, t: np.ndarray, ris: np.ndarray, typ: np.ndarray,
-            usr: np.ndarray, rnk: np.ndarray, hd: np.ndarray, drw: np.ndarray,
-            entry: dict[tuple[int, int], str | None], caches: dict[str, dict[str, list[Any]]],
-            inval: dict[str, list[Any]], store_ok: dict[tuple[str, str], bool],
-            counts: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]],
-            first: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]],
-            seen: dict[int, dict[int, int]], keyed_l1: bool, levels: list[str],
-            measure_from: float, span_ms: float, rng: np.random.Generator) -> int:
+def _replay(
+    sim: Simulation,
+    t: np.ndarray,
+    ris: np.ndarray,
+    typ: np.ndarray,
+    usr: np.ndarray,
+    rnk: np.ndarray,
+    hd: np.ndarray,
+    drw: np.ndarray,
+    entry: dict[tuple[int, int], str | None],
+    caches: dict[str, dict[str, list[Any]]],
+    inval: dict[str, list[Any]],
+    store_ok: dict[tuple[str, str], bool],
+    counts: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]],
+    first: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]],
+    seen: dict[int, dict[int, int]],
+    keyed_l1: bool,
+    levels: list[str],
+    measure_from: float,
+    span_ms: float,
+    rng: np.random.Generator,
+) -> int:
     """Walk one window of replayed requests through the caches; returns how many.
 
     From ``measure_from`` on it counts, per level and popularity class, the lookups and
@@ -205,9 +265,18 @@ def _replay(sim: Simulation, t: np.ndarray, ris: np.ndarray, typ: np.ndarray,
     shared = [n for n in levels if n != "l1"]
     u = rng.random(len(t)).tolist()
     n = 0
-    for k, (tm, ri, ti, uid, rank, head, draw) in enumerate(zip(
-            t.tolist(), ris.tolist(), typ.tolist(), usr.tolist(), rnk.tolist(), hd.tolist(),
-            drw.tolist())):
+    for k, (tm, ri, ti, uid, rank, head, draw) in enumerate(
+        zip(
+            t.tolist(),
+            ris.tolist(),
+            typ.tolist(),
+            usr.tolist(),
+            rnk.tolist(),
+            hd.tolist(),
+            drw.tolist(),
+            strict=False,
+        )
+    ):
         if head:
             continue
         j = jur[regions[ri]]

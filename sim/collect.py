@@ -24,8 +24,15 @@ from geoshard.spec import REQUEST_TYPES, STAGES
 from .metrics import LogHistogram, bin_into, buckets
 from .pools import Pool
 
-__all__ = ["CACHE_LEVELS", "Collector", "Counters", "PoolStats", "SimResults", "merge_results",
-           "shift_results"]
+__all__ = [
+    "CACHE_LEVELS",
+    "Collector",
+    "Counters",
+    "PoolStats",
+    "SimResults",
+    "merge_results",
+    "shift_results",
+]
 
 CACHE_LEVELS: tuple[str, ...] = ("l1", "l2", "regional")
 
@@ -44,8 +51,14 @@ class Counters:
 
     def add(self, other: Counters) -> None:
         """Add another part's counts."""
-        for k in ("degraded", "failed", "shed", "spilled", "stale_route_errors",
-                  "no_allowed_region"):
+        for k in (
+            "degraded",
+            "failed",
+            "shed",
+            "spilled",
+            "stale_route_errors",
+            "no_allowed_region",
+        ):
             setattr(self, k, getattr(self, k) + getattr(other, k))
         for s, n in other.degraded_by_stage.items():
             self.degraded_by_stage[s] = self.degraded_by_stage.get(s, 0) + n
@@ -74,9 +87,21 @@ class PoolStats:
     def of(cls, pool: Pool) -> PoolStats:
         """Snapshot a finished pool."""
         pool.flush_waits()
-        return cls(pool.name, pool.region, pool.kind, pool.capacity, pool.grants, pool.busy_ms,
-                   pool.demand_ms, list(pool.demand_by_second), list(pool.joins_by_second),
-                   pool.wait_ms, pool.waits, pool.zero_waits, pool.max_queue)
+        return cls(
+            pool.name,
+            pool.region,
+            pool.kind,
+            pool.capacity,
+            pool.grants,
+            pool.busy_ms,
+            pool.demand_ms,
+            list(pool.demand_by_second),
+            list(pool.joins_by_second),
+            pool.wait_ms,
+            pool.waits,
+            pool.zero_waits,
+            pool.max_queue,
+        )
 
     def wait_quantile(self, q: float) -> float:
         """The ``q`` quantile of the queueing delay (zeros included), ms."""
@@ -121,8 +146,9 @@ def _placed(values: list[Any], offset: int, keep_from: int, n: int, zero: Any) -
     return out
 
 
-def shift_results(res: SimResults, offset_s: int, keep_from_s: int, seconds: int,
-                  pool_seconds: int) -> SimResults:
+def shift_results(
+    res: SimResults, offset_s: int, keep_from_s: int, seconds: int, pool_seconds: int
+) -> SimResults:
     """The results of a time segment on the run's clock, ready for :func:`merge_results`.
 
     The segment's local second ``i`` is the run's second ``i + offset_s``. Its per-second
@@ -137,13 +163,17 @@ def shift_results(res: SimResults, offset_s: int, keep_from_s: int, seconds: int
     out.ts_errors = _placed(res.ts_errors, offset_s, keep_from_s, seconds, 0)
     out.ts_lookups = _placed(res.ts_lookups, offset_s, keep_from_s, seconds, 0)
     out.ts_hits = _placed(res.ts_hits, offset_s, keep_from_s, seconds, 0)
-    out.ts_hist = {t: _placed(hs, offset_s, keep_from_s, seconds, LogHistogram)
-                   for t, hs in res.ts_hist.items()}
+    out.ts_hist = {
+        t: _placed(hs, offset_s, keep_from_s, seconds, LogHistogram)
+        for t, hs in res.ts_hist.items()
+    }
     out.pools = {}
     for name, ps in res.pools.items():
         out.pools[name] = dataclasses.replace(
-            ps, demand_by_second=_placed(ps.demand_by_second, offset_s, 0, pool_seconds, 0.0),
-            joins_by_second=_placed(ps.joins_by_second, offset_s, 0, pool_seconds, 0))
+            ps,
+            demand_by_second=_placed(ps.demand_by_second, offset_s, 0, pool_seconds, 0.0),
+            joins_by_second=_placed(ps.joins_by_second, offset_s, 0, pool_seconds, 0),
+        )
     return out
 
 
@@ -257,8 +287,14 @@ class Collector:
         accept_degraded: per request type, whether a degraded answer may count as within.
     """
 
-    def __init__(self, regions: list[str], duration_s: float, warm_ms: float,
-                 p99_ms: list[float], accept_degraded: list[bool]) -> None:
+    def __init__(
+        self,
+        regions: list[str],
+        duration_s: float,
+        warm_ms: float,
+        p99_ms: list[float],
+        accept_degraded: list[bool],
+    ) -> None:
         self.regions = regions
         self.nreg = len(regions)
         self.warm_ms = warm_ms
@@ -350,8 +386,9 @@ class Collector:
         out.ts_lookups = self.ts_lookups[:n]
         out.ts_hits = self.ts_hits[:n]
         ntyp = len(REQUEST_TYPES)
-        out.ts_hist = {t: [self.ts_hist[s * ntyp + ti] for s in range(n)]
-                       for ti, t in enumerate(REQUEST_TYPES)}
+        out.ts_hist = {
+            t: [self.ts_hist[s * ntyp + ti] for s in range(n)] for ti, t in enumerate(REQUEST_TYPES)
+        }
         out.pools = {p.name: PoolStats.of(p) for p in pools}
         out.counts = self.counts
         for k, v in extra.items():

@@ -49,7 +49,7 @@ import gc
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from heapq import heappop, heappush
+from heapq import heappush
 from itertools import count
 from typing import Any
 
@@ -85,7 +85,9 @@ def stream(seed: int, name: str) -> np.random.Generator:
     Every pool, region and sampler draws from its own stream, so adding a pool or
     simulating regions apart does not change the draws of the others.
     """
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(zlib.crc32(name.encode()),)))
+    return np.random.default_rng(
+        np.random.SeedSequence(seed, spawn_key=(zlib.crc32(name.encode()),))
+    )
 
 
 def populations(spec: Spec, scale: float, seed: int) -> dict[str, Population]:
@@ -136,8 +138,24 @@ class _Req:
     ``credit`` and ``degraded`` exist only on recommends (set when sourcing starts).
     """
 
-    __slots__ = ("callbacks", "cls", "credit", "degraded", "draw", "ep", "head", "hop", "plan",
-                 "ri", "t0", "tgt", "ti", "tj", "uid", "v0")
+    __slots__ = (
+        "callbacks",
+        "cls",
+        "credit",
+        "degraded",
+        "draw",
+        "ep",
+        "head",
+        "hop",
+        "plan",
+        "ri",
+        "t0",
+        "tgt",
+        "ti",
+        "tj",
+        "uid",
+        "v0",
+    )
     _ok = True
     callbacks: list[Any] | None
     t0: float
@@ -156,8 +174,20 @@ class _Req:
     tj: float
     v0: float
 
-    def __init__(self, t0: float, ri: int, ti: int, uid: int, draw: int, cls: int, head: bool,
-                 plan: _Plan, tgt: Any, ep: int, callbacks: list[Any]) -> None:
+    def __init__(
+        self,
+        t0: float,
+        ri: int,
+        ti: int,
+        uid: int,
+        draw: int,
+        cls: int,
+        head: bool,
+        plan: _Plan,
+        tgt: Any,
+        ep: int,
+        callbacks: list[Any],
+    ) -> None:
         self.t0, self.ri, self.ti, self.uid, self.draw, self.cls = t0, ri, ti, uid, draw, cls
         self.head = head
         self.plan, self.tgt, self.ep, self.callbacks = plan, tgt, ep, callbacks
@@ -186,9 +216,32 @@ class _Tick:
 class _Plan:
     """What every request of one (client region, type) does under one state of health."""
 
-    __slots__ = ("api", "classes", "creg", "dc", "delays", "entry", "fill_ok", "head_hits",
-                 "inval", "j", "l1", "leg", "op", "proc_ok", "ri", "routes", "served", "skey",
-                 "stacks", "stale", "store_ok", "ti", "tlist", "warm")
+    __slots__ = (
+        "api",
+        "classes",
+        "creg",
+        "dc",
+        "delays",
+        "entry",
+        "fill_ok",
+        "head_hits",
+        "inval",
+        "j",
+        "l1",
+        "leg",
+        "op",
+        "proc_ok",
+        "ri",
+        "routes",
+        "served",
+        "skey",
+        "stacks",
+        "stale",
+        "store_ok",
+        "ti",
+        "tlist",
+        "warm",
+    )
     api: Pool
     classes: tuple[str, ...]
     creg: str
@@ -239,9 +292,17 @@ class Simulation:
         True
     """
 
-    def __init__(self, spec: Spec, seed: int, duration_s: float, warmup_s: float = 0.0,
-                 scale: float = 1.0, options: EngineOptions | None = None,
-                 regions: set[str] | None = None, segment: int = 0) -> None:
+    def __init__(
+        self,
+        spec: Spec,
+        seed: int,
+        duration_s: float,
+        warmup_s: float = 0.0,
+        scale: float = 1.0,
+        options: EngineOptions | None = None,
+        regions: set[str] | None = None,
+        segment: int = 0,
+    ) -> None:
         self.spec, self.seed, self.scale = spec, seed, scale
         self.segment = segment
         self.opt = o = options or EngineOptions()
@@ -273,35 +334,78 @@ class Simulation:
         for r in self.part:
             reg = spec.regions[r]
             cap = reg.api.servers * reg.api.workers
-            def pool(name: str, kind: str, capacity: int, service: Sampler,
-                     spill_at: float = float("inf")) -> Pool:
-                return Pool(name, r, kind, capacity, service, scale=scale, spill_at=spill_at,
-                            warm_ms=self.warm_ms, until=end, seconds=seconds, seq=self._seq)
 
-            self.api[r] = pool(f"{r}/api", "api", cap,
-                               Sampler(reg.api.service_time, self._rng(f"pool:{r}/api")),
-                               spill_at=o.spill_queue_factor * cap)
-            self.warm[r] = pool(f"{r}/warm", "warm", reg.warm.nodes * reg.warm.workers,
-                                Sampler(reg.warm.service_time, self._rng(f"pool:{r}/warm")))
+            def pool(
+                name: str,
+                kind: str,
+                capacity: int,
+                service: Sampler,
+                spill_at: float = float("inf"),
+                region: str = r,
+            ) -> Pool:
+                return Pool(
+                    name,
+                    region,
+                    kind,
+                    capacity,
+                    service,
+                    scale=scale,
+                    spill_at=spill_at,
+                    warm_ms=self.warm_ms,
+                    until=end,
+                    seconds=seconds,
+                    seq=self._seq,
+                )
+
+            self.api[r] = pool(
+                f"{r}/api",
+                "api",
+                cap,
+                Sampler(reg.api.service_time, self._rng(f"pool:{r}/api")),
+                spill_at=o.spill_queue_factor * cap,
+            )
+            self.warm[r] = pool(
+                f"{r}/warm",
+                "warm",
+                reg.warm.nodes * reg.warm.workers,
+                Sampler(reg.warm.service_time, self._rng(f"pool:{r}/warm")),
+            )
             self.api[r].upstream = self.warm[r]  # recall ends start precision steps
             for node in reg.hot_node_names(r):
-                self.hot[node] = pool(node, "hot", reg.hot.workers,
-                                      Sampler(reg.hot.service_time, self._rng(f"pool:{node}")))
+                self.hot[node] = pool(
+                    node,
+                    "hot",
+                    reg.hot.workers,
+                    Sampler(reg.hot.service_time, self._rng(f"pool:{node}")),
+                )
         c = spec.caches
         self.levels: list[tuple[str, CacheLevel]] = [
-            (n, lvl) for n, lvl in (("l1", c.l1), ("l2", c.l2), ("regional", c.regional))
-            if lvl is not None]
+            (n, lvl)
+            for n, lvl in (("l1", c.l1), ("l2", c.l2), ("regional", c.regional))
+            if lvl is not None
+        ]
         # a level looked up is a pure delay: its service time, plus the intra-region hop
         # for the shared levels (L1 is in-process)
-        self.level_ms = {n: {r: Sampler(lvl.service_time, self._rng(f"cache:{r}/{n}"),
-                                        offset_ms=0.0 if n == "l1" else self.rtt[(r, r)])
-                             for r in self.part} for n, lvl in self.levels}
+        self.level_ms = {
+            n: {
+                r: Sampler(
+                    lvl.service_time,
+                    self._rng(f"cache:{r}/{n}"),
+                    offset_ms=0.0 if n == "l1" else self.rtt[(r, r)],
+                )
+                for r in self.part
+            }
+            for n, lvl in self.levels
+        }
         self.value_bytes = spec.workload.value_bytes
         self.models: dict[str, CacheModel] = {}
         # the warm start's popularity classes (one per jurisdiction, shared by every
         # region's model) and the class of the key being walked (set from the request)
-        self.classes = ({j: PopularityClasses.of(p) for j, p in self.pops.items()}
-                        if o.warm_start or scale < 1 else {})
+        self.classes = (
+            {j: PopularityClasses.of(p) for j, p in self.pops.items()}
+            if o.warm_start or scale < 1
+            else {}
+        )
         self.key_info = KeyInfo()
         self.caches: dict[str, dict[str, list[Any]]] = {}
         self.calibration: dict[str, Any] = {}
@@ -319,16 +423,26 @@ class Simulation:
         self._head_u = self._head_buf.pop
 
         self.rep_ms: dict[str, Sampler | None] = {
-            r: (Sampler(spec.regions[r].hot.service_time, self._rng(f"wait1:{r}"))
-                if spec.regions[r].hot.replicas >= 1 else None) for r in self.part}
+            r: (
+                Sampler(spec.regions[r].hot.service_time, self._rng(f"wait1:{r}"))
+                if spec.regions[r].hot.replicas >= 1
+                else None
+            )
+            for r in self.part
+        }
         rec = spec.slo.latency.get("recommend")
-        self.budget = {s: (spec.slo.stage_budgets.get(s, 1.0) * rec.p99_ms if rec else float("inf"))
-                       for s in STAGES}
+        self.budget = {
+            s: (spec.slo.stage_budgets.get(s, 1.0) * rec.p99_ms if rec else float("inf"))
+            for s in STAGES
+        }
         lat = spec.slo.latency
         self.collector = Collector(
-            self.regions, duration_s, self.warm_ms,
+            self.regions,
+            duration_s,
+            self.warm_ms,
             [lat[t].p99_ms if t in lat else float("inf") for t in REQUEST_TYPES],
-            [bool(lat[t].accept_degraded) if t in lat else False for t in REQUEST_TYPES])
+            [bool(lat[t].accept_degraded) if t in lat else False for t in REQUEST_TYPES],
+        )
         self.walks = [0] * (len(self.levels) + 1)  # index hit + 1 (0: missed everywhere)
         self.refusals = 0
         self.audit_checks = 0
@@ -363,8 +477,9 @@ class Simulation:
     def _policy(self, lvl: CacheLevel, capacity: float) -> CachePolicy:
         if lvl.capacity_items:
             return make_policy(lvl.policy, capacity_items=max(1, round(capacity)), ttl_s=lvl.ttl_s)
-        return make_policy(lvl.policy, capacity_bytes=max(1, round(capacity * self.value_bytes)),
-                           ttl_s=lvl.ttl_s)
+        return make_policy(
+            lvl.policy, capacity_bytes=max(1, round(capacity * self.value_bytes)), ttl_s=lvl.ttl_s
+        )
 
     def _model(self, region: str) -> CacheModel | None:
         """The steady-state model of a region's caches, from the rates at time 0."""
@@ -382,8 +497,9 @@ class Simulation:
                 continue
             lam = rates.get(c, 0.0) * 1000.0
             for ti in range(3):
-                cands = self.router.entry_candidates(c, j, REQUEST_DATA_CLASSES[REQUEST_TYPES[ti]],
-                                                     known)
+                cands = self.router.entry_candidates(
+                    c, j, REQUEST_DATA_CLASSES[REQUEST_TYPES[ti]], known
+                )
                 if not cands:
                     continue
                 if ti == _WR:
@@ -392,18 +508,33 @@ class Simulation:
                         write[j] = write.get(j, 0.0) + lam * mix[ti]
                 elif cands[0] == region:
                     read[j] = read.get(j, 0.0) + lam * mix[ti]
-        pops = {j: p for j, p in self.pops.items() if read.get(j, 0.0) > 0
-                and self.policy.is_allowed(j, "user_features", region, "store")}
+        pops = {
+            j: p
+            for j, p in self.pops.items()
+            if read.get(j, 0.0) > 0 and self.policy.is_allowed(j, "user_features", region, "store")
+        }
         if not pops:
             return None
         reg = spec.regions[region]
         levels = []
         for name, lvl in self.levels:
-            cap = (lvl.capacity_items if lvl.capacity_items
-                   else (lvl.capacity_bytes or 0) / self.value_bytes)
+            cap = (
+                lvl.capacity_items
+                if lvl.capacity_items
+                else (lvl.capacity_bytes or 0) / self.value_bytes
+            )
             levels.append((name, lvl.policy, float(cap), lvl.ttl_s))
-        return CacheModel(pops, read, write, inval, reg.api.servers, levels,
-                          self.duration_ms / 1000.0, self.classes, self.key_info)
+        return CacheModel(
+            pops,
+            read,
+            write,
+            inval,
+            reg.api.servers,
+            levels,
+            self.duration_ms / 1000.0,
+            self.classes,
+            self.key_info,
+        )
 
     def _build_caches(self, region: str, warm: bool) -> dict[str, list[Any]]:
         """A region's cache instances: one L1 per API server, one L2, one regional level."""
@@ -412,8 +543,11 @@ class Simulation:
         servers = self.spec.regions[region].api.servers
         keys = sum(c.pop.tail_keys for c in model.classes.values()) if model is not None else 0
         for name, lvl in self.levels:
-            full = (lvl.capacity_items if lvl.capacity_items
-                    else (lvl.capacity_bytes or 0) / self.value_bytes)
+            full = (
+                lvl.capacity_items
+                if lvl.capacity_items
+                else (lvl.capacity_bytes or 0) / self.value_bytes
+            )
             lm = model.levels[name] if model is not None else None
             cap = lm.slice_capacity(self.scale) if lm else max(1.0, self.scale * full)
             n = servers if name == "l1" else 1
@@ -423,8 +557,12 @@ class Simulation:
                 if warm and model is not None:
                     unit = 1 if lvl.capacity_items else self.value_bytes
                     salt = zlib.crc32(f"{self.seed}:{region}/{name}/{i}".encode())
-                    policy.start_warm(model.oracle(name, salt), int(min(cap, keys) * unit),
-                                      unit, clock=self._now_s)
+                    policy.start_warm(
+                        model.oracle(name, salt),
+                        int(min(cap, keys) * unit),
+                        unit,
+                        clock=self._now_s,
+                    )
                 insts.append(policy)
             out[name] = insts
         return out
@@ -432,12 +570,16 @@ class Simulation:
     def _budget(self) -> int:
         """The calibration replay's request budget: twice this run's requests, bounded."""
         segs = rate_segments(self.spec, self.duration_ms)
-        total = sum((b - a) * sum(v for r, v in rates.items() if r in self.part)
-                    for a, b, rates in segs) * self.scale
+        total = (
+            sum(
+                (b - a) * sum(v for r, v in rates.items() if r in self.part) for a, b, rates in segs
+            )
+            * self.scale
+        )
         return int(min(max(2 * total, 100_000), 1_000_000))
 
     def _now_s(self) -> float:
-        return self.env._now * 0.001  # noqa: SLF001
+        return self.env._now * 0.001
 
     # ------------------------------------------------------------------ residency audit
     def _audit(self, j: str, dc: str, region: str, purpose: str, n: int = 1) -> bool:
@@ -456,7 +598,8 @@ class Simulation:
             self.audit_violations += n
             if len(self.audit_examples) < 10:
                 self.audit_examples.append(
-                    f"t={self.loop.now / 1000:.3f}s {purpose} {j} {dc} in {region}")
+                    f"t={self.loop.now / 1000:.3f}s {purpose} {j} {dc} in {region}"
+                )
         return ok
 
     # ------------------------------------------------------------------ health changes
@@ -527,8 +670,10 @@ class Simulation:
         if p.stale:
             return p
         p.skey = (creg, entry)
-        p.leg = 0.5 * (self.client_ms + (self._hop(creg, entry) if creg != entry
-                                         else self.real.spike().get(entry, 0.0)))
+        p.leg = 0.5 * (
+            self.client_ms
+            + (self._hop(creg, entry) if creg != entry else self.real.spike().get(entry, 0.0))
+        )
         p.api, p.warm = self.api[entry], self.warm[entry]
         p.proc_ok = all(self.policy.is_allowed(j, dc, entry, "process") for dc in classes)
         cs = self.caches[entry]
@@ -547,8 +692,10 @@ class Simulation:
         model = self.models.get(entry)
         p.head_hits = None
         if self.scale < 1:
-            p.head_hits = [model.levels[n].hit0.get(j) if (model is not None and store) else None
-                           for n in names]
+            p.head_hits = [
+                model.levels[n].hit0.get(j) if (model is not None and store) else None
+                for n in names
+            ]
         # a write invalidates the shared levels of every region that may hold the features
         inval: list[Any] = []
         for r in sorted(self.policy.allowed_regions(j, "user_features", "store")):
@@ -563,8 +710,14 @@ class Simulation:
         op, entry = plan.op, plan.entry
         assert entry is not None
         try:
-            codes, routes = self.router.route_codes(plan.j, users, op, self.known,  # type: ignore[arg-type]
-                                                    plan.dc, near=entry if op == "read" else None)
+            codes, routes = self.router.route_codes(
+                plan.j,
+                users,
+                op,  # type: ignore[arg-type]
+                self.known,
+                plan.dc,
+                near=entry if op == "read" else None,
+            )
         except NoHealthyReplicaError:
             return [None] * len(users)
         if plan.routes is not routes:
@@ -589,9 +742,17 @@ class Simulation:
         ok = self.policy.is_allowed(plan.j, plan.dc, reg, "store")
         if plan.op == "read":
             return (self.hot[node], reg, node, half, ok)
-        others = tuple((self.hot[n], r, n, 0.5 * self._hop(reg, r),
-                        self.policy.is_allowed(plan.j, plan.dc, r, "store"))
-                       for k, (n, r) in enumerate(zip(nodes, regions)) if k != i and n in self.hot)
+        others = tuple(
+            (
+                self.hot[n],
+                r,
+                n,
+                0.5 * self._hop(reg, r),
+                self.policy.is_allowed(plan.j, plan.dc, r, "store"),
+            )
+            for k, (n, r) in enumerate(zip(nodes, regions, strict=False))
+            if k != i and n in self.hot
+        )
         return (self.hot[node], reg, node, half, ok, others)
 
     def _target_one(self, req: _Req) -> Any:
@@ -639,32 +800,40 @@ class Simulation:
             tgts = self._targets(plan, users)
             leg = plan.leg
             pc = self.classes.get(plan.j)
-            classes = (pc.index_array(ch.rank[sel]).tolist() if pc is not None
-                       else [0] * len(t0s))
-            reqs += [_Req(t0, ri, ti, uid, draw, c, hd, plan, tgt, ep, cb_join)
-                     for t0, uid, draw, c, hd, tgt in zip(t0s.tolist(), users.tolist(),
-                                                          ch.draw[sel].tolist(), classes,
-                                                          ch.head[sel].tolist(), tgts)]
+            classes = pc.index_array(ch.rank[sel]).tolist() if pc is not None else [0] * len(t0s)
+            reqs += [
+                _Req(t0, ri, ti, uid, draw, c, hd, plan, tgt, ep, cb_join)
+                for t0, uid, draw, c, hd, tgt in zip(
+                    t0s.tolist(),
+                    users.tolist(),
+                    ch.draw[sel].tolist(),
+                    classes,
+                    ch.head[sel].tolist(),
+                    tgts,
+                    strict=False,
+                )
+            ]
             ats.append(t0s + leg)
         if not reqs:
             return
         at = np.concatenate(ats) if len(ats) > 1 else ats[0]
         order = np.argsort(at, kind="stable")
-        self.loop.add_stream(at[order].tolist(), [reqs[i] for i in order.tolist()],
-                             self._join_api)
+        self.loop.add_stream(at[order].tolist(), [reqs[i] for i in order.tolist()], self._join_api)
 
     # ------------------------------------------------------------------ the request path
     def _join_api(self, req: _Req) -> None:
         """The request reaches its entry region's API (spill or shed first if overloaded)."""
-        now = self.env._now  # noqa: SLF001 - hot path (the adapter's clock)
+        now = self.env._now
         plan = req.plan
         if self._faulty and self._region_dead(plan.entry, plan.creg):  # type: ignore[arg-type]
             self.collector.fail(req.t0, req.ri, req.ti, "stale")
             return
         api = plan.api
         # the queue is at most the waiting plus the deferred joins: count it only then
-        if len(api.waiting) + len(api.deferred) > api.spill_at and \
-                api.queue_len(now) > api.spill_at:
+        if (
+            len(api.waiting) + len(api.deferred) > api.spill_at
+            and api.queue_len(now) > api.spill_at
+        ):
             if not self._spill(req, now):
                 return
             plan = req.plan
@@ -700,7 +869,9 @@ class Simulation:
                     if req.t0 >= self.warm_ms:
                         self.collector.counts.spilled += 1
                     req.callbacks = self._cb_join
-                    heappush(self._heap, (now + 0.5 * self._hop(plan.entry or r, r), 1, self._eid(), req))
+                    heappush(
+                        self._heap, (now + 0.5 * self._hop(plan.entry or r, r), 1, self._eid(), req)
+                    )
                     return False
         if plan.api.queue_len(now) > self.opt.shed_queue:
             self.collector.fail(req.t0, req.ri, req.ti, "shed")
@@ -814,8 +985,14 @@ class Simulation:
         if plan.l1 and stack:
             stack[0].invalidate(uid)
 
-    def serve(self, client_region: str, request_type: str, user_id: int, server: int = 0,
-              now_s: float = 0.0) -> tuple[str | None, str | None, int | None, int]:
+    def serve(
+        self,
+        client_region: str,
+        request_type: str,
+        user_id: int,
+        server: int = 0,
+        now_s: float = 0.0,
+    ) -> tuple[str | None, str | None, int | None, int]:
         """One request's routing and cache decisions, without time or queues.
 
         The same steps as a simulated request (the plan, the target, the cache walk, the
@@ -850,7 +1027,7 @@ class Simulation:
 
     def _hot_rec(self, req: _Req) -> None:
         """A recommend's sourcing read at the hot tier (its end starts recall)."""
-        now = self.env._now  # noqa: SLF001
+        now = self.env._now
         end = req.tgt[0].join(now)
         self._rec_sourced(req, end + req.hop)
 
@@ -899,8 +1076,9 @@ class Simulation:
             self._degrade("precision", req)
         if req.degraded and req.t0 >= self.warm_ms:
             self.collector.counts.degraded += 1
-        self.collector.done(req.t0, req.ri, _REC, end + req.plan.leg - req.t0 - req.credit,
-                            req.degraded)
+        self.collector.done(
+            req.t0, req.ri, _REC, end + req.plan.leg - req.t0 - req.credit, req.degraded
+        )
 
     def _degrade(self, stage: str, req: _Req) -> None:
         req.degraded = True
@@ -995,13 +1173,19 @@ class Simulation:
         self._drop_plans()
         pools = [*self.api.values(), *self.warm.values(), *self.hot.values()]
         return self.collector.results(
-            pools, cache_hits={n: self.walks[i + 1] for i, (n, _) in enumerate(self.levels)},
-            cache_misses={n: self.walks[0] + sum(self.walks[i + 2:])
-                          for i, (n, _) in enumerate(self.levels)},
-            audit_checks=self.audit_checks, audit_violations=self.audit_violations,
-            audit_examples=list(self.audit_examples), served_by=dict(self.served_by),
-            arrived=self.arrived, epochs=self.ep,
-            cache_model=self.cache_model())
+            pools,
+            cache_hits={n: self.walks[i + 1] for i, (n, _) in enumerate(self.levels)},
+            cache_misses={
+                n: self.walks[0] + sum(self.walks[i + 2 :]) for i, (n, _) in enumerate(self.levels)
+            },
+            audit_checks=self.audit_checks,
+            audit_violations=self.audit_violations,
+            audit_examples=list(self.audit_examples),
+            served_by=dict(self.served_by),
+            arrived=self.arrived,
+            epochs=self.ep,
+            cache_model=self.cache_model(),
+        )
 
     def cache_model(self) -> dict[str, dict[str, dict[str, float]]]:
         """Per region and level: the steady-state model (``calibrated`` when the keyed
@@ -1012,10 +1196,12 @@ class Simulation:
             row: dict[str, dict[str, float]] = {}
             for name, insts in levels.items():
                 lm = m.levels.get(name) if m is not None else None
-                row[name] = {"capacity_simulated": float(insts[0].capacity),
-                             "instances": float(len(insts)),
-                             "t_c_s": lm.t_c if lm else float("nan"),
-                             "model_hit_ratio": lm.hit_ratio if lm else float("nan"),
-                             "calibrated": bool(lm and lm.calibrated)}
+                row[name] = {
+                    "capacity_simulated": float(insts[0].capacity),
+                    "instances": float(len(insts)),
+                    "t_c_s": lm.t_c if lm else float("nan"),
+                    "model_hit_ratio": lm.hit_ratio if lm else float("nan"),
+                    "calibrated": bool(lm and lm.calibrated),
+                }
             out[r] = row
         return out

@@ -132,8 +132,13 @@ def slice_lead_s(spec: Spec, scale: float, duration_s: float) -> int:
     return math.ceil(lag) if lag > 0.01 * duration_s else 0
 
 
-def plan_tasks(spec: Spec, duration_s: float, warmup_s: float, scale: float,
-               options: EngineOptions | None = None) -> list[Task]:
+def plan_tasks(
+    spec: Spec,
+    duration_s: float,
+    warmup_s: float,
+    scale: float,
+    options: EngineOptions | None = None,
+) -> list[Task]:
     """The tasks of a run: each part, cut in time segments when it is large, fault-free
     and warm-started (see the module text); in part order, then time order. Every task
     starts with an unmeasured lead-in: a slice's (:func:`slice_lead_s`), and at least
@@ -157,29 +162,55 @@ def plan_tasks(spec: Spec, duration_s: float, warmup_s: float, scale: float,
     return tasks
 
 
-def _run_task(spec: Spec, seed: int, task: Task, warmup_s: float, scale: float,
-              options: EngineOptions | None, duration_s: float,
-              on_second: Callable[[int], None] | None = None) -> SimResults:
+def _run_task(
+    spec: Spec,
+    seed: int,
+    task: Task,
+    warmup_s: float,
+    scale: float,
+    options: EngineOptions | None,
+    duration_s: float,
+    on_second: Callable[[int], None] | None = None,
+) -> SimResults:
     """Simulate one task and place its results on the run's clock."""
     off = task.offset_s
-    sim = Simulation(shifted(spec, off) if off else spec, seed, task.end_s - off,
-                     task.lead_s + (0.0 if task.segment else warmup_s), scale, options,
-                     regions=set(task.part), segment=task.segment)
+    sim = Simulation(
+        shifted(spec, off) if off else spec,
+        seed,
+        task.end_s - off,
+        task.lead_s + (0.0 if task.segment else warmup_s),
+        scale,
+        options,
+        regions=set(task.part),
+        segment=task.segment,
+    )
     res = sim.run(on_second)
     timeout_s = (options or EngineOptions()).timeout_ms / 1000.0
-    return shift_results(res, int(off), int(task.lead_s), max(1, math.ceil(duration_s)),
-                         max(1, math.ceil(duration_s + 10 * timeout_s)) + 1)
+    return shift_results(
+        res,
+        int(off),
+        int(task.lead_s),
+        max(1, math.ceil(duration_s)),
+        max(1, math.ceil(duration_s + 10 * timeout_s)) + 1,
+    )
 
 
 def _task_seconds(task: Task) -> int:
     return max(1, int(task.end_s - task.offset_s))
 
 
-def simulate_parts(spec: Spec, seed: int, duration_s: float, warmup_s: float, scale: float,
-                   options: EngineOptions | None = None, workers: int = 0,
-                   ray_address: str | None = None,
-                   on_progress: Callable[[float], None] | None = None,
-                   expected_requests: float = 0.0) -> tuple[SimResults, dict[str, Any]]:
+def simulate_parts(
+    spec: Spec,
+    seed: int,
+    duration_s: float,
+    warmup_s: float,
+    scale: float,
+    options: EngineOptions | None = None,
+    workers: int = 0,
+    ray_address: str | None = None,
+    on_progress: Callable[[float], None] | None = None,
+    expected_requests: float = 0.0,
+) -> tuple[SimResults, dict[str, Any]]:
     """Simulate every part (and time segment, :func:`plan_tasks`) of ``spec`` and merge.
 
     Args:
@@ -200,26 +231,41 @@ def simulate_parts(spec: Spec, seed: int, duration_s: float, warmup_s: float, sc
     parts = components(spec)
     if workers == 0:
         workers = 1
-        if ray_address or (len(tasks) > 1 and expected_requests >= RAY_MIN_REQUESTS
-                           and _ray_available()):
+        if ray_address or (
+            len(tasks) > 1 and expected_requests >= RAY_MIN_REQUESTS and _ray_available()
+        ):
             workers = min(len(tasks), os.cpu_count() or 1)
     use_ray = ray_address is not None or (workers > 1 and len(tasks) > 1)
     total = sum(_task_seconds(t) for t in tasks)
-    info = {"parts": [list(p) for p in parts],
-            "segments": [sum(1 for t in tasks if t.part_index == i) for i in range(len(parts))],
-            "executor": "ray" if use_ray else "serial", "workers": workers if use_ray else 1}
+    info = {
+        "parts": [list(p) for p in parts],
+        "segments": [sum(1 for t in tasks if t.part_index == i) for i in range(len(parts))],
+        "executor": "ray" if use_ray else "serial",
+        "workers": workers if use_ray else 1,
+    }
     if not use_ray:
         results = []
         base = 0
         for task in tasks:
             cb = None
             if on_progress is not None:
-                cb = (lambda b: (lambda s: on_progress((b + s) / total)))(base)
+                cb = (lambda b: lambda s: on_progress((b + s) / total))(base)
             results.append(_run_task(spec, seed, task, warmup_s, scale, options, duration_s, cb))
             base += _task_seconds(task)
         return merge_results(results), info
-    return _ray(spec, seed, duration_s, warmup_s, scale, options, tasks, workers, ray_address,
-                on_progress, total), info
+    return _ray(
+        spec,
+        seed,
+        duration_s,
+        warmup_s,
+        scale,
+        options,
+        tasks,
+        workers,
+        ray_address,
+        on_progress,
+        total,
+    ), info
 
 
 def _ray_available() -> bool:
@@ -230,17 +276,29 @@ def _ray_available() -> bool:
     return True
 
 
-def _ray(spec: Spec, seed: int, duration_s: float, warmup_s: float, scale: float,
-         options: EngineOptions | None, tasks: list[Task], workers: int,
-         address: str | None, on_progress: Callable[[float], None] | None,
-         total: int) -> SimResults:
+def _ray(
+    spec: Spec,
+    seed: int,
+    duration_s: float,
+    warmup_s: float,
+    scale: float,
+    options: EngineOptions | None,
+    tasks: list[Task],
+    workers: int,
+    address: str | None,
+    on_progress: Callable[[float], None] | None,
+    total: int,
+) -> SimResults:
     import ray
     from ray.util.queue import Empty, Queue
 
     started = False
     if not ray.is_initialized():
-        kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                              "configure_logging": False}
+        kw: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "configure_logging": False,
+        }
         if address:
             ray.init(address=address, **kw)
         else:
@@ -252,8 +310,16 @@ def _ray(spec: Spec, seed: int, duration_s: float, warmup_s: float, scale: float
         # a fresh worker process per task: a finished task's caches go back to the OS
         @ray.remote(num_cpus=1, max_calls=1)
         def run(k: int) -> SimResults:
-            return _run_task(spec, seed, tasks[k], warmup_s, scale, options, duration_s,
-                             lambda s: queue.put_nowait((k, s)))
+            return _run_task(
+                spec,
+                seed,
+                tasks[k],
+                warmup_s,
+                scale,
+                options,
+                duration_s,
+                lambda s: queue.put_nowait((k, s)),
+            )
 
         order = sorted(range(len(tasks)), key=lambda k: -tasks[k].expected)  # longest first
         futures: dict[Any, int] = {}

@@ -48,7 +48,6 @@ from .metrics import LogHistogram, bin_values
 __all__ = ["Pool"]
 
 
-
 class Pool:
     """A FIFO queue of ``capacity`` servers with time stretch and deferred joins.
 
@@ -86,8 +85,8 @@ class Pool:
         "capacity",
         "deferred",
         "demand_by_second",
-        "joins_by_second",
         "free",
+        "joins_by_second",
         "kind",
         "max_queue",
         "name",
@@ -104,12 +103,23 @@ class Pool:
         "zero_waits",
     )
 
-    def __init__(self, name: str, region: str, kind: str, capacity: int, service: Sampler, *,
-                 scale: float = 1.0, spill_at: float = float("inf"), warm_ms: float = 0.0,
-                 until: float = float("inf"), seconds: int = 0,
-                 seq: Iterator[int] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        region: str,
+        kind: str,
+        capacity: int,
+        service: Sampler,
+        *,
+        scale: float = 1.0,
+        spill_at: float = float("inf"),
+        warm_ms: float = 0.0,
+        until: float = float("inf"),
+        seconds: int = 0,
+        seq: Iterator[int] | None = None,
+    ) -> None:
         self.name, self.region, self.kind, self.capacity = name, region, kind, capacity
-        self.free = [0.0] * capacity      # heap: when each server is next free (stretched)
+        self.free = [0.0] * capacity  # heap: when each server is next free (stretched)
         self.waiting: deque[float] = deque()  # start times of the requests still in line
         self.service = service
         self.scale = scale
@@ -148,14 +158,14 @@ class Pool:
             s = self._draw() * self.stretch
         free = self.free
         start = free[0]
-        if start < now:  # noqa: PLR1730 (hot path: no call)
+        if start < now:
             start = now
         end = start + s
         heapreplace(free, end)
         wait = start - now
         lo, hi = self.warm_ms, self.until
         if start < hi and end > lo:  # the service's part inside the window is busy time
-            self.busy_ms += (end if end < hi else hi) - (start if start > lo else lo)  # noqa: FURB136
+            self.busy_ms += (end if end < hi else hi) - (start if start > lo else lo)
         measuring = lo <= now < hi
         if measuring:
             sec = int(now * 0.001)
@@ -171,7 +181,7 @@ class Pool:
             while w and w[0] <= now:
                 w.popleft()
             w.append(start)
-            if measuring and len(w) > self.max_queue:  # noqa: PLR1730
+            if measuring and len(w) > self.max_queue:
                 self.max_queue = len(w)
         return now + (end - now) * self.scale
 

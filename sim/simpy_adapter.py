@@ -58,24 +58,26 @@ class EventLoop:
 
     def __init__(self, env: simpy.Environment) -> None:
         self.env = env
-        self._heap: list[Any] = env._queue  # noqa: SLF001 - the adapter's purpose
-        self._eid = env._eid  # noqa: SLF001
+        self._heap: list[Any] = env._queue
+        self._eid = env._eid
         self._streams: list[list[Any]] = []  # heap of [next time, seq, index, times, items, cb]
         self._sseq = count()
 
     @property
     def now(self) -> float:
         """The current simulated time."""
-        return self.env._now  # noqa: SLF001
+        return self.env._now
 
-    def schedule(self, ev: Any, at: float, callbacks: list[Callable[[Any], None]],
-                 priority: int = NORMAL) -> None:
+    def schedule(
+        self, ev: Any, at: float, callbacks: list[Callable[[Any], None]], priority: int = NORMAL
+    ) -> None:
         """Run ``callbacks`` on ``ev`` at time ``at`` (>= now)."""
         ev.callbacks = callbacks
         heappush(self._heap, (at, priority, next(self._eid), ev))
 
-    def add_stream(self, times: list[float], items: list[Any],
-                   callback: Callable[[Any], None]) -> None:
+    def add_stream(
+        self, times: list[float], items: list[Any], callback: Callable[[Any], None]
+    ) -> None:
         """Call ``callback(items[i])`` at ``times[i]`` (increasing, >= now), in time order
         with the heap's events (a heap event at the same time runs first).
 
@@ -120,7 +122,7 @@ class EventLoop:
                 _, _, i, times, items, cb = s
                 n = len(times)
                 while True:
-                    env._now = times[i]  # noqa: SLF001
+                    env._now = times[i]
                     cb(items[i])
                     i += 1
                     if i == n:
@@ -137,12 +139,12 @@ class EventLoop:
             if ht >= until:
                 break
             t, _, _, ev = pop(heap)
-            env._now = t  # noqa: SLF001
+            env._now = t
             callbacks = ev.callbacks
             ev.callbacks = None
             for cb in callbacks:
                 cb(ev)
-            if not ev._ok and not hasattr(ev, "_defused"):  # noqa: SLF001
-                raise ev._value  # noqa: SLF001
-        if env._now < until:  # noqa: SLF001
-            env._now = until  # noqa: SLF001
+            if not ev._ok and not hasattr(ev, "_defused"):
+                raise ev._value
+        if env._now < until:
+            env._now = until

@@ -28,6 +28,7 @@ see ``docs/simulator.md``).
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -79,9 +80,9 @@ class PopularityClasses:
     """
 
     pop: Population
-    p: np.ndarray        # popularity of one key of the class
-    count: np.ndarray    # keys in the class
-    lo: list[int]        # first rank of each class, increasing
+    p: np.ndarray  # popularity of one key of the class
+    count: np.ndarray  # keys in the class
+    lo: list[int]  # first rank of each class, increasing
     exact: int
     _lo_arr: np.ndarray | None = None
 
@@ -97,7 +98,7 @@ class PopularityClasses:
         if n > k:
             edges = np.unique(np.floor(k * (n / k) ** (np.arange(_BINS + 1) / _BINS)))
             edges[-1] = n
-            for x, y in zip(edges[:-1], edges[1:]):
+            for x, y in itertools.pairwise(edges):
                 c = y - x
                 mass = _power_integral(x + 0.5, y + 0.5, a) / pop.z
                 p.append(mass / c)
@@ -171,18 +172,26 @@ class CacheModel:
         duration_s: the run's length (the time grid of the tables).
     """
 
-    def __init__(self, populations: dict[str, Population], read_rate: dict[str, float],
-                 write_rate: dict[str, float], inval_rate: dict[str, float], servers: int,
-                 levels: Sequence[tuple[str, str, float, float | None]],
-                 duration_s: float, classes: dict[str, PopularityClasses] | None = None,
-                 key_info: KeyInfo | None = None) -> None:
+    def __init__(
+        self,
+        populations: dict[str, Population],
+        read_rate: dict[str, float],
+        write_rate: dict[str, float],
+        inval_rate: dict[str, float],
+        servers: int,
+        levels: Sequence[tuple[str, str, float, float | None]],
+        duration_s: float,
+        classes: dict[str, PopularityClasses] | None = None,
+        key_info: KeyInfo | None = None,
+    ) -> None:
         classes = classes or {}
-        self.classes = {j: classes.get(j) or PopularityClasses.of(p)
-                        for j, p in populations.items()}
+        self.classes = {
+            j: classes.get(j) or PopularityClasses.of(p) for j, p in populations.items()
+        }
         self.key_info = key_info or KeyInfo()
         step = max(0.5, duration_s / 60.0)
         self.grid_step = step
-        self.grid = [i * step for i in range(int(math.ceil(duration_s / step)) + 2)]
+        self.grid = [i * step for i in range(math.ceil(duration_s / step) + 2)]
         self.levels: dict[str, LevelModel] = {}
         self._decay: dict[str, dict[str, np.ndarray]] = {}
         self._lookup_rate: dict[str, dict[str, np.ndarray]] = {}
@@ -194,10 +203,17 @@ class CacheModel:
         for name, policy, cap, ttl in levels:
             share = 1.0 / servers if name == "l1" else 1.0
             r = {j: reach[j] * share for j in reach}
-            w = {j: (write_rate.get(j, 0.0) * share if name == "l1"
-                     else inval_rate.get(j, 0.0)) * self.classes[j].p for j in reach}
+            w = {
+                j: (write_rate.get(j, 0.0) * share if name == "l1" else inval_rate.get(j, 0.0))
+                * self.classes[j].p
+                for j in reach
+            }
             js = list(self.classes)
-            cat = (lambda d: np.concatenate([d[j] for j in js])) if js else (lambda d: np.zeros(0))
+            cat = (
+                (lambda d, js=js: np.concatenate([d[j] for j in js]))
+                if js
+                else (lambda d: np.zeros(0))
+            )
             weights = cat({j: self.classes[j].count for j in js})
             t_c = characteristic_time(policy, cat(r), cat(w), weights, ttl, cap) if js else math.inf
             table: dict[str, np.ndarray] = {}
@@ -214,8 +230,9 @@ class CacheModel:
                 hr = cl.pop.head
                 below = np.clip(hr - np.array(cl.lo, dtype=np.float64), 0, cl.count)
                 head += float(np.dot(below, h0))
-                cols = np.stack([resident_after(policy, r[j], w[j], ttl, t_c, e)
-                                 for e in self.grid], axis=1)
+                cols = np.stack(
+                    [resident_after(policy, r[j], w[j], ttl, t_c, e) for e in self.grid], axis=1
+                )
                 with np.errstate(divide="ignore", invalid="ignore"):
                     decay[j] = np.where(plain[:, None] > 0, cols / plain[:, None], 0.0)
                 table[j] = h0[:, None] * decay[j]
@@ -232,14 +249,19 @@ class CacheModel:
                             caused = by_write[j]
                         nxt[j] = np.clip(np.where(h0 < 1, caused / (1.0 - h0), 1.0), 0.0, 1.0)
                 by_write = nxt
-            self.levels[name] = LevelModel(name, policy, ttl, t_c, cap,
-                                           hits / lookups if lookups else 0.0, head, table, hit0)
+            self.levels[name] = LevelModel(
+                name, policy, ttl, t_c, cap, hits / lookups if lookups else 0.0, head, table, hit0
+            )
             self._decay[name] = decay
             self._lookup_rate[name] = {j: r[j] for j in js}
 
-    def calibrate(self, level: str, measured: dict[str, tuple[np.ndarray, np.ndarray]],
-                  first: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
-                  min_lookups: int = 200) -> None:
+    def calibrate(
+        self,
+        level: str,
+        measured: dict[str, tuple[np.ndarray, np.ndarray]],
+        first: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+        min_lookups: int = 200,
+    ) -> None:
         """Correct a level's steady-state hit probabilities with measured ones.
 
         ``measured[j] = (lookups, hits)`` per popularity class, from a keyed replay of the
@@ -284,8 +306,9 @@ class CacheModel:
             self._calibrate_decay(lm, first, 2.0 * min_lookups)
 
     @staticmethod
-    def _calibrate_decay(lm: LevelModel, first: dict[str, tuple[np.ndarray, np.ndarray]],
-                         min_expected: float) -> None:
+    def _calibrate_decay(
+        lm: LevelModel, first: dict[str, tuple[np.ndarray, np.ndarray]], min_expected: float
+    ) -> None:
         steps = next(iter(lm.table.values())).shape[1] if lm.table else 0
         expected = np.zeros(steps)
         found = np.zeros(steps)
@@ -304,7 +327,7 @@ class CacheModel:
             f_sum += found[k]
             if e_sum >= min_expected:
                 last = f_sum / e_sum
-                factor[start:k + 1] = last
+                factor[start : k + 1] = last
                 start, e_sum, f_sum = k + 1, 0.0, 0.0
         factor[start:] = last
         for j, tab in lm.table.items():
@@ -343,12 +366,14 @@ class _Oracle:
     The probability is that of the model's current time step (:meth:`CacheModel.advance`).
     """
 
-    __slots__ = ("_current", "_info", "_mult", "_offsets", "_two", "_ttl")
+    __slots__ = ("_current", "_info", "_mult", "_offsets", "_ttl", "_two")
 
     def __init__(self, model: CacheModel, level: LevelModel, salt: int) -> None:
         # per jurisdiction: (first id, end id, name, n, b, a^-1, classes)
-        self._offsets = sorted((c.pop.offset, c.pop.offset + c.pop.n, j, c.pop.n, c.pop._b,
-                                c.pop._a_inv, c) for j, c in model.classes.items())
+        self._offsets = sorted(
+            (c.pop.offset, c.pop.offset + c.pop.n, j, c.pop.n, c.pop._b, c.pop._a_inv, c)
+            for j, c in model.classes.items()
+        )
         if not level.current:
             model.advance(0.0)
         self._current = level.current
@@ -357,7 +382,7 @@ class _Oracle:
         self._ttl = level.ttl_s
         self._info = model.key_info
 
-    def __call__(self, key: Any, now_s: float) -> float | None:  # noqa: ANN401 - a cache key
+    def __call__(self, key: Any, now_s: float) -> float | None:
         info = self._info
         if info.key == key:
             j, c = info.j, info.cls

@@ -27,7 +27,12 @@ def test_readme_command_a_simulates_global_and_passes(tmp_path) -> None:
     # the README says, with the run directory moved into the test's temp dir
     proc = subprocess.run(
         [sys.executable, "-m", "geoshard.cli", *args, "--out", str(tmp_path / "run")],
-        cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     out = proc.stdout
     assert proc.returncode == 0, f"exit {proc.returncode}\n{out[-3000:]}\n{proc.stderr[-2000:]}"
     lines = out.splitlines()

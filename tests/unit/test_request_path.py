@@ -12,7 +12,7 @@ copy in eu-central answers, and the fills in eu-west are refused.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -29,15 +29,22 @@ from geoshard.storage.caches import LocalCache, ReadThroughCache
 def _spec(repo_root: Any) -> Spec:
     data = load_spec(repo_root / "examples/local.yaml").model_dump(mode="json")
     data["residency"]["rules"].append(
-        {"jurisdiction": "us", "data_classes": ["user_features"],
-         "store_in": ["us-east", "eu-central"], "process_in": ["us-east", "eu-west"]})
+        {
+            "jurisdiction": "us",
+            "data_classes": ["user_features"],
+            "store_in": ["us-east", "eu-central"],
+            "process_in": ["us-east", "eu-west"],
+        }
+    )
     data["shards"]["users"]["allow_colocated_replicas"] = True
     # small caches, so that a short trace hits every level
     data["caches"]["l1"]["capacity_items"] = 300
     data["caches"]["l2"]["capacity_items"] = 1500
     data["caches"]["regional"]["capacity_items"] = 6000
-    data["faults"] = {"detection_delay_s": 0, "events": [
-        {"kind": "region_outage", "target": "us-east", "at_s": 0, "duration_s": 1000}]}
+    data["faults"] = {
+        "detection_delay_s": 0,
+        "events": [{"kind": "region_outage", "target": "us-east", "at_s": 0, "duration_s": 1000}],
+    }
     return parse_spec(json.dumps(data))
 
 
@@ -66,20 +73,38 @@ def _deployment(spec: Spec, trace: list[Any]) -> list[tuple[Any, ...]]:
     health = Health.of(["us-east"])
     clock = {"now": 0.0}
     c = spec.caches
-    shared = {r: [LocalCache(n, make_policy(lvl.policy, capacity_items=lvl.capacity_items,
-                                            ttl_s=lvl.ttl_s),
-                             region=r, residency=policy, clock=lambda: clock["now"])
-                  for n, lvl in (("l2", c.l2), ("regional", c.regional)) if lvl]
-              for r in spec.regions}
-    l1s = {(r, i): LocalCache("l1", make_policy(c.l1.policy, capacity_items=c.l1.capacity_items,
-                                                ttl_s=c.l1.ttl_s),
-                              region=r, residency=policy, clock=lambda: clock["now"])
-           for r in spec.regions for i in range(spec.regions[r].api.servers)}
+    shared = {
+        r: [
+            LocalCache(
+                n,
+                make_policy(lvl.policy, capacity_items=lvl.capacity_items, ttl_s=lvl.ttl_s),
+                region=r,
+                residency=policy,
+                clock=lambda: clock["now"],
+            )
+            for n, lvl in (("l2", c.l2), ("regional", c.regional))
+            if lvl
+        ]
+        for r in spec.regions
+    }
+    l1c = c.l1
+    assert l1c is not None
+    l1s = {
+        (r, i): LocalCache(
+            "l1",
+            make_policy(l1c.policy, capacity_items=l1c.capacity_items, ttl_s=l1c.ttl_s),
+            region=r,
+            residency=policy,
+            clock=lambda: clock["now"],
+        )
+        for r in spec.regions
+        for i in range(spec.regions[r].api.servers)
+    }
     out: list[tuple[Any, ...]] = []
     for client, typ, uid, server, now in trace:
         clock["now"] = now
         j = spec.regions[client].jurisdiction
-        op = "write" if typ == "interaction_write" else "read"
+        op: Literal["read", "write"] = "write" if typ == "interaction_write" else "read"
         plan = router.plan(client, UserKey(j, uid), op, health, REQUEST_DATA_CLASSES[typ])
         if plan.entry is None:
             out.append((None, None, None, 0))
@@ -97,12 +122,18 @@ def _deployment(spec: Spec, trace: list[Any]) -> list[tuple[Any, ...]]:
         # the tier answers from the planned replica; with none reachable the read fails
         # after the cache walk, and nothing is filled
         value = b"v" if plan.node is not None else None
-        reader = ReadThroughCache([l1, *shared[e]], loader=lambda k, v=value: v)
+
+        def load(k: object, v: bytes | None = value) -> bytes | None:
+            return v
+
+        reader = ReadThroughCache([l1, *shared[e]], loader=load)
         before = list(reader.refusals)
         reader.get(key)
         stats = reader.stats
         hit = next((i for i, h in enumerate(stats.hits) if h), -1)
-        refused = sum(1 << i for i, (a, b) in enumerate(zip(reader.refusals, before)) if a > b)
+        refused = sum(
+            1 << i for i, (a, b) in enumerate(zip(reader.refusals, before, strict=False)) if a > b
+        )
         out.append((e, plan.node, hit, refused))
     return out
 
@@ -119,8 +150,9 @@ def test_simulator_and_deployment_decide_the_same_on_one_trace(repo_root) -> Non
     assert {e for e, *_ in sim} == {"eu-west", "eu-central"}
 
 
-def test_the_comparison_fails_when_a_path_changes_a_fill_or_a_replica(repo_root,
-                                                                        monkeypatch) -> None:
+def test_the_comparison_fails_when_a_path_changes_a_fill_or_a_replica(
+    repo_root, monkeypatch
+) -> None:
     spec = _spec(repo_root)
     trace = _trace(spec, 800, seed=5)
     dep = _deployment(spec, trace)
@@ -129,29 +161,30 @@ def test_the_comparison_fails_when_a_path_changes_a_fill_or_a_replica(repo_root,
 
     real_fill = walk.fill
 
-    def skip_regional(levels, key, size, now, hit, store_ok):  # type: ignore[no-untyped-def]
-        return real_fill(levels[:2], key, size, now, min(hit, 2) if hit >= 0 else -1,
-                         store_ok[:2])
+    def skip_regional(levels, key, size, now, hit, store_ok):
+        return real_fill(levels[:2], key, size, now, min(hit, 2) if hit >= 0 else -1, store_ok[:2])
 
     monkeypatch.setattr("geoshard.sim.engine.cache_walk.fill", skip_regional)
     assert _simulator(spec, trace) != dep
     monkeypatch.undo()
     # a replica choice that ignores "nearest the entry"
     real = Router.pick_replica
-    monkeypatch.setattr(Router, "pick_replica",
-                        lambda self, nodes, regions, entry, health=Health():
-                        (len(nodes) - 1) if nodes else None)
+    monkeypatch.setattr(
+        Router,
+        "pick_replica",
+        lambda self, nodes, regions, entry, health=None: (len(nodes) - 1) if nodes else None,
+    )
     changed = _simulator(spec, trace)
     monkeypatch.setattr(Router, "pick_replica", real)
     assert [n for _, n, *_ in changed] != [n for _, n, *_ in dep]
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_a_request_that_cannot_enter_its_jurisdiction_fails_with_the_reason(repo_root,
-                                                                             seed: int) -> None:
+def test_a_request_that_cannot_enter_its_jurisdiction_fails_with_the_reason(
+    repo_root, seed: int
+) -> None:
     spec = load_spec(repo_root / "examples/local.yaml")
     router = Router.from_spec(spec)
-    plan = router.plan("us-east", UserKey("us", seed), "read",
-                       Health.of(["us-east", "eu-west"]))
+    plan = router.plan("us-east", UserKey("us", seed), "read", Health.of(["us-east", "eu-west"]))
     assert not plan.ok and plan.entry is None
     assert "us-east down" in plan.reason and "eu-west down" in plan.reason

@@ -33,16 +33,19 @@ def _with(spec: Any, **workload: Any) -> Any:
 
 # ---------------------------------------------------------------------------- shifted
 
+
 def test_shifted_moves_the_clock_campaigns_and_faults(repo_root) -> None:
     spec = load_spec(repo_root / "examples/global-outage.yaml")
-    spec = _with(spec, campaigns=[{"name": "c", "start_s": 20, "duration_s": 10,
-                                   "multiplier": 2.0}])
+    spec = _with(
+        spec, campaigns=[{"name": "c", "start_s": 20, "duration_s": 10, "multiplier": 2.0}]
+    )
     fault = spec.faults.events[0]
     later = shifted(spec, 25.0)
     (c,) = later.workload.campaigns
     assert (c.start_s, c.duration_s) == (0.0, 5.0)  # cut to what is left
     assert later.workload.start_of_day_s == pytest.approx(
-        (start_of_day(spec) + 25.0) % spec.workload.day_s)
+        (start_of_day(spec) + 25.0) % spec.workload.day_s
+    )
     ends = [f.at_s + f.duration_s for f in later.faults.events]
     assert all(e == pytest.approx(fault.at_s + fault.duration_s - 25.0) for e in ends)
     earlier = shifted(spec, -7.0)  # a lead-in before the run
@@ -54,6 +57,7 @@ def test_shifted_moves_the_clock_campaigns_and_faults(repo_root) -> None:
 
 # ---------------------------------------------------------------------------- tasks
 
+
 def test_plan_tasks_cuts_large_fault_free_warm_parts_only(repo_root, monkeypatch) -> None:
     spec = load_spec(repo_root / "examples/global.yaml")
     whole = plan_tasks(spec, 30.0, 0.0, 1.0)
@@ -63,12 +67,15 @@ def test_plan_tasks_cuts_large_fault_free_warm_parts_only(repo_root, monkeypatch
     assert (second.start_s, second.end_s, second.lead_s) == (15.0, 30.0, LEAD_S)
     part = list(whole[0].part)
     assert sum(t.expected for t in whole[:2]) == pytest.approx(
-        expected_requests(spec, 30.0, 1.0, part) * (1 + LEAD_S / 30.0))
+        expected_requests(spec, 30.0, 1.0, part) * (1 + LEAD_S / 30.0)
+    )
     # not cut: short, a cold start, faults
     assert all(t.segment == 0 for t in plan_tasks(spec, 15.0, 0.0, 1.0))
     from geoshard.sim.engine import EngineOptions
-    assert all(t.segment == 0 for t in plan_tasks(spec, 30.0, 3.0, 1.0,
-                                                  EngineOptions(warm_start=False)))
+
+    assert all(
+        t.segment == 0 for t in plan_tasks(spec, 30.0, 3.0, 1.0, EngineOptions(warm_start=False))
+    )
     outage = load_spec(repo_root / "examples/global-outage.yaml")
     assert all(t.segment == 0 for t in plan_tasks(outage, 30.0, 0.0, 1.0))
 
@@ -85,6 +92,7 @@ def test_a_slice_leads_in_by_the_dilated_second_visit_gap(repo_root) -> None:
 
 
 # ---------------------------------------------------------------------------- fidelity
+
 
 def _api_load(spec: Any, region: str) -> float:
     """The steady-state offered load of a region's API pool: a request visits once, a
@@ -135,8 +143,7 @@ def test_a_cut_run_agrees_with_the_whole_run(repo_root, monkeypatch) -> None:
         if abs(b["p99_ms"] / a["p99_ms"] - 1) > 0.10:
             bad.append(f"{t} p99 {a['p99_ms']} vs {b['p99_ms']}")
     for lvl, a in whole["metrics"]["caches"].items():
-        assert cut["metrics"]["caches"][lvl]["hit_ratio"] == pytest.approx(a["hit_ratio"],
-                                                                         abs=0.01)
+        assert cut["metrics"]["caches"][lvl]["hit_ratio"] == pytest.approx(a["hit_ratio"], abs=0.01)
     assert bad == []
 
 
@@ -155,6 +162,7 @@ def test_a_cut_run_is_the_same_serially_and_on_ray(repo_root, monkeypatch) -> No
 
 
 # ---------------------------------------------------------------------------- streams
+
 
 class _Ev:
     _ok = True
@@ -181,8 +189,16 @@ def test_streams_and_heap_events_run_in_time_order() -> None:
     loop.add_stream([1.5, 3.0, 9.0], ["b1", "b2", "b3"], note)
     loop.schedule(_Ev("h3"), 3.0, [note], NORMAL)  # ties: the heap event first
     loop.run_until(5.0)
-    assert seen == [(1.0, "a1"), (1.5, "b1"), (2.0, "a2"), (2.5, "from-a2"), (3.0, "h3"),
-                    (3.0, "a3"), (3.0, "b2"), (4.0, "a4")]
+    assert seen == [
+        (1.0, "a1"),
+        (1.5, "b1"),
+        (2.0, "a2"),
+        (2.5, "from-a2"),
+        (3.0, "h3"),
+        (3.0, "a3"),
+        (3.0, "b2"),
+        (4.0, "a4"),
+    ]
     assert env.now == 5.0
     loop.run_until(10.0)
     assert seen[-1] == (9.0, "b3")

@@ -24,21 +24,21 @@ class _Ev:
 
 def test_the_private_names_exist_with_the_expected_shapes() -> None:
     env = simpy.Environment()
-    assert isinstance(env._queue, list) and env._queue == []  # noqa: SLF001
-    first = next(env._eid)  # noqa: SLF001
-    assert next(env._eid) == first + 1  # noqa: SLF001 - a counter
-    assert env._now == 0  # noqa: SLF001
+    assert isinstance(env._queue, list) and env._queue == []
+    first = next(env._eid)
+    assert next(env._eid) == first + 1
+    assert env._now == 0
     assert (URGENT, NORMAL) == (0, 1)
     ok = env.event()
     ok.succeed("v")
-    assert ok._ok is True and ok._value == "v"  # noqa: SLF001
+    assert ok._ok is True and ok._value == "v"
     bad = env.event()
     err = ValueError("x")
     bad.fail(err)
-    assert bad._ok is False and bad._value is err  # noqa: SLF001
+    assert bad._ok is False and bad._value is err
     assert not hasattr(bad, "_defused")
     bad.defused = True
-    assert bad._defused  # noqa: SLF001
+    assert bad._defused
 
 
 def test_engine_events_and_simpy_processes_interleave_in_time_order() -> None:
