@@ -284,6 +284,8 @@ class Simulation:
             :func:`geoshard.sim.parallel.components`); None = all.
         segment: 0 for a run, or k > 0 for the k-th time segment of a longer run, which
             draws its own random streams (:mod:`geoshard.sim.parallel`).
+        lead_s: the first seconds are an unmeasured lead-in (a segment's or a slice's):
+            their arrivals are simulated but not counted in ``arrived``.
 
     Examples:
         >>> from geoshard.spec import load_spec
@@ -302,8 +304,10 @@ class Simulation:
         options: EngineOptions | None = None,
         regions: set[str] | None = None,
         segment: int = 0,
+        lead_s: float = 0.0,
     ) -> None:
         self.spec, self.seed, self.scale = spec, seed, scale
+        self.lead_ms = lead_s * 1000.0
         self.segment = segment
         self.opt = o = options or EngineOptions()
         self.duration_ms = duration_s * 1000.0
@@ -790,7 +794,7 @@ class Simulation:
                 continue
             plan = self._plan(ri, ti)
             t0s = ch.t_ms[sel]
-            self.arrived += len(t0s)
+            self.arrived += len(t0s) if t0s[0] >= self.lead_ms else int((t0s >= self.lead_ms).sum())
             if plan.entry is None or plan.stale:
                 reason = "no_region" if plan.entry is None else "stale"
                 for t0 in t0s.tolist():

@@ -183,6 +183,7 @@ def _run_task(
         options,
         regions=set(task.part),
         segment=task.segment,
+        lead_s=task.lead_s,
     )
     res = sim.run(on_second)
     timeout_s = (options or EngineOptions()).timeout_ms / 1000.0
