@@ -93,10 +93,6 @@ class ItemIndex:
             np.zeros(0, bool),
         )
 
-    def rows_of_shard(self, shard: int) -> np.ndarray:
-        """Row numbers of one shard's items."""
-        return self._by_shard[shard]
-
     def search(
         self, query: np.ndarray, k: int, shard: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:

@@ -20,14 +20,9 @@ import numpy as np
 
 from geoshard.spec import ConstantDist, ExponentialDist, GammaDist, LognormalDist
 
-__all__ = ["Dist", "Sampler", "mean_ms"]
+__all__ = ["Dist", "Sampler"]
 
 Dist = ExponentialDist | ConstantDist | LognormalDist | GammaDist
-
-
-def mean_ms(dist: Dist) -> float:
-    """The mean of a service-time distribution, in milliseconds."""
-    return dist.ms if isinstance(dist, ConstantDist) else dist.mean_ms
 
 
 class Sampler:

@@ -36,8 +36,10 @@ waits on, on SimPy's heap (:mod:`geoshard.sim.simpy_adapter`):
   the deadline); the abandoned work still loads its pool.
 * **Faults** change the real state at once and the router's belief
   ``detection_delay_s`` later; a request that meets a dead hop or a cut link in between
-  fails after ``timeout_ms`` (``stale_route_errors``); a recommend whose sourcing fails
-  degrades. A region outage empties the region's caches.
+  fails after ``timeout_ms`` (``stale_route_errors``); a read or write whose user has no
+  allowed replica the router believes live and reachable fails with the residency reason
+  (``no_allowed_region``); a recommend whose sourcing fails degrades. A region outage
+  empties the region's caches.
 
 Events per request: 2 for a feature read or a write, 3 for a recommend (4 when its
 features miss every cache).
@@ -931,8 +933,8 @@ class Simulation:
                 self._rec_sourced(req, now + pending)
             return
         if tgt is None or (self._faulty and self._dead(tgt[2], tgt[1], plan.entry)):  # type: ignore[arg-type]
-            if ti == _FR:  # a dead hop: the client waits for the timeout, then fails
-                col.fail(t0, req.ri, _FR, "stale")
+            if ti == _FR:  # no allowed replica left, or a dead hop (after the timeout)
+                col.fail(t0, req.ri, _FR, "no_region" if tgt is None else "stale")
             else:  # sourcing gives up at its budget: no personal features
                 self._degrade("sourcing", req)
                 self._rec_sourced(req, now + min(self.opt.timeout_ms, self.budget["sourcing"]))
@@ -1092,7 +1094,7 @@ class Simulation:
     def _write(self, req: _Req, plan: _Plan, tgt: Any, now: float) -> None:
         """An interaction write: invalidate, then the primary (acked with WAIT 1)."""
         if tgt is None or (self._faulty and self._dead(tgt[2], tgt[1], plan.entry)):  # type: ignore[arg-type]
-            self.collector.fail(req.t0, req.ri, _WR, "stale")
+            self.collector.fail(req.t0, req.ri, _WR, "no_region" if tgt is None else "stale")
             return
         uid = req.uid
         if not req.head:  # a head user's key is never in the keyed caches

@@ -107,15 +107,6 @@ class Timeline:
         """The interval that holds time ``t_ms``."""
         return bisect.bisect_right(self.times, t_ms) - 1
 
-    def real_at(self, t_ms: float) -> RealState:
-        """The real state at ``t_ms``."""
-        return self.real[self.index_at(t_ms)]
-
     def known_at(self, t_ms: float) -> Health:
         """What the router believes at ``t_ms``."""
         return self.known[self.index_at(t_ms)]
-
-    def next_change(self, t_ms: float) -> float:
-        """The first change time after ``t_ms`` (``inf`` when none)."""
-        i = bisect.bisect_right(self.times, t_ms)
-        return self.times[i] if i < len(self.times) else float("inf")

@@ -64,13 +64,6 @@ class LogHistogram:
         self.count += 1
         self.total += x
 
-    def add_bucket(self, b: int, x: float) -> None:
-        """Add a value whose bucket ``b`` the caller already computed (see :func:`bucket`)."""
-        c = self.counts
-        c[b] = c.get(b, 0) + 1
-        self.count += 1
-        self.total += x
-
     def copy(self) -> LogHistogram:
         """An independent copy."""
         h = LogHistogram()
@@ -111,11 +104,6 @@ class LogHistogram:
                     break
         return out
 
-    def count_le(self, x: float) -> int:
-        """How many values fall in buckets at or below the bucket of ``x``."""
-        lim = bucket(x)
-        return sum(n for b, n in self.counts.items() if b <= lim)
-
 
 def bucket(x: float) -> int:
     """The bucket index of ``x`` (>= 0)."""
@@ -138,7 +126,7 @@ def buckets(x: np.ndarray) -> np.ndarray:
 def bin_into(
     hists: Sequence[LogHistogram], group: np.ndarray, b: np.ndarray, x: np.ndarray
 ) -> None:
-    """Add values ``x`` with buckets ``b`` to ``hists[group]`` (vectorised ``add_bucket``).
+    """Add values ``x`` with buckets ``b`` to ``hists[group]`` (vectorised :meth:`LogHistogram.add`).
 
     Counts are exact; each histogram's total grows by the sum of its values.
     """

@@ -358,6 +358,8 @@ class ReadThroughCache:
         self._hits = [0] * len(levels)
         self.loads = 0
         """Loader calls made (one per single-flight group)."""
+        self.joined = 0
+        """Misses that waited for another thread's load of the same key instead of loading."""
         self.refusals = [0] * len(levels)
         """Per level, fills skipped because its region may not hold the key (residency)."""
 
@@ -415,6 +417,8 @@ class ReadThroughCache:
             leader = flight is None
             if flight is None:
                 flight = self._flights[key] = _Flight()
+            else:
+                self.joined += 1
         if not leader:
             if not flight.event.wait(self._load_timeout_s):
                 raise BackendError(

@@ -11,16 +11,13 @@ Every fixture picks free loopback ports and stops its processes even when a test
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-pytest_plugins = [
-    name for name in ("fixtures_redis", "fixtures_pg") if importlib.util.find_spec(name) is not None
-]
+pytest_plugins = ["fixtures_redis", "fixtures_pg"]
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -20,6 +21,14 @@ from geoshard.storage.caches import (
     build_cache_levels,
 )
 from geoshard.storage.memory import MemoryHotStore
+
+
+def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Wait for another thread to make ``condition`` true: polled, with a deadline."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "the other threads did not get there in time"
+        time.sleep(0.001)
 
 
 class Clock:
@@ -77,10 +86,7 @@ def test_n_concurrent_misses_on_one_key_cause_exactly_one_load() -> None:
     threads = [threading.Thread(target=worker) for _ in range(n_threads)]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 5
-    while reader.stats.lookups[0] < n_threads and time.monotonic() < deadline:
-        time.sleep(0.005)  # every thread has missed L1 and joined the flight
-    time.sleep(0.05)
+    until(lambda: reader.joined == n_threads - 1)  # all but the loader joined its flight
     release.set()
     for t in threads:
         t.join(5)
@@ -96,7 +102,7 @@ def test_a_failed_load_reaches_every_waiter_and_is_not_cached() -> None:
 
     def broken(key: DataKey) -> bytes:
         attempts[0] += 1
-        release.wait(5)
+        assert release.wait(5)
         raise BackendError("redis 10.0.0.1:6379: GET failed")
 
     reader = ReadThroughCache([lru(10)], loader=broken)
@@ -111,7 +117,7 @@ def test_a_failed_load_reaches_every_waiter_and_is_not_cached() -> None:
     threads = [threading.Thread(target=worker) for _ in range(4)]
     for t in threads:
         t.start()
-    time.sleep(0.1)
+    until(lambda: reader.joined == 3)  # three wait for the first one's load
     release.set()
     for t in threads:
         t.join(5)
@@ -123,13 +129,17 @@ def test_a_failed_load_reaches_every_waiter_and_is_not_cached() -> None:
 
 
 def test_a_waiter_gives_up_after_the_load_timeout() -> None:
-    release = threading.Event()
-    reader = ReadThroughCache(
-        [lru(10)], loader=lambda k: (release.wait(5), b"v")[1], load_timeout_s=0.05
-    )
+    loading, release = threading.Event(), threading.Event()
+
+    def slow(key: DataKey) -> bytes:
+        loading.set()
+        assert release.wait(5)
+        return b"v"
+
+    reader = ReadThroughCache([lru(10)], loader=slow, load_timeout_s=0.05)
     leader = threading.Thread(target=reader.get, args=(item("k"),))
     leader.start()
-    time.sleep(0.05)
+    assert loading.wait(5)  # the leader's load is in flight
     try:
         with pytest.raises(
             BackendError,
