@@ -203,18 +203,23 @@ def global_full_scale(duration_s: float) -> dict[str, float]:
             "--duration",
             f"{duration_s:g}",
             "--out",
-            out,
+            str(Path(out) / "run"),
             "--json",
         ]
         t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, "NO_COLOR": "1"},
-        )
+        # stdout to a file: the result document is larger than a pipe's buffer, and a
+        # child blocked on a full pipe would never exit while we poll it
+        sink = Path(out) / "stdout.json"
+        with sink.open("wb") as fh:
+            proc = subprocess.Popen(
+                cmd,
+                stdout=fh,
+                stderr=subprocess.DEVNULL,
+                env={**os.environ, "NO_COLOR": "1"},
+            )
         root = psutil.Process(proc.pid)
         peak = 0
+        cpu: dict[int, float] = {}  # CPU seconds per process of the tree (the last seen)
         deadline = t0 + 3600.0  # bounded: an hour at most
         while proc.poll() is None and time.perf_counter() < deadline:
             total = 0
@@ -223,14 +228,17 @@ def global_full_scale(duration_s: float) -> dict[str, float]:
             except psutil.Error:
                 tree = []
             for q in tree:
-                with contextlib.suppress(psutil.Error):
+                with contextlib.suppress(psutil.Error), q.oneshot():
                     total += q.memory_info().rss
+                    c = q.cpu_times()
+                    cpu[q.pid] = c.user + c.system
             peak = max(peak, total)
             time.sleep(0.2)
         if proc.poll() is None:
             proc.kill()
-        stdout, _ = proc.communicate()
+        proc.wait()
         wall = time.perf_counter() - t0
+        stdout = sink.read_text()
     if proc.returncode not in (0, 1):
         raise SystemExit(f"geoshard simulate exited {proc.returncode}")
     result = json.loads(stdout)
@@ -240,6 +248,9 @@ def global_full_scale(duration_s: float) -> dict[str, float]:
         "requests": result["metrics"]["arrivals"],
         "passed": result["verdict"]["passed"],
         "peak_tree_rss_gib": round(peak / 2**30, 2),
+        # CPU seconds of the whole tree: on a shared machine, wall time / (cpu_s / cores)
+        # says how much of the wall time was waiting for other work
+        "cpu_s": round(sum(cpu.values()), 1),
         "executor": result["machine"]["executor"],
     }
 

@@ -112,15 +112,35 @@ def main() -> int:
         "as many requests per pool)",
     )
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--full-result",
+        type=Path,
+        help="the result.json of a scale-1 run of the same spec and seed (e.g. "
+        "geoshard simulate SPEC --duration 30 --out DIR) instead of running it again",
+    )
+    p.add_argument(
+        "--workers", type=int, default=0, help="processes for each run (0: serial; as simulate)"
+    )
     p.add_argument("--top", type=int, default=12, help="busiest pools in the table")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     spec = load_spec(args.spec)
     dur = args.duration or args.full_duration / args.scale
     t0 = time.perf_counter()
-    full, _ = simulate_spec(spec, seed=args.seed, duration_s=args.full_duration)
+    if args.full_result:
+        full = json.loads(args.full_result.read_text())
+        if (full.get("scale"), full.get("seed")) != (1.0, args.seed):
+            p.error(f"--full-result {args.full_result} is not a scale-1 run with seed {args.seed}")
+        args.full_duration = float(full["duration_s"])
+        dur = args.duration or args.full_duration / args.scale
+    else:
+        full, _ = simulate_spec(
+            spec, seed=args.seed, duration_s=args.full_duration, workers=args.workers
+        )
     t1 = time.perf_counter()
-    part, _ = simulate_spec(spec, seed=args.seed, duration_s=dur, scale=args.scale)
+    part, _ = simulate_spec(
+        spec, seed=args.seed, duration_s=dur, scale=args.scale, workers=args.workers
+    )
     t2 = time.perf_counter()
     cmp = compare(full, part)
     head = (
