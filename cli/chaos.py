@@ -32,7 +32,8 @@ def chaos(
         str,
         typer.Option(
             "--scenario",
-            help="kill-primary, region-outage, api-crash, region-partition, latency-spike",
+            help="kill-primary, minority-partition, region-outage, api-crash, region-partition, "
+            "latency-spike",
         ),
     ],
     dir: DirOpt = None,

@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from geoshard.cluster import procs
+from geoshard.cluster.chaos.partition import NodePartition, nft_available
 from geoshard.cluster.launcher import Launcher, redis_client
 from geoshard.cluster.proxy import ProxyControl
 from geoshard.cluster.state import DeploymentState, RedisNodeState
@@ -32,6 +33,7 @@ __all__ = [
     "Fault",
     "KillPrimary",
     "LatencySpike",
+    "MinorityPartition",
     "RegionOutage",
     "RegionPartition",
     "cluster_primaries",
@@ -181,6 +183,64 @@ class KillPrimary(Fault):
         """Start the killed node again (and wait for ``cluster_state:ok``)."""
         self.launcher.start_region(self.region)
         self.healed = True
+
+
+class MinorityPartition(KillPrimary):
+    """A Redis primary of the region (seeded choice) cut off from every other node of its
+    cluster (cluster bus and replication), while its clients still reach it: it keeps
+    acknowledging writes until ``cluster-node-timeout``, its replica is promoted on the
+    majority side, and on heal it rejoins as a replica. Without ``WAIT`` those
+    acknowledged writes are lost (reliability-anchors §1.4); with it, they were never
+    acknowledged. Needs root and nft (:mod:`~geoshard.cluster.chaos.partition`)."""
+
+    name = "minority-partition"
+
+    def __init__(self, launcher: Launcher, region: str, rng: random.Random) -> None:
+        super().__init__(launcher, region, rng)
+        self.cut: NodePartition | None = None
+
+    def inject(self) -> dict[str, Any]:
+        """Cut the chosen primary's address off from its peers' addresses."""
+        why = nft_available()
+        if why is not None:
+            raise BackendError(f"minority-partition cannot run here: {why}")
+        state = self.state()
+        primaries = cluster_primaries(state, self.region)
+        port = self.rng.choice(sorted(primaries))
+        addr = {ns.port: _own_address(ns) for ns in state.regions[self.region].hot.nodes}
+        if any(a is None for a in addr.values()):
+            raise BackendError(
+                f"the Redis nodes of {self.region} have no addresses of their own (started by "
+                "an older geoshard); run geoshard down and geoshard up again"
+            )
+        victim = addr.pop(port)
+        assert victim is not None
+        self.cut = NodePartition(victim, [a for a in addr.values() if a is not None])
+        self.injected = True
+        self.cut.apply()
+        return {"node": f"{victim}:{port}", "slots": primaries[port], "peers": self.cut.peers}
+
+    def heal(self) -> None:
+        """Remove the rules and wait until the cluster took the node back."""
+        if self.cut is not None:
+            self.cut.heal()
+        self.launcher.start_region(self.region)
+        self.healed = True
+
+    def cleanup(self) -> None:
+        """Remove the rules whatever happened; then heal as the base class does."""
+        if self.cut is not None:
+            self.cut.heal()
+        super().cleanup()
+
+
+def _own_address(ns: RedisNodeState) -> str | None:
+    """The node's own loopback address (``--bind-source-addr`` of its options), if any."""
+    args = ns.args
+    for i, a in enumerate(args[:-1]):
+        if a == "--bind-source-addr":
+            return args[i + 1]
+    return None
 
 
 class RegionOutage(Fault):

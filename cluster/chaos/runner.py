@@ -41,6 +41,7 @@ from geoshard.cluster.chaos.faults import (
     Fault,
     KillPrimary,
     LatencySpike,
+    MinorityPartition,
     RegionOutage,
     RegionPartition,
     hot_tier_settled,
@@ -64,6 +65,10 @@ RESULT_SCHEMA_VERSION = 1
 SCENARIOS: dict[str, tuple[type[Fault], str]] = {
     "kill-primary": (KillPrimary, "kill -9 a Redis primary of the region's cluster"),
     "region-outage": (RegionOutage, "stop every process of the region"),
+    "minority-partition": (
+        MinorityPartition,
+        "a Redis primary cut off from its peers (nft), still reachable by its clients",
+    ),
     "api-crash": (ApiCrash, "kill -9 the region's API (uvicorn and its workers)"),
     "region-partition": (RegionPartition, "the fault proxy cuts the region from a peer"),
     "latency-spike": (LatencySpike, "+250 ms on every proxy link of the region"),
@@ -266,8 +271,10 @@ def run_chaos(
     settle_s = clock() - end
     ws = ledger.writes()
     rb = read_back(spec, state, ws, run_id)
-    feats = check_set([w for w in ws if w.kind == "feature"], rb.found_for(ws))
-    evs = check_set([w for w in ws if w.kind == "interaction"], rb.found_for(ws))
+    fws = [w for w in ws if w.kind == "feature"]
+    iws = [w for w in ws if w.kind == "interaction"]
+    feats = check_set(fws, rb.found_for(fws))
+    evs = check_set(iws, rb.found_for(iws))
     audit = residency_audit(spec, state)
     samples = gen.samples()
     phases = phase_stats(samples, fault_at_s=injected_at, heal_at_s=healed_at, end_s=end)

@@ -7,8 +7,9 @@ latency. :func:`phase_stats` splits them at the fault's injection and healing
 
 Definitions (the README quotes them):
 
-* **available**: a request answered 2xx (a 429 or 503 is an honest refusal, but the
-  user did not get an answer, so it counts against availability);
+* **available**: a request answered 2xx, or 404 (a correct answer: a user with no
+  features); a 429 or 503 is an honest refusal, but the user did not get an answer, so
+  it counts against availability, as does no answer at all;
 * **P99**: of the latencies of available requests;
 * **failover time**: from the injection to the end of the last failed request sent
   while the fault was on; 0 when no request failed. When requests still failed in the
@@ -51,8 +52,8 @@ class Sample:
 
     @property
     def available(self) -> bool:
-        """True when the request was answered 2xx."""
-        return 200 <= self.status < 300
+        """True when the request was answered 2xx or 404."""
+        return 200 <= self.status < 300 or self.status == 404
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
