@@ -34,6 +34,7 @@ from geoshard.cli.handling import (
     emit_json,
     handles_errors,
 )
+from geoshard.cli.load import load
 from geoshard.cli.simulate import simulate
 
 app = typer.Typer(
@@ -494,6 +495,7 @@ app.command(name="status")(status)
 app.command(name="seed")(seed)
 app.command(name="down")(down)
 app.command(name="chaos")(chaos)
+app.command(name="load")(load)
 
 
 def main() -> None:

@@ -1,6 +1,8 @@
-"""``geoshard chaos`` against a real deployment, short versions (at most 60 s each):
-kill-primary, minority-partition, region-outage and api-crash lose no acknowledged
-write and break no residency rule, and every run writes its run directory.
+"""``geoshard chaos`` and ``geoshard load`` against a real deployment. Chaos in short
+versions (at most 60 s each): kill-primary, minority-partition, region-outage and
+api-crash lose no acknowledged write and break no residency rule, and every run writes
+its run directory. Load: Locust in a subprocess, its CSVs and HTML report, and an exit
+code that is the simulator's verdict.
 
 One deployment for the module (the ``chaos_deployment`` fixture, tests/fixtures_deploy.py); each scenario heals
 what it broke and waits for the deployment to settle before it returns.
@@ -8,12 +10,13 @@ what it broke and waits for the deployment to settle before it returns.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
 
 import pytest
-from fixtures_deploy import ChaosDeployment
+from fixtures_deploy import ChaosDeployment, run_cli
 
 from geoshard.cluster.chaos.partition import nft_available
 
@@ -58,3 +61,24 @@ def test_no_deployment_exits_3(chaos_deployment: ChaosDeployment, tmp_path: Path
     other = ChaosDeployment(chaos_deployment.spec, tmp_path / "nothing")
     code, _doc, err = other.chaos("kill-primary", tmp_path / "run")
     assert code == 3 and "no deployment runs" in err
+
+
+def test_load_runs_locust_headless_and_exits_with_the_verdict(
+    chaos_deployment: ChaosDeployment, tmp_path: Path
+) -> None:
+    res = run_cli(
+        "load",
+        str(chaos_deployment.spec),
+        "--dir",
+        str(chaos_deployment.root),
+        *("--users", "6", "--rate", "20", "--duration", "6", "--processes", "2"),
+        *("--out", str(tmp_path / "load"), "--json"),
+        timeout_s=120,
+    )
+    assert res.returncode in (0, 1), res.stderr[-3000:]
+    doc = json.loads(res.stdout)
+    assert res.returncode == (0 if doc["verdict"]["passed"] else 1)
+    assert doc["metrics"]["total_requests"] > 50
+    assert {"feature_read", "recommend", "interaction_write"} <= set(doc["metrics"]["requests"])
+    for name in ("locust_stats.csv", "report.html", "summary.json"):
+        assert (tmp_path / "load" / name).is_file(), name
