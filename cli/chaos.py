@@ -33,7 +33,7 @@ def chaos(
         typer.Option(
             "--scenario",
             help="kill-primary, minority-partition, region-outage, api-crash, region-partition, "
-            "latency-spike",
+            "latency-spike, surge, drain-crash",
         ),
     ],
     dir: DirOpt = None,

@@ -30,12 +30,14 @@ from geoshard.errors import BackendError
 
 __all__ = [
     "ApiCrash",
+    "DrainCrash",
     "Fault",
     "KillPrimary",
     "LatencySpike",
     "MinorityPartition",
     "RegionOutage",
     "RegionPartition",
+    "Surge",
     "cluster_primaries",
     "hot_tier_settled",
 ]
@@ -135,6 +137,8 @@ class Fault:
         self.rng = rng
         self.injected = False
         self.healed = False
+        #: the run's load generator (the runner sets it; a surge changes its rate)
+        self.load: Any = None
 
     def state(self) -> DeploymentState:
         """The deployment's current state (re-read: a heal may have restarted processes)."""
@@ -277,6 +281,49 @@ class ApiCrash(Fault):
     def heal(self) -> None:
         """Start the API again and wait until it is healthy."""
         self.launcher.start_api(self.region)
+        self.healed = True
+
+
+class DrainCrash(Fault):
+    """The region worker (it drains the write log into Parquet and ships writes to the
+    other regions) killed with SIGKILL while interactions flow; healed by starting it
+    again: it resumes from its cursors, and nothing acknowledged may be lost."""
+
+    name = "drain-crash"
+
+    def inject(self) -> dict[str, Any]:
+        """Kill the worker's process group."""
+        rec = self.state().regions[self.region].worker
+        if rec is None:
+            raise BackendError(f"{self.region} has no recorded worker")
+        procs.kill(rec)
+        self.injected = True
+        return {"region": self.region, "pid": rec.pid}
+
+    def heal(self) -> None:
+        """Start the worker again (the region's other processes are left as they are)."""
+        self.launcher.start_region(self.region)
+        self.healed = True
+
+
+class Surge(Fault):
+    """Three times the load, all of it entering the region first."""
+
+    name = "surge"
+    factor = 3.0
+
+    def inject(self) -> dict[str, Any]:
+        """Triple the load generator's rate."""
+        if self.load is None:
+            raise BackendError("surge needs the run's load generator")
+        self.load.set_multiplier(self.factor)
+        self.injected = True
+        return {"region": self.region, "factor": self.factor}
+
+    def heal(self) -> None:
+        """Back to the configured rate."""
+        if self.load is not None:
+            self.load.set_multiplier(1.0)
         self.healed = True
 
 

@@ -159,6 +159,7 @@ class LoadGenerator:
         if not ops:
             raise ValueError("the mix gives no operation a weight > 0")
         self._ops_names = ops
+        self._multiplier = 1.0
         self._weights = [config.mix[k] for k in ops]
 
     # ------------------------------------------------------------------ lifecycle
@@ -179,6 +180,16 @@ class LoadGenerator:
         for th in self._threads:
             th.join(timeout=max(0.0, end - time.monotonic()))
 
+    def set_multiplier(self, factor: float) -> None:
+        """Send ``factor`` times the configured rate from now on (a surge; 1 = back).
+
+        Raises:
+            ValueError: ``factor`` not in (0, 10].
+        """
+        if not 0 < factor <= 10:
+            raise ValueError(f"factor(={factor}) must be in (0, 10]")
+        self._multiplier = factor
+
     def samples(self) -> list[Sample]:
         """Every request so far, in completion order."""
         with self._lock:
@@ -195,9 +206,8 @@ class LoadGenerator:
     def _run(self, index: int, deadline: float) -> None:
         cfg = self.config
         rng = random.Random(cfg.seed * 1_000_003 + index)
-        interval = cfg.threads / cfg.rate_per_s
         conns: dict[str, http.client.HTTPConnection] = {}
-        next_t = self.clock() + rng.uniform(0, interval)
+        next_t = self.clock() + rng.uniform(0, cfg.threads / cfg.rate_per_s)
         try:
             while not self._stop.is_set():
                 now = self.clock()
@@ -205,6 +215,7 @@ class LoadGenerator:
                     return
                 if next_t > now and self._stop.wait(min(next_t - now, deadline - now)):
                     return
+                interval = cfg.threads / (cfg.rate_per_s * self._multiplier)
                 next_t = max(next_t + interval, self.clock() - interval)
                 op = rng.choices(self._ops_names, self._weights)[0]
                 self._one(op, rng, conns)

@@ -38,12 +38,14 @@ from typing import Any
 from geoshard.cluster.chaos.audit import read_back, residency_audit
 from geoshard.cluster.chaos.faults import (
     ApiCrash,
+    DrainCrash,
     Fault,
     KillPrimary,
     LatencySpike,
     MinorityPartition,
     RegionOutage,
     RegionPartition,
+    Surge,
     hot_tier_settled,
     wait_until,
 )
@@ -72,6 +74,8 @@ SCENARIOS: dict[str, tuple[type[Fault], str]] = {
     "api-crash": (ApiCrash, "kill -9 the region's API (uvicorn and its workers)"),
     "region-partition": (RegionPartition, "the fault proxy cuts the region from a peer"),
     "latency-spike": (LatencySpike, "+250 ms on every proxy link of the region"),
+    "surge": (Surge, "3x the load, entering at the region"),
+    "drain-crash": (DrainCrash, "kill -9 the region worker (log drain, replication) under load"),
 }
 
 #: The operation mix of the load generator.
@@ -238,11 +242,12 @@ def run_chaos(
         rate_per_s=opts.rate_per_s,
         threads=opts.threads,
         duration_s=opts.duration_s,
-        max_ops=int(min(1_000_000, opts.rate_per_s * opts.duration_s * 2 + 100)),
+        max_ops=int(min(1_000_000, opts.rate_per_s * opts.duration_s * 3 + 100)),
         read_users=[f"{j}:{i}" for i in range(200)],
         seed=opts.seed,
     )
     gen = LoadGenerator(cfg, ledger, writes, inters, clock)
+    fault.load = gen
     fault_at = round(rng.uniform(0.2, 0.33) * opts.duration_s, 3)
     heal_at = fault_at + opts.fault_share * opts.duration_s
     stop = threading.Event()
