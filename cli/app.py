@@ -25,6 +25,7 @@ import typer
 from rich.table import Table
 
 from geoshard import __version__
+from geoshard.cli.chaos import chaos
 from geoshard.cli.deploy import down, seed, status, up
 from geoshard.cli.handling import (
     EXIT_CODES_HELP,
@@ -33,6 +34,7 @@ from geoshard.cli.handling import (
     emit_json,
     handles_errors,
 )
+from geoshard.cli.load import load
 from geoshard.cli.simulate import simulate
 
 app = typer.Typer(
@@ -492,6 +494,8 @@ app.command(name="up")(up)
 app.command(name="status")(status)
 app.command(name="seed")(seed)
 app.command(name="down")(down)
+app.command(name="chaos")(chaos)
+app.command(name="load")(load)
 
 
 def main() -> None:

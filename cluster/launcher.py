@@ -57,7 +57,7 @@ from geoshard.cluster.local.redis_procs import (
     RedisServer,
     redis_binary,
 )
-from geoshard.cluster.ports import PortAllocator, port_is_listening
+from geoshard.cluster.ports import PortAllocator, node_address, port_is_listening
 from geoshard.cluster.procs import ProcessRecord
 from geoshard.cluster.state import (
     ApiState,
@@ -112,6 +112,13 @@ def redis_client(port: int, timeout_s: float = 0.5) -> redis.Redis:
         socket_connect_timeout=timeout_s,
         retry=Retry(NoBackoff(), 0),
     )
+
+
+def _own_address_args(port: int) -> list[str]:
+    """Options that give a cluster node its own loopback address (``node_address``) for
+    its peers, while its clients keep 127.0.0.1."""
+    ip = node_address(port)
+    return ["--bind", "127.0.0.1", ip, "--bind-source-addr", ip, "--cluster-announce-ip", ip]
 
 
 def _python() -> str:
@@ -383,6 +390,7 @@ class Launcher:
                 startup_timeout_s=spec.deploy.startup_timeout_s,
                 root=Path(st.dir) / "redis",
                 ports=[n.port for n in st.hot.nodes],
+                node_args=[_own_address_args(n.port) for n in st.hot.nodes],
             )
             try:
                 cluster.start()

@@ -21,7 +21,7 @@ import socket
 from geoshard.cluster.local.redis_procs import CLUSTER_BUS_OFFSET, find_free_port
 from geoshard.errors import BackendError
 
-__all__ = ["PortAllocator", "port_is_listening"]
+__all__ = ["PortAllocator", "node_address", "port_is_listening"]
 
 
 class PortAllocator:
@@ -73,3 +73,25 @@ def port_is_listening(host: str, port: int, timeout_s: float = 0.5) -> bool:
             return True
     except OSError:
         return False
+
+
+def node_address(port: int) -> str:
+    """The loopback address of its own that the hot-tier node on ``port`` also binds.
+
+    Every Redis Cluster node of a deployment binds 127.0.0.1 (its clients) and
+    ``127.77.<port // 256>.<port % 256>``, which it uses as the source of its cluster
+    bus and replication connections and announces to the cluster. Linux routes all of
+    127.0.0.0/8 to the loopback device, and ports are unique on the machine, so the
+    address is unique too; a packet filter can then cut one node from its peers while
+    clients still reach it (the ``minority-partition`` chaos scenario).
+
+    Raises:
+        ValueError: ``port`` is not in 1..65535.
+
+    Examples:
+        >>> node_address(40001)
+        '127.77.156.65'
+    """
+    if not 0 < port < 65536:
+        raise ValueError(f"port(={port}) must be in 1..65535")
+    return f"127.77.{port >> 8}.{port & 255}"

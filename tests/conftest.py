@@ -5,6 +5,7 @@ server kind, so each can grow on its own:
 
 * ``fixtures_redis``: standalone ``redis-server`` and a 3-primary / 3-replica Redis Cluster.
 * ``fixtures_pg``: a PostgreSQL server from ``initdb`` / ``pg_ctl`` in a temp dir.
+* ``fixtures_deploy``: a seeded local deployment (``geoshard up``) shared by a module.
 
 Every fixture picks free loopback ports and stops its processes even when a test fails.
 """
@@ -17,7 +18,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-pytest_plugins = ["fixtures_redis", "fixtures_pg"]
+pytest_plugins = ["fixtures_redis", "fixtures_pg", "fixtures_deploy"]
 
 
 @pytest.fixture(scope="session")

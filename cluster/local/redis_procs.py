@@ -414,6 +414,8 @@ class RedisClusterProcs:
             by default a fresh temp dir that :meth:`stop` removes.
         ports: fixed client ports of the nodes, in start order (each with a free
             cluster-bus port); by default free ports are picked.
+        node_args: more ``redis-server`` options per node, in start order (after
+            ``extra_args``), e.g. each node's own loopback address.
 
     Raises:
         ConfigError: fewer than 3 primaries, negative replicas or a node timeout <= 0.
@@ -436,6 +438,7 @@ class RedisClusterProcs:
         startup_timeout_s: float = 60.0,
         root: str | Path | None = None,
         ports: Sequence[int] | None = None,
+        node_args: Sequence[Sequence[str]] | None = None,
     ) -> None:
         if primaries < 3:
             raise ConfigError(
@@ -460,6 +463,12 @@ class RedisClusterProcs:
                 f"ports gives {len(ports)} ports for {total} nodes; give one per node"
             )
         self._ports = list(ports) if ports is not None else None
+        if node_args is not None and len(node_args) != total:
+            raise ConfigError(
+                f"node_args gives options for {len(node_args)} nodes of {total}; give one "
+                "list per node"
+            )
+        self._node_args = [list(a) for a in node_args] if node_args is not None else None
         self._own_root = root is None
         self.root: Path | None = Path(root) if root is not None else None
         self.nodes: list[RedisServer] = []
@@ -513,6 +522,7 @@ class RedisClusterProcs:
                         "--appendonly",
                         "no",
                         *self.extra_args,
+                        *(self._node_args[i] if self._node_args is not None else ()),
                     ],
                 )
                 self.nodes.append(node)

@@ -15,8 +15,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -27,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures_deploy import require_redis, run_cli, stop_deployment, up_and_seed
 
 from geoshard.cluster import procs
 from geoshard.cluster.launcher import Launcher, redis_client
@@ -100,14 +99,7 @@ class Deployment:
         self.state = self.dir.read_state()
 
 
-def _cli(*args: str, timeout_s: float = 240.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "geoshard.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
+_cli = run_cli
 
 
 def _eventually(check: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -140,40 +132,18 @@ def _keep_logs(root: Path, factory: pytest.TempPathFactory) -> None:
 
 @pytest.fixture(scope="module")
 def dep(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> Iterator[Deployment]:
-    for b in ("redis-server", "redis-cli"):
-        if shutil.which(b) is None:
-            if os.environ.get("CI"):
-                pytest.fail(f"CI is set and {b} is not on PATH")
-            pytest.skip(f"{b} not found on PATH; apt-get install -y redis-server")
+    require_redis()
     before = _tmp_entries()
     root = tmp_path_factory.mktemp("deploy") / "state"
     sd = StateDir(root)
     spec_path = repo_root / "examples" / "local.yaml"
     try:
-        up = _cli("up", str(spec_path), "--dir", str(root), "--api-workers", "2")
-        assert up.returncode == 0, up.stderr[-4000:]
-        seed = _cli(
-            "seed",
-            str(spec_path),
-            "--dir",
-            str(root),
-            "--users",
-            str(USERS),
-            "--items",
-            str(ITEMS),
-            "--json",
-        )
-        assert seed.returncode == 0, seed.stderr[-4000:]
-        assert json.loads(seed.stdout)["users"] == USERS
+        seeded = up_and_seed(spec_path, root, api_workers=2, users=USERS, items=ITEMS)
+        assert seeded["users"] == USERS
         spec = load_spec(spec_path)
         yield Deployment(sd, sd.read_token(), sd.read_state(), spec, Router.from_spec(spec), before)
     finally:
-        if sd.exists():
-            state = sd.read_state()
-            _keep_logs(root, tmp_path_factory)
-            Launcher(root).down()
-            for rec in state.processes():  # belt and braces: nothing may outlive the test
-                procs.stop(rec, timeout_s=1.0)
+        stop_deployment(root, tmp_path_factory)
 
 
 # --------------------------------------------------------------------------- up, status, auth
