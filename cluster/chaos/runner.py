@@ -108,8 +108,10 @@ class ChaosOptions:
     fault_share: float = 0.35
     settle_timeout_s: float = 90.0
 
-    def check(self, state: DeploymentState) -> None:
-        """Raise :class:`ConfigError` naming the bad option."""
+    def check(self, state: DeploymentState | None = None) -> None:
+        """Raise :class:`ConfigError` naming the bad option (the region only with a
+        ``state``: options are checked before the deployment is looked at, and again
+        with it)."""
         if self.scenario not in SCENARIOS:
             raise ConfigError(
                 f"--scenario '{self.scenario}' is not a scenario"
@@ -119,7 +121,7 @@ class ChaosOptions:
             raise ConfigError(
                 f"--duration(={self.duration_s:g}) must be in {MIN_DURATION_S:g}..{MAX_DURATION_S:g} s"
             )
-        if self.region is not None and self.region not in state.regions:
+        if state is not None and self.region is not None and self.region not in state.regions:
             raise ConfigError(
                 f"--region '{self.region}' is not in the deployment"
                 f"{did_you_mean(self.region, list(state.regions))}"
@@ -188,6 +190,7 @@ def run_chaos(
         ConfigError: a bad option, or ``spec_path`` names another deployment (exit 2).
         BackendError: the deployment is not running or not healthy (exit 3).
     """
+    opts.check()
     launcher = Launcher(root, log=log)
     if not launcher.dir.exists():
         raise BackendError(
