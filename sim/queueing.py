@@ -8,10 +8,12 @@ A pool of ``c`` FIFO servers with Poisson arrivals at rate ``lam`` and mean serv
   ``P(W > t) = C(c, a) exp(-(c/s - lam) t)`` and ``E[W] = C(c, a) / (c/s - lam)``.
 * **M/G/c (Allen-Cunneen)**: the M/M/c wait scaled by ``(ca^2 + cs^2) / 2``, with
   ``ca^2 = 1`` (Poisson arrivals) and ``cs^2`` the squared coefficient of variation of
-  the service time; ``P(W > 0)`` is kept at Erlang C and the conditional wait stays
-  exponential with the scaled mean. Exact for exponential service; for the log-normal
-  and gamma service times of the examples it is a heavy-traffic approximation (the
-  planner's accuracy against the simulator is in ``docs/planning.md``).
+  the service time; below ``cs^2 = 1`` the factor interpolates towards Cosmetatos' M/D/c
+  correction (:func:`wait_factor`), which Allen-Cunneen's heavy-traffic factor
+  overstates at moderate load. ``P(W > 0)`` is kept at Erlang C and the conditional wait
+  stays exponential with the scaled mean. Exact for exponential service; an
+  approximation otherwise (the planner's accuracy against the simulator is in
+  ``docs/planning.md``).
 * **Square-root staffing** (Halfin-Whitt; Netflix's service-capacity-modeling sizes cores
   this way): ``c = ceil(a + beta sqrt(a))``, with ``P(wait) -> 1 / (1 + beta Phi(beta) /
   phi(beta))`` as ``a`` grows. Netflix's tiers use beta 2.375, 1.761, 1.16 and 1.0.
@@ -42,6 +44,7 @@ __all__ = [
     "mgc_wait",
     "servers_for_wait_probability",
     "sqrt_staffing",
+    "wait_factor",
 ]
 
 #: Netflix service-capacity-modeling's square-root staffing beta per tier (0 = critical).
@@ -176,7 +179,7 @@ def mgc_wait(
         c: servers.
         lam_per_ms: arrival rate, per ms.
         mean_service_ms: mean service time, ms.
-        cs2: squared coefficient of variation of the service time.
+        cs2: squared coefficient of variation of the service time (see :func:`wait_factor`).
         ca2: squared coefficient of variation of the inter-arrival times (1: Poisson).
 
     Raises:
@@ -192,5 +195,20 @@ def mgc_wait(
     if a == 0 or mean_service_ms == 0:
         return WaitModel(c, a, 0.0, 0.0)
     pw = erlang_c(c, a)
-    cond = mean_service_ms / (c - a) * (ca2 + cs2) / 2.0
+    cond = mean_service_ms / (c - a) * wait_factor(c, a / c, cs2, ca2)
     return WaitModel(c, a, pw, cond)
+
+
+def wait_factor(c: int, rho: float, cs2: float, ca2: float = 1.0) -> float:
+    """``E[W(M/G/c)] / E[W(M/M/c)]``.
+
+    Allen-Cunneen's ``(ca2 + cs2) / 2`` is the heavy-traffic limit; for service times less
+    variable than exponential (``cs2 < 1``) with Poisson arrivals it overstates the wait at
+    moderate load, so there the factor interpolates between M/M/c (1) and Cosmetatos'
+    M/D/c approximation, ``1/2 [1 + (1 - rho)(c - 1)(sqrt(4 + 5c) - 2) / (16 rho c)]``,
+    linearly in ``cs2`` (Tijms, *A First Course in Stochastic Models*, §5.5).
+    """
+    if ca2 != 1.0 or cs2 >= 1.0 or rho <= 0:
+        return (ca2 + cs2) / 2.0
+    md = 0.5 * (1.0 + (1.0 - rho) * (c - 1) * (math.sqrt(4.0 + 5.0 * c) - 2.0) / (16.0 * rho * c))
+    return cs2 + (1.0 - cs2) * md

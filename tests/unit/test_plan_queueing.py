@@ -3,8 +3,8 @@
 * Erlang C reproduces sim-anchors §3.1 (M/M/8, lambda 6.4, mu 1: P(wait) 0.4576,
   Wq 0.2860) and every cell of the square-root staffing table of §3.2 (Netflix's betas at
   10, 100 and 1000 Erlangs, with the Halfin-Whitt limits).
-* Allen-Cunneen is Erlang C for exponential service and scales the wait by
-  (1 + cs^2) / 2 otherwise.
+* The M/G/c wait is Erlang C for exponential service, Pollaczek-Khinchine for one server,
+  Allen-Cunneen above cs^2 = 1 and Cosmetatos' M/D/c correction below it.
 * Sums and mixtures of delays on the grid give the textbook quantiles.
 """
 
@@ -23,6 +23,7 @@ from geoshard.sim.queueing import (
     mgc_wait,
     servers_for_wait_probability,
     sqrt_staffing,
+    wait_factor,
 )
 from geoshard.spec import LognormalDist
 
@@ -61,13 +62,25 @@ def test_netflix_tier_zero_at_1000_erlangs_is_1076_servers_waiting_one_percent()
     assert erlang_c(1075, 1000) > 0.0103
 
 
-def test_allen_cunneen_scales_the_wait_by_the_service_variability() -> None:
+@pytest.mark.parametrize("cs2", [0.0, math.expm1(0.25), 1.0, 2.25])
+def test_one_server_is_pollaczek_khinchine_exactly(cs2: float) -> None:
+    lam, s = 0.7, 1.0
+    w = mgc_wait(1, lam, s, cs2=cs2)
+    assert w.mean_ms == pytest.approx(lam * s * s * (1 + cs2) / (2 * (1 - lam * s)))
+
+
+def test_less_variable_service_waits_between_m_d_c_and_allen_cunneen() -> None:
     mm = mgc_wait(16, 13.6, 1.0, cs2=1.0)
     md = mgc_wait(16, 13.6, 1.0, cs2=0.0)
     ln = mgc_wait(16, 13.6, 1.0, cs2=math.expm1(0.25))
-    assert md.p_wait == mm.p_wait  # Erlang C for the probability of waiting
-    assert md.mean_ms == pytest.approx(mm.mean_ms / 2)
-    assert ln.mean_ms == pytest.approx(mm.mean_ms * (1 + math.expm1(0.25)) / 2)
+    gam = mgc_wait(16, 13.6, 1.0, cs2=2.25)
+    assert md.p_wait == mm.p_wait == gam.p_wait  # Erlang C for the probability of waiting
+    # Cosmetatos: M/D/c above half the M/M/c wait at moderate load, half in heavy traffic
+    assert md.mean_ms / mm.mean_ms == pytest.approx(wait_factor(16, 0.85, 0.0))
+    assert 0.5 < wait_factor(16, 0.85, 0.0) < 0.55
+    assert wait_factor(16, 0.999, 0.0) == pytest.approx(0.5, abs=1e-3)
+    assert md.mean_ms < ln.mean_ms < mm.mean_ms
+    assert gam.mean_ms == pytest.approx(mm.mean_ms * (1 + 2.25) / 2)  # Allen-Cunneen above 1
 
 
 def test_an_overloaded_pool_has_no_steady_state() -> None:
