@@ -18,9 +18,9 @@ nodes clockwise from the key**; the ring of that region's nodes alone gives it. 
 jurisdiction is down to one live region and the factor is 2, the copies are the first and
 the second distinct node clockwise in that region: the node of the next run of points
 (:attr:`HashRing.points`), so its share is exact too, as is where a down node's keys go. Other cases (fewer
-replicas than live regions, or more than two in one region) are answered by
-:class:`GeneralRouting`: the real :class:`~geoshard.cluster.routing.Router` over the head
-and a stratified sample of the tail (stated with the answer). ``tests/unit/
+replicas than live regions, or more than two in one region) are answered by the analytic
+model's general path: the real :class:`~geoshard.cluster.routing.Router` over the head
+and a stratified sample of the tail (``geoshard.sim.analytic``). ``tests/unit/
 test_plan_analytic.py`` checks the fast path against the router key by key.
 
 Examples:
