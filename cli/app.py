@@ -32,6 +32,7 @@ from geoshard.cli.handling import (
     emit_json,
     handles_errors,
 )
+from geoshard.cli.plan import plan
 from geoshard.cli.simulate import simulate
 
 app = typer.Typer(
@@ -366,6 +367,7 @@ def terraform(
 
 
 app.command(name="simulate")(simulate)
+app.command(name="plan")(plan)
 
 
 def main() -> None:
