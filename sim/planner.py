@@ -63,6 +63,7 @@ from .queueing import sqrt_staffing
 from .run import cost_per_hour
 from .scenarios import SCENARIO_KINDS, Scenario, plan_scenarios
 from .search import SearchSpace
+from .tasks import Runner
 
 __all__ = [
     "Candidate",
@@ -1017,8 +1018,7 @@ def tighten(
     space: SearchSpace,
     settings: PlanSettings,
     scenarios: Sequence[Scenario],
-    workers: int,
-    ray_address: str | None,
+    runner: Runner,
     progress: Callable[[int, int], None] | None,
 ) -> tuple[Sizing, list[dict[str, Any]]]:
     """Take nodes off the confirmed plan's API and warm pools while the simulator accepts it.
@@ -1030,8 +1030,6 @@ def tighten(
     evidence that the plan's count is needed. Returns the tightened sizing (the caller
     confirms it in every scenario) and the evidence per pool.
     """
-    from .tasks import run_tasks
-
     analysis = model.evaluate(sizing, scenarios)
     open_ = dict(trimmable(sizing, analysis, space, settings))
     evidence: dict[str, dict[str, Any]] = {}
@@ -1056,7 +1054,7 @@ def tighten(
             for sc in by_sc.values()
             for k in range(settings.replications)
         ]
-        runs = run_tasks(confirm_task, jobs, workers=workers, address=ray_address, on_done=progress)
+        runs = runner.map(confirm_task, jobs, progress)
         for pool, sc in list(open_.items()):
             mine = [r for r in runs if r["scenario"] == sc.name]
             blamed = [(r, _blames(r, pool)) for r in mine]
@@ -1117,8 +1115,17 @@ def plan(
     Returns:
         The plan as plain data (what ``plan.json`` holds, without ``machine``).
     """
-    from .tasks import ray_available, run_tasks
+    with Runner(workers, ray_address) as runner:
+        return _plan(spec, space, settings, runner, on_progress)
 
+
+def _plan(
+    spec: Spec,
+    space: SearchSpace,
+    settings: PlanSettings,
+    runner: Runner,
+    on_progress: Callable[[str, int, int], None] | None,
+) -> dict[str, Any]:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     spec_json = spec.model_dump_json()
@@ -1131,12 +1138,10 @@ def plan(
             return None
         return lambda done, total: on_progress(phase, done, total)
 
-    screened = run_tasks(
+    screened = runner.map(
         screen_task,
         [(spec_json, space, settings, c, i) for i, c in enumerate(combos)],
-        workers=workers,
-        address=ray_address,
-        on_done=progress("screen"),
+        progress("screen"),
     )
     candidates = sorted((c for batch in screened for c in batch), key=lambda c: c.index)
     timings["screen_s"] = time.perf_counter() - t0
@@ -1146,12 +1151,10 @@ def plan(
     chosen: Candidate | None = None
     t1 = time.perf_counter()
     for k, c in enumerate(ranked[: settings.confirm]):
-        runs = run_tasks(
+        runs = runner.map(
             confirm_task,
             _confirm_jobs(spec, model, c.sizing, scenarios, settings),
-            workers=workers,
-            address=ray_address,
-            on_done=progress(f"confirm #{k + 1}"),
+            progress(f"confirm #{k + 1}"),
         )
         ok = all(r["passed"] for r in runs)
         confirmation.append(
@@ -1181,17 +1184,14 @@ def plan(
             space,
             settings,
             scenarios,
-            workers,
-            ray_address,
+            runner,
             progress("one below"),
         )
         if trimmed != chosen.sizing:
-            runs = run_tasks(
+            runs = runner.map(
                 confirm_task,
                 _confirm_jobs(spec, model, trimmed, scenarios, settings),
-                workers=workers,
-                address=ray_address,
-                on_done=progress("confirm tightened"),
+                progress("confirm tightened"),
             )
             ok = all(r["passed"] for r in runs)
             tightened = {
@@ -1237,7 +1237,7 @@ def plan(
             "crashed": crashed_nodes(model, final),
         }
     timings["total_s"] = time.perf_counter() - t0
-    executor = "ray" if (ray_address is not None or workers != 1) and ray_available() else "serial"
+    executor = runner.executor
     return {
         "schema_version": 1,
         "spec_name": spec.name,
@@ -1285,8 +1285,8 @@ def plan(
         "timing": {k: round(v, 3) for k, v in timings.items()},
         "executor": {
             "executor": executor,
-            "workers": workers,
-            "address": ray_address,
+            "workers": runner.workers,
+            "address": runner.address,
             "tasks": len(combos),
         },
     }
