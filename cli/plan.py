@@ -1,8 +1,8 @@
 """``geoshard plan``: the cheapest topology that meets every SLO in every scenario.
 
 Registered on the main app by ``geoshard.cli.app``. Screens the search space with the
-analytic model, confirms the best candidates with the simulator, and writes a plan
-directory (``plan.json``, the planned spec and its diff, ``candidates.csv``,
+analytic model, confirms the best candidates with the simulator and tightens the answer
+with it (:mod:`geoshard.sim.planner`), and writes a plan directory (``plan.json``, the planned spec and its diff, ``candidates.csv``,
 ``pools.csv``, ``pareto.png``, ``report.html``). Prints the answer per region and pool
 (or the plan with ``--json``). Exit codes: 0 a plan; 1 nothing in the space meets the
 SLOs (the binding constraints are named); 2 a bad search expression, flag, spec or
@@ -72,8 +72,8 @@ def plan(
         int,
         typer.Option(
             "--confirm",
-            help=f"best candidates confirmed with the simulator, 0-{_MAX_CONFIRM} "
-            "(0: the model's answer, unconfirmed)",
+            help=f"candidates simulated in every scenario, best first, until one passes, "
+            f"0-{_MAX_CONFIRM} (0: the model's answer, unconfirmed and not tightened)",
         ),
     ] = 2,
     replications: Annotated[
@@ -136,8 +136,10 @@ def plan(
 
     Screens the whole search space with the analytic model (queueing, caches, the real
     ring and router), confirms the best candidates with the simulator in every scenario
-    (replicated, with confidence intervals), and writes the chosen spec beside a diff
-    against the input, the Pareto front of cost against P99, and report.html.
+    (replicated, with confidence intervals), takes off every API and warm node the
+    simulator shows is not needed, and writes the chosen spec beside a diff against the
+    input, the specs and commands that reproduce each run, the Pareto front of cost
+    against P99, and report.html (docs/planning.md).
 
     Exit codes: 0 a plan; 1 nothing in the space meets the SLOs (the binding constraints
     are named); 2 bad search expression, flag, spec or output path; 130 interrupted.

@@ -15,12 +15,15 @@ cache, for the least cost?" in three steps:
    meets every constraint is its answer: nothing cheaper is skipped. The assembled
    topology is then evaluated as a whole; a region whose constraints the coupling broke
    is solved again against the assembled sizes (at most three rounds).
-2. **Confirm** the best ``confirm`` candidates with the simulator (a faithful slice,
-   :func:`~geoshard.sim.run.simulate_spec`) in every scenario, ``replications`` times
-   with different seeds: a candidate is confirmed when every run's verdict
-   (:mod:`geoshard.sim.verdict`) passes. The answer is the best confirmed candidate.
-3. **One below**: the chosen topology with its most loaded pool one node smaller is
-   simulated in that pool's worst scenario, to show where the plan is tight.
+2. **Confirm** the candidates with the simulator (a faithful slice,
+   :func:`~geoshard.sim.run.simulate_spec`), best first and at most ``confirm`` of them,
+   until one passes: every scenario, ``replications`` times with different seeds; a
+   candidate is confirmed when every run's verdict (:mod:`geoshard.sim.verdict`) passes
+   (a lost region's rerouted clients excepted: :func:`waive_rerouted`).
+3. **Tighten** (:func:`tighten`): every API and warm pool that might do with one node
+   fewer is simulated so in its busiest scenario; a pool whose runs pass loses the node,
+   a pool whose run fails keeps it, and that run is the evidence its count is needed. The
+   tightened topology is confirmed again in every scenario.
 
 Constraints a candidate must meet in every scenario (those of the verdict, plus memory):
 
