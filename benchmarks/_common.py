@@ -54,8 +54,12 @@ class Report:
     def emit(self, as_json: bool) -> int:
         """Print the report (JSON or a table) and return the exit code (0 ok, 1 a goal missed)."""
         if as_json:
-            print(json.dumps({"benchmark": self.benchmark, "metrics": self.metrics,
-                              "ratios": self.ratios}, sort_keys=True))
+            print(
+                json.dumps(
+                    {"benchmark": self.benchmark, "metrics": self.metrics, "ratios": self.ratios},
+                    sort_keys=True,
+                )
+            )
         else:
             print(f"# {self.benchmark}  (python {platform.python_version()}, {platform.machine()})")
             for k, v in self.metrics.items():

@@ -80,8 +80,9 @@ def main() -> int:
     t_theirs_all = time.perf_counter() - t0
     our_owners = ours.owners_batch(key_array)
     theirs17 = UHashRing(nodes=[*NODES, "node16"])
-    moved_theirs = sum(a != theirs17.get_node(k) for k, a in zip(keys, their_owners,
-                                                                 strict=True)) / n_keys
+    moved_theirs = (
+        sum(a != theirs17.get_node(k) for k, a in zip(keys, their_owners, strict=True)) / n_keys
+    )
     plan = plan_rebalance(ours, ours.with_node("node16"), key_array)
     bounded = ours.assign_bounded(key_array, eps=0.05)
 

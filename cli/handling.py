@@ -67,8 +67,9 @@ def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def error_document(category: str, message: str, exit_code: int,
-                   problems: list[str] | None = None) -> dict[str, Any]:
+def error_document(
+    category: str, message: str, exit_code: int, problems: list[str] | None = None
+) -> dict[str, Any]:
     """The JSON object an error prints on stdout under ``--json``."""
     err: dict[str, Any] = {"category": category, "message": message, "exit_code": exit_code}
     if problems:
@@ -90,8 +91,9 @@ def silence_stdout() -> None:
         pass
 
 
-def _fail(category: str, message: str, code: int, json_out: bool,
-          problems: list[str] | None = None) -> typer.Exit:
+def _fail(
+    category: str, message: str, code: int, json_out: bool, problems: list[str] | None = None
+) -> typer.Exit:
     print(f"error: {message}" if category != "interrupted" else "interrupted", file=sys.stderr)
     if json_out:
         try:

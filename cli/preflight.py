@@ -21,7 +21,6 @@ bound and the fix, and write nothing. The bounds here come from what the code ca
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 import tempfile
@@ -57,6 +56,7 @@ MAX_SIM_KEYS = MAX_ID // 2_654_435_761
 
 # --------------------------------------------------------------------------- output paths
 
+
 def _nearest_existing(path: Path) -> Path:
     p = path
     while not p.exists() and p != p.parent:
@@ -70,8 +70,10 @@ def _probe_writable(directory: Path, flag: str, target: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".geoshard-probe-"):
             pass
     except OSError as exc:
-        raise ConfigError(f"{flag} '{target}': cannot write in '{directory}' "
-                          f"({exc.strerror or exc}); choose a writable path") from None
+        raise ConfigError(
+            f"{flag} '{target}': cannot write in '{directory}' "
+            f"({exc.strerror or exc}); choose a writable path"
+        ) from None
 
 
 def check_output_dir(path: Path, flag: str = "--out") -> None:
@@ -84,12 +86,16 @@ def check_output_dir(path: Path, flag: str = "--out") -> None:
         ConfigError: ``path`` is a file, lies under a file, or cannot be written.
     """
     if path.exists() and not path.is_dir():
-        raise ConfigError(f"{flag} '{path}' is an existing file, but a run directory is "
-                          "needed; give a directory path (it is created if missing)")
+        raise ConfigError(
+            f"{flag} '{path}' is an existing file, but a run directory is "
+            "needed; give a directory path (it is created if missing)"
+        )
     base = _nearest_existing(path)
     if not base.is_dir():
-        raise ConfigError(f"{flag} '{path}': '{base}' is a file, so no directory can be "
-                          "created under it; choose another path")
+        raise ConfigError(
+            f"{flag} '{path}': '{base}' is a file, so no directory can be "
+            "created under it; choose another path"
+        )
     _probe_writable(base, flag, path)
 
 
@@ -104,22 +110,32 @@ def check_output_file(path: Path, flag: str = "--out") -> None:
             cannot be written.
     """
     if path.is_dir():
-        raise ConfigError(f"{flag} '{path}' is a directory, but a file is needed; give a "
-                          f"file path such as {path / 'terraform.tfvars.json'}")
+        raise ConfigError(
+            f"{flag} '{path}' is a directory, but a file is needed; give a "
+            f"file path such as {path / 'terraform.tfvars.json'}"
+        )
     parent = path.parent
     if not parent.exists():
         base = _nearest_existing(parent)
         if base.exists() and not base.is_dir():
-            raise ConfigError(f"{flag} '{path}': '{base}' is a file, so nothing can be "
-                              "created under it; choose another path")
-        raise ConfigError(f"{flag} '{path}': the directory '{parent}' does not exist; "
-                          f"create it (mkdir -p {parent}) or choose another path")
+            raise ConfigError(
+                f"{flag} '{path}': '{base}' is a file, so nothing can be "
+                "created under it; choose another path"
+            )
+        raise ConfigError(
+            f"{flag} '{path}': the directory '{parent}' does not exist; "
+            f"create it (mkdir -p {parent}) or choose another path"
+        )
     if not parent.is_dir():
-        raise ConfigError(f"{flag} '{path}': '{parent}' is a file, so nothing can be "
-                          "created under it; choose another path")
+        raise ConfigError(
+            f"{flag} '{path}': '{parent}' is a file, so nothing can be "
+            "created under it; choose another path"
+        )
     if path.exists() and not os.access(path, os.W_OK):
-        raise ConfigError(f"{flag} '{path}' exists and is not writable; change its "
-                          "permissions or choose another path")
+        raise ConfigError(
+            f"{flag} '{path}' exists and is not writable; change its "
+            "permissions or choose another path"
+        )
     _probe_writable(parent, flag, path)
 
 
@@ -137,8 +153,10 @@ def write_file_atomically(path: Path, text: str, flag: str = "--out") -> None:
         os.replace(tmp, path)
         tmp = None
     except OSError as exc:
-        raise ConfigError(f"{flag} '{path}': cannot write ({exc.strerror or exc}); choose "
-                          "another path or free space") from None
+        raise ConfigError(
+            f"{flag} '{path}': cannot write ({exc.strerror or exc}); choose "
+            "another path or free space"
+        ) from None
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
@@ -146,29 +164,41 @@ def write_file_atomically(path: Path, text: str, flag: str = "--out") -> None:
 
 # --------------------------------------------------------------------------- simulate
 
-def check_simulate_flags(duration: float, seed: int, scale: float, warmup: float | None,
-                         max_requests: int) -> None:
+
+def check_simulate_flags(
+    duration: float, seed: int, scale: float, warmup: float | None, max_requests: int
+) -> None:
     """The flags of ``geoshard simulate``, before the spec is even read.
 
     Raises:
         ConfigError: a flag outside its bound, named with the bound and an example.
     """
     if not 0 <= seed <= MAX_ID:
-        raise ConfigError(f"--seed(={seed}) must be an integer in [0, {MAX_ID}] (NumPy seeds "
-                          "are non-negative; results store it as int64); e.g. --seed 1")
+        raise ConfigError(
+            f"--seed(={seed}) must be an integer in [0, {MAX_ID}] (NumPy seeds "
+            "are non-negative; results store it as int64); e.g. --seed 1"
+        )
     if not (math.isfinite(duration) and 0 < duration <= MAX_DURATION_S):
-        raise ConfigError(f"--duration(={duration:g}) must be a number of seconds in "
-                          f"(0, {MAX_DURATION_S:g}] (one simulated day: the simulator keeps "
-                          "a row and a histogram per simulated second); e.g. --duration 60")
+        raise ConfigError(
+            f"--duration(={duration:g}) must be a number of seconds in "
+            f"(0, {MAX_DURATION_S:g}] (one simulated day: the simulator keeps "
+            "a row and a histogram per simulated second); e.g. --duration 60"
+        )
     if not (math.isfinite(scale) and 0 < scale <= 1):
-        raise ConfigError(f"--scale(={scale:g}) must be in (0, 1]; e.g. 0.001 for a laptop run "
-                          "of a planet-sized spec")
+        raise ConfigError(
+            f"--scale(={scale:g}) must be in (0, 1]; e.g. 0.001 for a laptop run "
+            "of a planet-sized spec"
+        )
     if warmup is not None and not (math.isfinite(warmup) and 0 <= warmup < duration):
-        raise ConfigError(f"--warmup(={warmup:g}) must be >= 0 and below --duration "
-                          f"(={duration:g}); e.g. --warmup {duration * 0.1:g}")
+        raise ConfigError(
+            f"--warmup(={warmup:g}) must be >= 0 and below --duration "
+            f"(={duration:g}); e.g. --warmup {duration * 0.1:g}"
+        )
     if not 1 <= max_requests <= MAX_ID:
-        raise ConfigError(f"--max-requests(={max_requests}) must be an integer in "
-                          f"[1, {MAX_ID}]; e.g. --max-requests {DEFAULT_MAX_REQUESTS}")
+        raise ConfigError(
+            f"--max-requests(={max_requests}) must be an integer in "
+            f"[1, {MAX_ID}]; e.g. --max-requests {DEFAULT_MAX_REQUESTS}"
+        )
 
 
 def expected_requests(spec: Spec, duration_s: float, scale: float) -> float:
@@ -200,7 +230,8 @@ def check_simulation_size(spec: Spec, duration_s: float, scale: float, max_reque
             f"x campaigns x --scale {scale:g} over --duration {duration_s:g} s); at most "
             f"--max-requests {max_requests} (about 100k simulated requests per second of wall "
             f"time): shorten --duration (to {fit:.3g} s or less), lower --scale, or raise "
-            "--max-requests")
+            "--max-requests"
+        )
     cells = rate_segment_count(spec, duration_s) * len(spec.regions)
     if cells > MAX_RATE_CELLS:
         raise ConfigError(
@@ -208,23 +239,32 @@ def check_simulation_size(spec: Spec, duration_s: float, scale: float, max_reque
             f"--duration {duration_s:g} s (workload.diurnal has {len(spec.workload.diurnal)} "
             f"steps per workload.day_s {spec.workload.day_s:g} s) for {len(spec.regions)} "
             f"regions; at most {MAX_RATE_CELLS} rate cells: raise workload.day_s, use fewer "
-            "diurnal steps, or shorten --duration")
+            "diurnal steps, or shorten --duration"
+        )
     api = sum(r.api.servers for r in spec.regions.values())
     if api > MAX_SIM_API_SERVERS:
-        raise ConfigError(f"the run would simulate {api} API servers (each with its own L1 "
-                          f"cache; a scaled run keeps every node); at most "
-                          f"{MAX_SIM_API_SERVERS}: lower regions.*.api.servers")
-    slots = sum(r.api.servers * r.api.workers + r.hot.nodes * r.hot.workers
-                + r.warm.nodes * r.warm.workers for r in spec.regions.values())
+        raise ConfigError(
+            f"the run would simulate {api} API servers (each with its own L1 "
+            f"cache; a scaled run keeps every node); at most "
+            f"{MAX_SIM_API_SERVERS}: lower regions.*.api.servers"
+        )
+    slots = sum(
+        r.api.servers * r.api.workers + r.hot.nodes * r.hot.workers + r.warm.nodes * r.warm.workers
+        for r in spec.regions.values()
+    )
     if slots > MAX_POOL_SLOTS:
-        raise ConfigError(f"the run would simulate {slots} server slots (servers x workers of "
-                          f"every API, hot and warm pool; a scaled run keeps every node); at "
-                          f"most {MAX_POOL_SLOTS}: lower the servers, nodes or workers of the "
-                          "spec")
+        raise ConfigError(
+            f"the run would simulate {slots} server slots (servers x workers of "
+            f"every API, hot and warm pool; a scaled run keeps every node); at "
+            f"most {MAX_POOL_SLOTS}: lower the servers, nodes or workers of the "
+            "spec"
+        )
     w = spec.workload
     for j, share in w.users_by_jurisdiction.items():
         n = round(w.users * share)
         if n > MAX_SIM_KEYS:
-            raise ConfigError(f"workload.users x users_by_jurisdiction.{j} = {n} users; the "
-                              f"simulator maps ids in int64 up to {MAX_SIM_KEYS} per "
-                              "jurisdiction: lower workload.users")
+            raise ConfigError(
+                f"workload.users x users_by_jurisdiction.{j} = {n} users; the "
+                f"simulator maps ids in int64 up to {MAX_SIM_KEYS} per "
+                "jurisdiction: lower workload.users"
+            )

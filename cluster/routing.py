@@ -73,8 +73,11 @@ class Health:
         for pair in cuts:
             if len(pair) != 2:
                 raise ConfigError(f"a partition names two different regions (got {sorted(pair)})")
-        return cls(frozenset(d for d in items if "/" in d),
-                   frozenset(d for d in items if "/" not in d), cuts)
+        return cls(
+            frozenset(d for d in items if "/" in d),
+            frozenset(d for d in items if "/" not in d),
+            cuts,
+        )
 
     def is_up(self, node: str, region: str) -> bool:
         """True when neither the node nor its region is down."""
@@ -177,24 +180,29 @@ class Router:
         network: defaults to the spec's network model.
     """
 
-    def __init__(self, spec: Spec, residency: ResidencyPolicy | None = None,
-                 network: NetworkModel | None = None) -> None:
+    def __init__(
+        self,
+        spec: Spec,
+        residency: ResidencyPolicy | None = None,
+        network: NetworkModel | None = None,
+    ) -> None:
         self.spec = spec
         self.residency = residency or ResidencyPolicy.from_spec(spec)
         self.network = network or NetworkModel.from_spec(spec)
         self.node_region: dict[str, str] = spec.hot_nodes()
         users = spec.shards.users
         weights = {n: users.weights.get(n, 1.0) for n in self.node_region}
-        self.ring = (HashRing(weights, vnodes=users.vnodes) if users.vnodes
-                     else HashRing(weights))
+        self.ring = HashRing(weights, vnodes=users.vnodes) if users.vnodes else HashRing(weights)
         self.placement = Placement(self.ring, self.node_region, regions=spec.regions)
         self.replication = users.replication
         items = spec.shards.items
         self.items = ItemShardMap(items.attribute, items.shards, items.default_shard)
         self._down_cache: dict[Health, frozenset[str]] = {}
         self._entry_cache: dict[tuple[str, str, tuple[str, ...], Health], tuple[str, ...]] = {}
-        self._route_lists: dict[tuple[Any, ...], tuple[list[tuple[str, ...]],
-                                                       list[tuple[tuple[str, ...], tuple[str, ...]]]]] = {}
+        self._route_lists: dict[
+            tuple[Any, ...],
+            tuple[list[tuple[str, ...]], list[tuple[tuple[str, ...], tuple[str, ...]]]],
+        ] = {}
 
     @classmethod
     def from_spec(cls, spec: Spec) -> Router:
@@ -212,7 +220,8 @@ class Router:
             raise ConfigError(
                 f"user key '{key}' names jurisdiction '{key.jurisdiction}', which is not in the spec"
                 f"{did_you_mean(key.jurisdiction, self.spec.jurisdictions)}"
-                f" (known: {', '.join(self.spec.jurisdictions)})")
+                f" (known: {', '.join(self.spec.jurisdictions)})"
+            )
 
     def _down_nodes(self, health: Health) -> frozenset[str]:
         """Nodes that are down under ``health`` (memoised: health changes rarely)."""
@@ -227,8 +236,14 @@ class Router:
         return down
 
     # ------------------------------------------------------------------ routing
-    def route(self, key: UserKey | str, op: Op = "read", health: Health = ALL_UP,
-              data_class: str = "user_features", near: str | None = None) -> Route:
+    def route(
+        self,
+        key: UserKey | str,
+        op: Op = "read",
+        health: Health = ALL_UP,
+        data_class: str = "user_features",
+        near: str | None = None,
+    ) -> Route:
         """The ordered replicas for ``key``'s ``data_class``: the one to use first.
 
         Both operations get the same replica set (the ring places the R replicas on
@@ -264,41 +279,63 @@ class Router:
         if op not in ("read", "write"):
             raise ConfigError(f"op '{op}' is unknown; use 'read' or 'write'")
         if near is not None and near not in self.spec.regions:
-            raise ConfigError(f"region '{near}' (near=) is not in the spec"
-                              f"{did_you_mean(str(near), self.spec.regions)}")
+            raise ConfigError(
+                f"region '{near}' (near=) is not in the spec"
+                f"{did_you_mean(str(near), self.spec.regions)}"
+            )
         uk = self.parse_key(key)
         self._check_jurisdiction(uk)
         if data_class not in PERSONAL_CLASSES:
-            raise ConfigError(f"data class '{data_class}' is not user data routed by the ring"
-                              f"{did_you_mean(data_class, PERSONAL_CLASSES)}; item data is "
-                              f"routed with Router.item_shard")
+            raise ConfigError(
+                f"data class '{data_class}' is not user data routed by the ring"
+                f"{did_you_mean(data_class, PERSONAL_CLASSES)}; item data is "
+                f"routed with Router.item_shard"
+            )
         allowed = self.residency.allowed_regions(uk.jurisdiction, data_class, "store")
         preferred = self.placement.replicas(uk.user_id, self.replication, allowed)
         down = self._down_nodes(health)
-        replicas = (preferred if not down or not down.intersection(preferred)
-                    else self.placement.replicas(uk.user_id, self.replication, allowed, down=down))
+        replicas = (
+            preferred
+            if not down or not down.intersection(preferred)
+            else self.placement.replicas(uk.user_id, self.replication, allowed, down=down)
+        )
         if not replicas:
             raise NoHealthyReplicaError(
                 f"no healthy replica for '{uk}' ({data_class}): every node in the allowed "
                 f"region(s) {', '.join(sorted(allowed))} is down; the router does not leave "
-                f"the jurisdiction. Restore a node or region there")
+                f"the jurisdiction. Restore a node or region there"
+            )
         skipped: list[tuple[str, str]] = []
         if down:
             for n in preferred:
                 if n in down:
                     reg = self.node_region[n]
-                    skipped.append((n, "region down" if reg in health.down_regions else "node down"))
+                    skipped.append(
+                        (n, "region down" if reg in health.down_regions else "node down")
+                    )
         if op == "read" and near is not None:
             replicas = self._nearest_first(near, replicas)
             preferred = self._nearest_first(near, preferred)
-        return Route(uk, op, data_class, tuple(replicas),
-                     tuple(self.node_region[n] for n in replicas),
-                     tuple(sorted(allowed)), tuple(preferred), tuple(skipped))
+        return Route(
+            uk,
+            op,
+            data_class,
+            tuple(replicas),
+            tuple(self.node_region[n] for n in replicas),
+            tuple(sorted(allowed)),
+            tuple(preferred),
+            tuple(skipped),
+        )
 
-    def replicas_batch(self, jurisdiction: str, user_ids: Sequence[int] | np.ndarray,
-                       op: Op = "read", health: Health = ALL_UP,
-                       data_class: str = "user_features", near: str | None = None,
-                       ) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+    def replicas_batch(
+        self,
+        jurisdiction: str,
+        user_ids: Sequence[int] | np.ndarray,
+        op: Op = "read",
+        health: Health = ALL_UP,
+        data_class: str = "user_features",
+        near: str | None = None,
+    ) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
         """``(route.replicas, route.regions)`` of :meth:`route` for many users of one jurisdiction.
 
         The same answers as calling :meth:`route` per key (same ordering rules for
@@ -313,10 +350,15 @@ class Router:
         codes, routes = self.route_codes(jurisdiction, user_ids, op, health, data_class, near)
         return [routes[c] for c in codes.tolist()]
 
-    def route_codes(self, jurisdiction: str, user_ids: Sequence[int] | np.ndarray,
-                    op: Op = "read", health: Health = ALL_UP,
-                    data_class: str = "user_features", near: str | None = None,
-                    ) -> tuple[np.ndarray, list[tuple[tuple[str, ...], tuple[str, ...]]]]:
+    def route_codes(
+        self,
+        jurisdiction: str,
+        user_ids: Sequence[int] | np.ndarray,
+        op: Op = "read",
+        health: Health = ALL_UP,
+        data_class: str = "user_features",
+        near: str | None = None,
+    ) -> tuple[np.ndarray, list[tuple[tuple[str, ...], tuple[str, ...]]]]:
         """The routes of many users as codes: ``routes[codes[i]]`` is user ``i``'s
         ``(route.replicas, route.regions)`` (as :meth:`route` orders them).
 
@@ -331,12 +373,16 @@ class Router:
         if op not in ("read", "write"):
             raise ConfigError(f"op '{op}' is unknown; use 'read' or 'write'")
         if near is not None and near not in self.spec.regions:
-            raise ConfigError(f"region '{near}' (near=) is not in the spec"
-                              f"{did_you_mean(str(near), self.spec.regions)}")
+            raise ConfigError(
+                f"region '{near}' (near=) is not in the spec"
+                f"{did_you_mean(str(near), self.spec.regions)}"
+            )
         self._check_jurisdiction(UserKey(jurisdiction, 0))
         if data_class not in PERSONAL_CLASSES:
-            raise ConfigError(f"data class '{data_class}' is not user data routed by the ring"
-                              f"{did_you_mean(data_class, PERSONAL_CLASSES)}")
+            raise ConfigError(
+                f"data class '{data_class}' is not user data routed by the ring"
+                f"{did_you_mean(data_class, PERSONAL_CLASSES)}"
+            )
         ids = np.asarray(user_ids, dtype=np.int64)
         if ids.size and int(ids.min()) < 0:
             UserKey(jurisdiction, int(ids.min()))  # raises InputError naming the value
@@ -358,7 +404,8 @@ class Router:
                 raise NoHealthyReplicaError(
                     f"no healthy replica for {jurisdiction} {data_class}: every node in the "
                     f"allowed region(s) {', '.join(sorted(allowed))} is down; the router "
-                    f"does not leave the jurisdiction. Restore a node or region there")
+                    f"does not leave the jurisdiction. Restore a node or region there"
+                )
             nodes = tuple(self._nearest_first(reorder, list(rp))) if reorder else rp
             routes.append((nodes, tuple(region[n] for n in nodes)))
         return codes, routes
@@ -370,9 +417,13 @@ class Router:
         rtt, region = self.network.rtt_ms, self.node_region
         return sorted(nodes, key=lambda n: rtt(near, region[n]))
 
-    def entry_candidates(self, client_region: str, jurisdiction: str,
-                         data_classes: Sequence[str] = ("user_features",),
-                         health: Health = ALL_UP) -> tuple[str, ...]:
+    def entry_candidates(
+        self,
+        client_region: str,
+        jurisdiction: str,
+        data_classes: Sequence[str] = ("user_features",),
+        health: Health = ALL_UP,
+    ) -> tuple[str, ...]:
         """Regions that may serve a request, nearest (by RTT from the client) first.
 
         A candidate may **process every one** of ``data_classes`` for ``jurisdiction``
@@ -388,24 +439,34 @@ class Router:
         if hit is not None:
             return hit
         if client_region not in self.spec.regions:
-            raise ConfigError(f"region '{client_region}' is not in the spec"
-                              f"{did_you_mean(client_region, self.spec.regions)}"
-                              f" (known: {', '.join(self.spec.regions)})")
+            raise ConfigError(
+                f"region '{client_region}' is not in the spec"
+                f"{did_you_mean(client_region, self.spec.regions)}"
+                f" (known: {', '.join(self.spec.regions)})"
+            )
         self._check_jurisdiction(UserKey(jurisdiction, 0))
         allowed: set[str] | None = None
         for dc in data_classes:
             regs = self.residency.allowed_regions(jurisdiction, dc, "process")
             allowed = set(regs) if allowed is None else allowed & regs
-        live = [r for r in sorted(allowed or ()) if r not in health.down_regions
-                and not health.is_cut(client_region, r)]
+        live = [
+            r
+            for r in sorted(allowed or ())
+            if r not in health.down_regions and not health.is_cut(client_region, r)
+        ]
         out = tuple(self.network.by_distance(client_region, live))
         if len(self._entry_cache) >= 4096:
             self._entry_cache.clear()
         self._entry_cache[key] = out
         return out
 
-    def entry_region(self, client_region: str, key: UserKey | str, health: Health = ALL_UP,
-                     data_class: str | Sequence[str] = "user_features") -> str:
+    def entry_region(
+        self,
+        client_region: str,
+        key: UserKey | str,
+        health: Health = ALL_UP,
+        data_class: str | Sequence[str] = "user_features",
+    ) -> str:
         """The nearest healthy, reachable region that may process the data.
 
         Args:
@@ -422,31 +483,39 @@ class Router:
         classes = (data_class,) if isinstance(data_class, str) else tuple(data_class)
         cands = self.entry_candidates(client_region, uk.jurisdiction, classes, health)
         if not cands:
-            raise NoHealthyReplicaError(self._no_entry_reason(client_region, uk.jurisdiction,
-                                                              classes, health))
+            raise NoHealthyReplicaError(
+                self._no_entry_reason(client_region, uk.jurisdiction, classes, health)
+            )
         return cands[0]
 
-    def _no_entry_reason(self, client_region: str, jurisdiction: str,
-                         classes: Sequence[str], health: Health) -> str:
+    def _no_entry_reason(
+        self, client_region: str, jurisdiction: str, classes: Sequence[str], health: Health
+    ) -> str:
         allowed: set[str] | None = None
         for dc in classes:
             regs = self.residency.allowed_regions(jurisdiction, dc, "process")
             allowed = set(regs) if allowed is None else allowed & regs
         what = " and ".join(classes)
         if not allowed:
-            return (f"no region may process {jurisdiction} {what} together (residency "
-                    f"rules give no common region); the request is refused rather than "
-                    f"processed outside its jurisdiction")
+            return (
+                f"no region may process {jurisdiction} {what} together (residency "
+                f"rules give no common region); the request is refused rather than "
+                f"processed outside its jurisdiction"
+            )
         states = []
         for r in sorted(allowed):
-            states.append(f"{r} down" if r in health.down_regions else
-                          f"{r} cut off from {client_region}")
-        return (f"no healthy region may process {jurisdiction} {what} for a client in "
-                f"{client_region}: {', '.join(states)}; requests fail or degrade rather than "
-                f"leave the jurisdiction")
+            states.append(
+                f"{r} down" if r in health.down_regions else f"{r} cut off from {client_region}"
+            )
+        return (
+            f"no healthy region may process {jurisdiction} {what} for a client in "
+            f"{client_region}: {', '.join(states)}; requests fail or degrade rather than "
+            f"leave the jurisdiction"
+        )
 
-    def pick_replica(self, nodes: Sequence[str], regions: Sequence[str], entry: str,
-                     health: Health = ALL_UP) -> int | None:
+    def pick_replica(
+        self, nodes: Sequence[str], regions: Sequence[str], entry: str, health: Health = ALL_UP
+    ) -> int | None:
         """Index of the first replica in ``nodes`` that ``entry`` can reach, or None.
 
         ``nodes`` are healthy replicas in the order to use them (from :meth:`route`); a
@@ -459,8 +528,14 @@ class Router:
                 return i
         return None
 
-    def plan(self, client_region: str, key: UserKey | str, op: Op = "read",
-             health: Health = ALL_UP, data_classes: Sequence[str] | None = None) -> RequestPlan:
+    def plan(
+        self,
+        client_region: str,
+        key: UserKey | str,
+        op: Op = "read",
+        health: Health = ALL_UP,
+        data_classes: Sequence[str] | None = None,
+    ) -> RequestPlan:
         """The one request planner: entry region, replica, fallbacks and the reason.
 
         The entry is the nearest region that may process every one of ``data_classes``
@@ -490,38 +565,72 @@ class Router:
         uk = self.parse_key(key)
         if op not in ("read", "write"):
             raise ConfigError(f"op '{op}' is unknown; use 'read' or 'write'")
-        classes = tuple(data_classes) if data_classes else (
-            ("user_features",) if op == "read" else ("interactions",))
+        classes = (
+            tuple(data_classes)
+            if data_classes
+            else (("user_features",) if op == "read" else ("interactions",))
+        )
         cands = self.entry_candidates(client_region, uk.jurisdiction, classes, health)
         if not cands:
-            return RequestPlan(client_region, uk, op, classes, None, None, None, (),
-                               self._no_entry_reason(client_region, uk.jurisdiction, classes,
-                                                     health))
+            return RequestPlan(
+                client_region,
+                uk,
+                op,
+                classes,
+                None,
+                None,
+                None,
+                (),
+                self._no_entry_reason(client_region, uk.jurisdiction, classes, health),
+            )
         entry = cands[0]
         reasons = []
         if entry != client_region:
-            reasons.append(f"entered in {entry}, the nearest region that may process "
-                           f"{' and '.join(classes)} and is reachable from {client_region}")
+            reasons.append(
+                f"entered in {entry}, the nearest region that may process "
+                f"{' and '.join(classes)} and is reachable from {client_region}"
+            )
         try:
             rt = self.route(uk, op, health, classes[0], near=entry)
         except NoHealthyReplicaError as exc:
             return RequestPlan(client_region, uk, op, classes, entry, None, None, (), str(exc))
         i = self.pick_replica(rt.replicas, rt.regions, entry, health)
         if i is None:
-            return RequestPlan(client_region, uk, op, classes, entry, None, None, (),
-                               f"every healthy replica of {uk} ({', '.join(rt.replicas)}) is "
-                               f"cut off from {entry} by a partition")
+            return RequestPlan(
+                client_region,
+                uk,
+                op,
+                classes,
+                entry,
+                None,
+                None,
+                (),
+                f"every healthy replica of {uk} ({', '.join(rt.replicas)}) is "
+                f"cut off from {entry} by a partition",
+            )
         node = rt.replicas[i]
-        rest = tuple(n for k, n in enumerate(rt.replicas)
-                     if k != i and not health.is_cut(entry, rt.regions[k]))
+        rest = tuple(
+            n
+            for k, n in enumerate(rt.replicas)
+            if k != i and not health.is_cut(entry, rt.regions[k])
+        )
         if i:
             reasons.append(f"{', '.join(rt.replicas[:i])} cut off from {entry}; using {node}")
         for n, why in rt.skipped:
             reasons.append(f"{n} skipped ({why})")
         if op == "write" and rt.failed_over and not rt.skipped:
             reasons.append(f"primary moved from {rt.preferred[0]}")
-        return RequestPlan(client_region, uk, op, classes, entry, node, rt.regions[i], rest,
-                           "; ".join(reasons) or "all healthy")
+        return RequestPlan(
+            client_region,
+            uk,
+            op,
+            classes,
+            entry,
+            node,
+            rt.regions[i],
+            rest,
+            "; ".join(reasons) or "all healthy",
+        )
 
     def item_shard(self, attrs: dict[str, object]) -> str:
         """The item shard for an item's attributes (item data is not personal)."""

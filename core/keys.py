@@ -19,8 +19,15 @@ from dataclasses import dataclass
 
 from geoshard.errors import InputError, did_you_mean
 
-__all__ = ["DATA_CLASSES", "MAX_ID", "NON_PERSONAL_CLASSES", "PERSONAL_CLASSES", "DataKey",
-           "UserKey", "validate_item_id"]
+__all__ = [
+    "DATA_CLASSES",
+    "MAX_ID",
+    "NON_PERSONAL_CLASSES",
+    "PERSONAL_CLASSES",
+    "DataKey",
+    "UserKey",
+    "validate_item_id",
+]
 
 #: Data classes that are personal data of a user: residency rules apply to them.
 PERSONAL_CLASSES: tuple[str, ...] = ("user_features", "user_embeddings", "interactions", "sessions")
@@ -45,10 +52,16 @@ class UserKey:
         if isinstance(self.user_id, bool) or not isinstance(self.user_id, int):
             raise InputError(f"user id {self.user_id!r} must be an integer in [0, {MAX_ID}]")
         if not 0 <= self.user_id <= MAX_ID:
-            raise InputError(f"user id {self.user_id} is out of range; use an integer in [0, {MAX_ID}]")
-        if not isinstance(self.jurisdiction, str) or not re.match(r"^[a-z][a-z0-9-]{0,39}$", self.jurisdiction):
-            raise InputError(f"jurisdiction {self.jurisdiction!r} in a user key is malformed; "
-                             "use lower-case letters, digits and '-' such as 'eu'")
+            raise InputError(
+                f"user id {self.user_id} is out of range; use an integer in [0, {MAX_ID}]"
+            )
+        if not isinstance(self.jurisdiction, str) or not re.match(
+            r"^[a-z][a-z0-9-]{0,39}$", self.jurisdiction
+        ):
+            raise InputError(
+                f"jurisdiction {self.jurisdiction!r} in a user key is malformed; "
+                "use lower-case letters, digits and '-' such as 'eu'"
+            )
 
     @classmethod
     def parse(cls, text: str) -> UserKey:
@@ -62,8 +75,10 @@ class UserKey:
         m = _USER_RE.match(text)
         if not m:
             shown = text if len(text) <= 60 else text[:57] + "..."
-            raise InputError(f"user key '{shown}' is malformed; expected "
-                             "'<jurisdiction>:<non-negative integer>' such as 'eu:42'")
+            raise InputError(
+                f"user key '{shown}' is malformed; expected "
+                "'<jurisdiction>:<non-negative integer>' such as 'eu:42'"
+            )
         uid = int(m.group(2))
         return cls(m.group(1), uid)
 
@@ -77,9 +92,15 @@ def validate_item_id(item_id: object) -> str:
     Item ids are 1 to 128 characters of ``A-Z a-z 0-9 _ . -``.
     """
     if not isinstance(item_id, str) or not _ITEM_RE.match(item_id):
-        shown = repr(item_id) if not isinstance(item_id, str) or len(item_id) <= 60 else repr(item_id[:57] + "...")
-        raise InputError(f"item id {shown} is malformed; use 1 to 128 characters of "
-                         "letters, digits, '_', '.' or '-'")
+        shown = (
+            repr(item_id)
+            if not isinstance(item_id, str) or len(item_id) <= 60
+            else repr(item_id[:57] + "...")
+        )
+        raise InputError(
+            f"item id {shown} is malformed; use 1 to 128 characters of "
+            "letters, digits, '_', '.' or '-'"
+        )
     return item_id
 
 
@@ -112,18 +133,26 @@ class DataKey:
     def __post_init__(self) -> None:
         dc = self.data_class
         if dc not in DATA_CLASSES:
-            raise InputError(f"data class {dc!r} is unknown{did_you_mean(str(dc), DATA_CLASSES)}; "
-                             f"use one of {', '.join(DATA_CLASSES)}")
+            raise InputError(
+                f"data class {dc!r} is unknown{did_you_mean(str(dc), DATA_CLASSES)}; "
+                f"use one of {', '.join(DATA_CLASSES)}"
+            )
         if dc in PERSONAL_CLASSES:
             if not isinstance(self.owner, UserKey):
-                hint = (f"DataKey({dc!r}, UserKey.parse({self.owner!r}))"
-                        if isinstance(self.owner, str) and _USER_RE.match(self.owner)
-                        else f"DataKey({dc!r}, UserKey('eu', 42))")
-                raise InputError(f"owner {self.owner!r} of personal data class {dc!r} must be a "
-                                 f"UserKey; use {hint}")
+                hint = (
+                    f"DataKey({dc!r}, UserKey.parse({self.owner!r}))"
+                    if isinstance(self.owner, str) and _USER_RE.match(self.owner)
+                    else f"DataKey({dc!r}, UserKey('eu', 42))"
+                )
+                raise InputError(
+                    f"owner {self.owner!r} of personal data class {dc!r} must be a "
+                    f"UserKey; use {hint}"
+                )
         elif isinstance(self.owner, UserKey):
-            raise InputError(f"data class {dc!r} is not personal, but its owner {self.owner} is a "
-                             "user; use a personal class (user_features, ...) or an item id")
+            raise InputError(
+                f"data class {dc!r} is not personal, but its owner {self.owner} is a "
+                "user; use a personal class (user_features, ...) or an item id"
+            )
         else:
             validate_item_id(self.owner)
 

@@ -49,6 +49,7 @@ __all__ = [
     "REQUEST_TYPES",
     "RING_POINTS_MAX",
     "STAGES",
+    "STORAGE_TYPES",
     "Spec",
     "load_spec",
     "parse_spec",
@@ -118,8 +119,10 @@ def _number(value: Any) -> Any:
     if isinstance(value, bool):
         word = "true" if value else "false"
         # pydantic turns only ValueError into a validation problem, not TypeError
-        raise ValueError(f"{word} is not a number; write a number (YAML reads true/false, "  # noqa: TRY004
-                         "yes/no and on/off as booleans)")
+        raise ValueError(
+            f"{word} is not a number; write a number (YAML reads true/false, "
+            "yes/no and on/off as booleans)"
+        )
     if isinstance(value, str):
         text = value.strip().replace("_", "")
         if not re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", text):
@@ -127,7 +130,9 @@ def _number(value: Any) -> Any:
         try:
             dec = Decimal(text)
         except InvalidOperation:
-            raise ValueError(f"'{value}' is not a number; write a number such as 1 or 0.5") from None
+            raise ValueError(
+                f"'{value}' is not a number; write a number such as 1 or 0.5"
+            ) from None
         if abs(dec.adjusted()) > 400:
             raise ValueError(f"'{value}' is out of range for any number here")
         return int(dec) if dec == dec.to_integral_value() else float(dec)
@@ -196,19 +201,27 @@ class ApiTier(_Model):
     """The per-region API: servers, each with a number of request workers."""
 
     servers: Int = Field(gt=0, le=MAX_NODES_PER_REGION, description="API server instances")
-    workers: Int = Field(default=8, gt=0, le=MAX_WORKERS,
-                         description="concurrent request workers per server")
+    workers: Int = Field(
+        default=8, gt=0, le=MAX_WORKERS, description="concurrent request workers per server"
+    )
     service_time: ServiceTime = Field(default_factory=lambda: ExponentialDist(mean_ms=1.0))
 
 
 class HotTier(_Model):
     """The hot tier: Redis Cluster primaries (ring nodes) and their replicas."""
 
-    nodes: Int = Field(gt=0, le=MAX_NODES_PER_REGION,
-                       description="Redis primaries in this region; each is a ring node")
-    replicas: Int = Field(default=1, ge=0, le=MAX_REPLICATION, description="Redis replicas per primary")
+    nodes: Int = Field(
+        gt=0,
+        le=MAX_NODES_PER_REGION,
+        description="Redis primaries in this region; each is a ring node",
+    )
+    replicas: Int = Field(
+        default=1, ge=0, le=MAX_REPLICATION, description="Redis replicas per primary"
+    )
     memory_gb: Float = Field(gt=0, le=65_536, description="usable memory per primary, GiB")
-    workers: Int = Field(default=1, gt=0, le=MAX_WORKERS, description="requests one node serves at once")
+    workers: Int = Field(
+        default=1, gt=0, le=MAX_WORKERS, description="requests one node serves at once"
+    )
     service_time: ServiceTime = Field(default_factory=lambda: ExponentialDist(mean_ms=0.2))
 
 
@@ -216,9 +229,12 @@ class WarmTier(_Model):
     """The warm tier: Milvus (vector) nodes."""
 
     nodes: Int = Field(gt=0, le=MAX_NODES_PER_REGION, description="Milvus query nodes")
-    workers: Int = Field(default=4, gt=0, le=MAX_WORKERS, description="concurrent searches per node")
+    workers: Int = Field(
+        default=4, gt=0, le=MAX_WORKERS, description="concurrent searches per node"
+    )
     external_endpoint: str = Field(
-        default="", max_length=2048,
+        default="",
+        max_length=2048,
         description="URI of a Milvus Distributed / managed Milvus in this region; empty = "
         "the deployment runs Milvus standalone (one task)",
     )
@@ -229,26 +245,34 @@ class ColdTier(_Model):
     """The cold tier: Parquet on an object store."""
 
     store: Literal["s3", "local", "gcs"] = "s3"
-    workers: Int = Field(default=32, gt=0, le=MAX_WORKERS, description="concurrent object-store reads")
-    service_time: ServiceTime = Field(default_factory=lambda: LognormalDist(mean_ms=40.0, sigma=0.6))
+    workers: Int = Field(
+        default=32, gt=0, le=MAX_WORKERS, description="concurrent object-store reads"
+    )
+    service_time: ServiceTime = Field(
+        default_factory=lambda: LognormalDist(mean_ms=40.0, sigma=0.6)
+    )
 
 
 class UnitCosts(_Model):
     """Unit costs in USD, used for cost per hour."""
 
     api_server_hour: Float = Field(default=0.0, ge=0, le=MAX_UNIT_COST)
-    hot_node_hour: Float = Field(default=0.0, ge=0, le=MAX_UNIT_COST,
-                                 description="per primary or replica node")
+    hot_node_hour: Float = Field(
+        default=0.0, ge=0, le=MAX_UNIT_COST, description="per primary or replica node"
+    )
     warm_node_hour: Float = Field(default=0.0, ge=0, le=MAX_UNIT_COST)
     cold_gb_month: Float = Field(default=0.0, ge=0, le=MAX_UNIT_COST)
-    egress_gb: Float = Field(default=0.0, ge=0, le=MAX_UNIT_COST, description="cross-region transfer")
+    egress_gb: Float = Field(
+        default=0.0, ge=0, le=MAX_UNIT_COST, description="cross-region transfer"
+    )
 
 
 class Region(_Model):
     """One cloud region: where it is, whose law applies, and what runs there."""
 
-    cloud_region: str = Field(min_length=1, max_length=64,
-                              description="the provider's code, e.g. eu-west-1")
+    cloud_region: str = Field(
+        min_length=1, max_length=64, description="the provider's code, e.g. eu-west-1"
+    )
     jurisdiction: str
     location: Location
     api: ApiTier
@@ -279,8 +303,9 @@ class ResidencyRule(_Model):
     """
 
     jurisdiction: str
-    data_classes: list[str] = Field(default_factory=lambda: list(PERSONAL_CLASSES), min_length=1,
-                                    max_length=len(DATA_CLASSES))
+    data_classes: list[str] = Field(
+        default_factory=lambda: list(PERSONAL_CLASSES), min_length=1, max_length=len(DATA_CLASSES)
+    )
     store_in: list[str] = Field(min_length=1, max_length=MAX_REGIONS)
     process_in: list[str] | None = Field(default=None, max_length=MAX_REGIONS)
 
@@ -312,14 +337,22 @@ class Network(_Model):
     :mod:`geoshard.regions.network`).
     """
 
-    base_ms: Float = Field(default=5.0, ge=0, le=MAX_MS, description="fixed per-round-trip overhead")
-    fiber_km_per_ms: Float = Field(default=200.0, ge=1.0, le=299.792458,
-                                   description="light in fibre, ~2/3 c (at most c in vacuum)")
-    route_stretch: Float = Field(default=1.3, ge=1.0, le=10.0,
-                                 description="path length / great-circle")
+    base_ms: Float = Field(
+        default=5.0, ge=0, le=MAX_MS, description="fixed per-round-trip overhead"
+    )
+    fiber_km_per_ms: Float = Field(
+        default=200.0,
+        ge=1.0,
+        le=299.792458,
+        description="light in fibre, ~2/3 c (at most c in vacuum)",
+    )
+    route_stretch: Float = Field(
+        default=1.3, ge=1.0, le=10.0, description="path length / great-circle"
+    )
     intra_region_ms: Float = Field(default=0.5, ge=0, le=MAX_MS, description="RTT inside a region")
-    client_ms: Float = Field(default=10.0, ge=0, le=MAX_MS,
-                             description="client to its nearest region RTT")
+    client_ms: Float = Field(
+        default=10.0, ge=0, le=MAX_MS, description="client to its nearest region RTT"
+    )
     matrix: RttMatrix | None = None
 
 
@@ -329,12 +362,18 @@ class Network(_Model):
 class UserShards(_Model):
     """User-hash shards: a consistent-hash ring over every region's hot-tier nodes."""
 
-    vnodes: Int | None = Field(default=None, gt=0, le=RING_POINTS_MAX,
-                               description="points per node; None = ring default (3072)")
-    weights: dict[str, Float] = Field(default_factory=dict, max_length=MAX_HOT_NODES,
-                                      description="node name -> weight")
-    replication: Int = Field(default=2, gt=0, le=MAX_REPLICATION,
-                             description="replicas per key, primary included")
+    vnodes: Int | None = Field(
+        default=None,
+        gt=0,
+        le=RING_POINTS_MAX,
+        description="points per node; None = ring default (3072)",
+    )
+    weights: dict[str, Float] = Field(
+        default_factory=dict, max_length=MAX_HOT_NODES, description="node name -> weight"
+    )
+    replication: Int = Field(
+        default=2, gt=0, le=MAX_REPLICATION, description="replicas per key, primary included"
+    )
     allow_colocated_replicas: bool = Field(
         default=False, description="allow replication above the allowed-region count"
     )
@@ -345,11 +384,13 @@ class ItemShards(_Model):
     """Item-attribute shards: items placed by the value of one attribute."""
 
     attribute: str = Field(min_length=1, max_length=100)
-    shards: dict[str, str] = Field(default_factory=dict, max_length=MAX_ITEM_SHARDS,
-                                   description="attribute value -> shard")
+    shards: dict[str, str] = Field(
+        default_factory=dict, max_length=MAX_ITEM_SHARDS, description="attribute value -> shard"
+    )
     default_shard: str = Field(min_length=1, max_length=100)
-    replication: Int = Field(default=1, gt=0, le=MAX_REPLICATION,
-                             description="copies of each item shard per region")
+    replication: Int = Field(
+        default=1, gt=0, le=MAX_REPLICATION, description="copies of each item shard per region"
+    )
 
 
 class Shards(_Model):
@@ -396,8 +437,9 @@ class Campaign(_Model):
     start_s: Float = Field(ge=0, le=MAX_S)
     duration_s: Float = Field(gt=0, le=MAX_S)
     multiplier: Float = Field(gt=0, le=MAX_MULTIPLIER)
-    regions: list[str] | None = Field(default=None, max_length=MAX_REGIONS,
-                                      description="None = every region")
+    regions: list[str] | None = Field(
+        default=None, max_length=MAX_REGIONS, description="None = every region"
+    )
 
 
 class Zipf(_Model):
@@ -414,12 +456,14 @@ class Workload(_Model):
     items: Int = Field(gt=0, le=MAX_ID, description="item ids are 0..items-1, int64")
     users_by_jurisdiction: dict[str, Float] = Field(
         max_length=MAX_REGIONS,
-        description="share of users whose home is each jurisdiction; shares sum to 1"
+        description="share of users whose home is each jurisdiction; shares sum to 1",
     )
     peak_qps: dict[str, Annotated[Float, Field(le=MAX_QPS)]] = Field(
-        max_length=MAX_REGIONS, description="region -> peak requests per second")
-    mix: dict[str, Float] = Field(max_length=len(REQUEST_TYPES) + 8,
-                                  description="request type -> share; shares sum to 1")
+        max_length=MAX_REGIONS, description="region -> peak requests per second"
+    )
+    mix: dict[str, Float] = Field(
+        max_length=len(REQUEST_TYPES) + 8, description="request type -> share; shares sum to 1"
+    )
     zipf: Zipf = Field(default_factory=Zipf)
     items_per_recommend: Int = Field(default=20, gt=0, le=10_000)
     diurnal: list[Annotated[Float, Field(le=MAX_MULTIPLIER)]] = Field(
@@ -427,15 +471,23 @@ class Workload(_Model):
         default_factory=lambda: [1.0],
         description="rate multipliers over one simulated day, equal steps; [1.0] = flat",
     )
-    day_s: Float = Field(default=86400.0, ge=1, le=MAX_S,
-                         description="simulated seconds per diurnal cycle")
+    day_s: Float = Field(
+        default=86400.0, ge=1, le=MAX_S, description="simulated seconds per diurnal cycle"
+    )
     campaigns: list[Campaign] = Field(default_factory=list, max_length=MAX_ENTRIES)
-    value_bytes: Int = Field(default=1024, gt=0, le=MAX_VALUE_BYTES,
-                             description="mean size of a feature value (Redis: at most 512 MiB)")
+    value_bytes: Int = Field(
+        default=1024,
+        gt=0,
+        le=MAX_VALUE_BYTES,
+        description="mean size of a feature value (Redis: at most 512 MiB)",
+    )
     start_of_day_s: Float | None = Field(
-        default=None, ge=0, le=MAX_S,
+        default=None,
+        ge=0,
+        le=MAX_S,
         description="seconds into the diurnal cycle at which a simulation starts; None = the "
-        "start of the busiest diurnal step (the peak)")
+        "start of the busiest diurnal step (the peak)",
+    )
 
 
 # --------------------------------------------------------------------------- SLOs
@@ -454,7 +506,8 @@ class LatencySlo(_Model):
     accept_degraded: bool = Field(
         default=False,
         description="count a degraded (fallback) answer within p99_ms as meeting the SLO; "
-        "only recommend answers can be degraded")
+        "only recommend answers can be degraded",
+    )
 
 
 class Slo(_Model):
@@ -464,14 +517,22 @@ class Slo(_Model):
     retrieval_p99_ms: Float = Field(default=50.0, gt=0, le=MAX_MS)
     stage_budgets: dict[str, Float] = Field(
         max_length=len(STAGES) + 8,
-        default_factory=lambda: {"sourcing": 0.2, "recall": 0.4, "integrity": 0.1, "precision": 0.3},
+        default_factory=lambda: {
+            "sourcing": 0.2,
+            "recall": 0.4,
+            "integrity": 0.1,
+            "precision": 0.3,
+        },
         description="stage -> fraction of the recommend p99 budget",
     )
     attainment: Float = Field(default=0.99, gt=0, le=1, description="share of requests within SLO")
     load_ceiling: Float = Field(
-        default=0.85, gt=0, le=1,
+        default=0.85,
+        gt=0,
+        le=1,
         description="the highest offered load (busy share of a pool's servers) allowed in "
-        "any phase of a run; a pool above it fails the verdict")
+        "any phase of a run; a pool above it fails the verdict",
+    )
 
 
 # --------------------------------------------------------------------------- faults
@@ -489,8 +550,9 @@ class Fault(_Model):
     duration_s: Float = Field(gt=0, le=MAX_S)
     target: str | None = Field(default=None, max_length=200)
     between: list[str] | None = Field(default=None, max_length=2)
-    extra_ms: Float = Field(default=0.0, ge=0, le=MAX_MS,
-                            description="added latency for latency_spike")
+    extra_ms: Float = Field(
+        default=0.0, ge=0, le=MAX_MS, description="added latency for latency_spike"
+    )
 
     @model_validator(mode="after")
     def _targets(self) -> Fault:
@@ -509,6 +571,245 @@ class Faults(_Model):
 
     detection_delay_s: Float = Field(default=5.0, ge=0, le=MAX_S)
     events: list[Fault] = Field(default_factory=list, max_length=MAX_ENTRIES)
+
+
+# --------------------------------------------------------------------------- storage (deployment)
+
+#: Backend types a deployment can run, per tier: the names of ``geoshard.storage.BACKENDS``
+#: (a unit test keeps the two in step; ``memory`` is in-process only, so no deployment).
+STORAGE_TYPES: dict[str, tuple[str, ...]] = {
+    "hot": ("redis_cluster", "redis"),
+    "vector": ("milvus",),
+    "cold": ("parquet",),
+    "catalog": ("sql",),
+}
+
+
+#: Servers of one Redis Cluster: the cluster's documented ceiling (``cluster-node-timeout``
+#: gossip grows with the node count; redis.io gives 1000 nodes as the design limit).
+MAX_CLUSTER_NODES = 1000
+#: Processes ``geoshard up`` starts of one kind per region on one machine (API workers).
+MAX_LOCAL_PROCESSES = 256
+#: Entries of a backend's free-form parameters (index and search parameters).
+MAX_BACKEND_PARAMS = 32
+#: Shortest period of a deployment's background loops, seconds: a shorter one only spins.
+MIN_PERIOD_S = 0.01
+
+#: a backend parameter: a YAML number or a short word (an index parameter such as ``ef``)
+BackendParam = Annotated[int | float | str, Field(union_mode="left_to_right")]
+
+
+def _params(**kw: int | float | str) -> dict[str, int | float | str]:
+    return dict(kw)
+
+
+class HotStorage(_Model):
+    """The hot tier of a deployment: one Redis Cluster per region (or one standalone Redis
+    with replicas), append-only file on, writes acknowledged after ``WAIT``."""
+
+    type: Literal["redis_cluster", "redis"] = Field(
+        default="redis_cluster", description="backend type (geoshard.storage.BACKENDS, tier hot)"
+    )
+    primaries: Int = Field(
+        default=3,
+        gt=0,
+        le=MAX_CLUSTER_NODES,
+        description="primaries per region (a cluster needs >= 3)",
+    )
+    replicas_per_primary: Int = Field(
+        default=1, ge=0, le=MAX_REPLICATION, description="replicas of each primary"
+    )
+    node_timeout_ms: Int = Field(default=2000, gt=0, le=MAX_MS, description="cluster-node-timeout")
+    appendonly: bool = Field(default=True, description="append-only file (AOF) on every node")
+    appendfsync: Literal["always", "everysec", "no"] = "everysec"
+    durable_writes: bool = Field(default=True, description="acknowledge a write after WAIT")
+    wait_replicas: Int = Field(
+        default=1, ge=0, le=MAX_REPLICATION, description="replicas WAIT must hear from"
+    )
+    wait_timeout_ms: Int = Field(default=500, gt=0, le=MAX_MS, description="WAIT timeout")
+    socket_timeout_s: Float = Field(
+        default=1.0, gt=0, le=MAX_S, description="per-command socket timeout"
+    )
+    retry_budget_s: Float = Field(
+        default=5.0, gt=0, le=MAX_S, description="seconds per operation, retries included"
+    )
+
+
+class VectorStorage(_Model):
+    """The warm tier: Milvus, one collection per region."""
+
+    type: Literal["milvus"] = Field(default="milvus", description="backend type (tier vector)")
+    uri: str = Field(
+        default="",
+        max_length=2048,
+        description="'' = a Milvus Lite server per region, started by `geoshard up` in the "
+        "state dir; 'http://host:port' = an existing Milvus server",
+    )
+    dim: Int = Field(
+        default=64, gt=0, le=32_768, description="embedding dimension (Milvus allows at most 32768)"
+    )
+    metric: Literal["COSINE", "L2", "IP"] = "COSINE"
+    index_type: str = Field(
+        default="HNSW",
+        min_length=1,
+        max_length=64,
+        description="vector index (FLAT, HNSW, IVF_FLAT, ...)",
+    )
+    index_params: dict[str, BackendParam] = Field(
+        default_factory=lambda: _params(M=16, efConstruction=200), max_length=MAX_BACKEND_PARAMS
+    )
+    search_params: dict[str, BackendParam] = Field(
+        default_factory=lambda: _params(ef=128), max_length=MAX_BACKEND_PARAMS
+    )
+
+    @field_validator("index_params", "search_params", mode="before")
+    @classmethod
+    def _no_booleans(cls, v: Any) -> Any:
+        # before validation: the int branch of the union would read true as 1
+        for name, value in v.items() if isinstance(v, dict) else ():
+            if isinstance(value, bool):
+                raise ValueError(
+                    f"{name}: {str(value).lower()} is not a parameter value; write "
+                    "a number or a word"
+                )
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{name}: must be a finite number (got {value})")
+            if isinstance(value, str) and len(value) > 256:
+                raise ValueError(f"{name}: a text value of {len(value)} characters; at most 256")
+        return v
+
+
+class ColdStorage(_Model):
+    """The cold tier: Parquet files."""
+
+    type: Literal["parquet"] = Field(default="parquet", description="backend type (tier cold)")
+    root: str = Field(
+        default="",
+        max_length=4096,
+        description="'' = <state dir>/regions/<region>/cold; else a path or URI (s3://...), "
+        "where '{region}' is replaced by the region's name",
+    )
+    shards: Int = Field(default=16, gt=0, le=4096, description="hash buckets per data class")
+    compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
+    fsync: bool = True
+
+
+class CatalogStorage(_Model):
+    """The catalog: one SQL database for the whole deployment."""
+
+    type: Literal["sql"] = Field(default="sql", description="backend type (tier catalog)")
+    url: str = Field(
+        default="",
+        max_length=2048,
+        description="'' = sqlite:///<state dir>/catalog.db; or postgresql+psycopg2://user@host:port/db",
+    )
+
+
+class CacheServers(_Model):
+    """The Redis servers behind the shared cache levels (``caches.l2``, ``caches.regional``):
+    one per level and region, LRU-evicting at ``maxmemory``."""
+
+    bytes_per_item: Int = Field(
+        default=2048,
+        gt=0,
+        le=MAX_VALUE_BYTES,
+        description="memory budget per cached item (value + key + Redis overhead); "
+        "maxmemory = capacity_items x this",
+    )
+
+
+class CrossRegionReplication(_Model):
+    """How writes reach a key's other replica regions (through the fault proxy)."""
+
+    sync_classes: list[str] = Field(
+        default_factory=list,
+        max_length=len(DATA_CLASSES),
+        description="personal data classes whose writes are acknowledged only after every "
+        "reachable replica region applied them; the others replicate asynchronously",
+    )
+
+
+class Storage(_Model):
+    """Which backend serves each tier in a deployment (``geoshard up``), and its settings.
+
+    Every tier names a backend ``type`` of the registry; the defaults run everything on
+    loopback, so a spec needs no ``storage:`` section to be deployed locally.
+    """
+
+    hot: HotStorage = Field(default_factory=HotStorage)
+    vector: VectorStorage = Field(default_factory=VectorStorage)
+    cold: ColdStorage = Field(default_factory=ColdStorage)
+    catalog: CatalogStorage = Field(default_factory=CatalogStorage)
+    cache_servers: CacheServers = Field(default_factory=CacheServers)
+    replication: CrossRegionReplication = Field(default_factory=CrossRegionReplication)
+
+
+class IngestSettings(_Model):
+    """The ingestion buffer of each API process."""
+
+    buffer_items: Int = Field(
+        default=1024,
+        gt=0,
+        le=1_000_000,
+        description="interactions one process holds before answering 429 "
+        "(at most 1,000,000: a few hundred MB per process)",
+    )
+    max_batch: Int = Field(
+        default=256, gt=0, le=100_000, description="interactions per POST /v1/interactions"
+    )
+    flush_batch: Int = Field(
+        default=256, gt=0, le=100_000, description="interactions per stream write"
+    )
+    retry_after_s: Float = Field(default=1.0, gt=0, le=MAX_S, description="Retry-After of a 429")
+    drain_interval_s: Float = Field(
+        default=0.5,
+        ge=MIN_PERIOD_S,
+        le=MAX_S,
+        description="how often the worker drains the stream to Parquet",
+    )
+
+
+class TieringSettings(_Model):
+    """Background hot -> cold demotion (the storage tiering policy)."""
+
+    max_idle_s: Float = Field(
+        default=3600.0, gt=0, le=MAX_S, description="a hot key idle this long is demoted"
+    )
+    sweep_interval_s: Float = Field(
+        default=30.0, ge=MIN_PERIOD_S, le=MAX_S, description="seconds between sweeps"
+    )
+    hot_ttl_s: Float | None = Field(
+        default=86_400.0, gt=0, le=MAX_S, description="TTL of a promoted copy"
+    )
+    batch_size: Int = Field(default=500, gt=0, le=100_000)
+
+
+class Deploy(_Model):
+    """How `geoshard up` runs the topology on one machine."""
+
+    api_workers: Int | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_LOCAL_PROCESSES,
+        description="uvicorn --workers per region; None = regions.<r>.api.workers",
+    )
+    startup_timeout_s: Float = Field(default=180.0, gt=0, le=MAX_S, description="bound on `up`")
+    health_interval_s: Float = Field(
+        default=0.5, ge=MIN_PERIOD_S, le=MAX_S, description="health probe period"
+    )
+    max_body_bytes: Int = Field(
+        default=1 << 20, gt=0, le=MAX_VALUE_BYTES, description="largest request body"
+    )
+    scorer: Literal["dot_recency"] = Field(
+        default="dot_recency", description="the precision stage's scorer"
+    )
+    recall: Literal["index", "milvus"] = Field(
+        default="index",
+        description="'index': nearest neighbours over an in-process snapshot of each item "
+        "shard exported from Milvus; 'milvus': a Milvus search per shard and request",
+    )
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    tiering: TieringSettings = Field(default_factory=TieringSettings)
 
 
 # --------------------------------------------------------------------------- the spec
@@ -534,6 +835,8 @@ class Spec(_Model):
     workload: Workload
     slo: Slo
     faults: Faults = Field(default_factory=Faults)
+    storage: Storage = Field(default_factory=Storage)
+    deploy: Deploy = Field(default_factory=Deploy)
 
     @field_validator("jurisdictions", "regions")
     @classmethod
@@ -591,17 +894,21 @@ def _size_problems(s: Spec) -> Iterator[str]:
     """Problems of size: checked first, since the other checks enumerate hot nodes."""
     nodes = sum(reg.hot.nodes for reg in s.regions.values())
     if nodes > MAX_HOT_NODES:
-        yield (f"@regions: {nodes} hot nodes in all regions; at most {MAX_HOT_NODES} (each is a "
-               "ring node, a simulator queue and a Redis primary): lower regions.*.hot.nodes")
+        yield (
+            f"@regions: {nodes} hot nodes in all regions; at most {MAX_HOT_NODES} (each is a "
+            "ring node, a simulator queue and a Redis primary): lower regions.*.hot.nodes"
+        )
         return
     points = ring_points(s)
     if points > RING_POINTS_MAX:
         vnodes = s.shards.users.vnodes or DEFAULT_RING_VNODES
         weight = points / vnodes  # the ring's total weight, in nodes of weight 1
         fit = max(1, math.floor(RING_POINTS_MAX / max(weight, 1.0)))
-        yield (f"@shards.users: the user ring would hold {points} points (hot nodes x vnodes x "
-               f"weight = {weight:g} x {vnodes}); at most {RING_POINTS_MAX} (about 140 bytes "
-               f"each): set shards.users.vnodes to {fit} or less, or use fewer hot nodes")
+        yield (
+            f"@shards.users: the user ring would hold {points} points (hot nodes x vnodes x "
+            f"weight = {weight:g} x {vnodes}); at most {RING_POINTS_MAX} (about 140 bytes "
+            f"each): set shards.users.vnodes to {fit} or less, or use fewer hot nodes"
+        )
 
 
 def _cross_problems(s: Spec) -> Iterator[str]:
@@ -613,15 +920,19 @@ def _cross_problems(s: Spec) -> Iterator[str]:
     regions, jur = s.regions, s.jurisdictions
     for name, reg in regions.items():
         if reg.jurisdiction not in jur:
-            yield f"@regions.{name}.jurisdiction: " + _unknown("jurisdiction", reg.jurisdiction, jur)
+            yield f"@regions.{name}.jurisdiction: " + _unknown(
+                "jurisdiction", reg.jurisdiction, jur
+            )
     for j in jur:
         if not s.jurisdiction_regions(j):
             yield f"@jurisdictions.{j}: jurisdiction '{j}' has no region; add a region with jurisdiction: {j} or remove it"
     codes: dict[str, str] = {}
     for name, reg in regions.items():
         if reg.cloud_region in codes:
-            yield (f"@regions.{name}.cloud_region: '{reg.cloud_region}' is used by region "
-                   f"'{codes[reg.cloud_region]}' too; give each region its own cloud region")
+            yield (
+                f"@regions.{name}.cloud_region: '{reg.cloud_region}' is used by region "
+                f"'{codes[reg.cloud_region]}' too; give each region its own cloud region"
+            )
         codes[reg.cloud_region] = name
 
     # residency rules
@@ -633,8 +944,10 @@ def _cross_problems(s: Spec) -> Iterator[str]:
             if dc not in DATA_CLASSES:
                 yield f"@{p}.data_classes[{k}]: " + _unknown("data class", dc, list(DATA_CLASSES))
             elif dc in NON_PERSONAL_CLASSES:
-                yield (f"@{p}.data_classes[{k}]: '{dc}' is not personal data, so residency rules do "
-                       f"not apply to it; remove it (personal classes: {', '.join(PERSONAL_CLASSES)})")
+                yield (
+                    f"@{p}.data_classes[{k}]: '{dc}' is not personal data, so residency rules do "
+                    f"not apply to it; remove it (personal classes: {', '.join(PERSONAL_CLASSES)})"
+                )
         for field in ("store_in", "process_in"):
             for k, r in enumerate(getattr(rule, field) or []):
                 if r not in regions:
@@ -660,8 +973,10 @@ def _cross_problems(s: Spec) -> Iterator[str]:
                     if not math.isfinite(v) or v < 0:
                         yield f"@network.matrix.ms[{a}][{b}]: RTT must be a finite number >= 0 (got {v})"
                     elif a < b and abs(v - m.ms[b][a]) > 1e-9:
-                        yield (f"@network.matrix.ms[{a}][{b}]: the matrix must be symmetric "
-                               f"({v} vs ms[{b}][{a}]={m.ms[b][a]})")
+                        yield (
+                            f"@network.matrix.ms[{a}][{b}]: the matrix must be symmetric "
+                            f"({v} vs ms[{b}][{a}]={m.ms[b][a]})"
+                        )
 
     # shards
     nodes = s.hot_nodes()
@@ -669,8 +984,9 @@ def _cross_problems(s: Spec) -> Iterator[str]:
         if node not in nodes:
             yield f"@shards.users.weights.{node}: " + _unknown("hot node", node, nodes)
         elif not (weight > 0 and math.isfinite(weight)):
-            yield (f"@shards.users.weights.{node}: weight must be a finite number > 0 "
-                   f"(got {weight})")
+            yield (
+                f"@shards.users.weights.{node}: weight must be a finite number > 0 (got {weight})"
+            )
     rf = s.shards.users.replication
     for j in jur:
         for dc in PERSONAL_CLASSES:
@@ -678,14 +994,18 @@ def _cross_problems(s: Spec) -> Iterator[str]:
             if not allowed:
                 continue
             if not s.shards.users.allow_colocated_replicas and rf > len(allowed):
-                yield (f"@shards.users.replication: replication {rf} is above the {len(allowed)} "
-                       f"region(s) where '{j}' {dc} may live ({', '.join(allowed)}); lower it "
-                       f"or set allow_colocated_replicas: true")
+                yield (
+                    f"@shards.users.replication: replication {rf} is above the {len(allowed)} "
+                    f"region(s) where '{j}' {dc} may live ({', '.join(allowed)}); lower it "
+                    f"or set allow_colocated_replicas: true"
+                )
                 break
             n_nodes = sum(regions[r].hot.nodes for r in allowed)
             if rf > n_nodes:
-                yield (f"@shards.users.replication: replication {rf} is above the {n_nodes} hot "
-                       f"node(s) allowed for '{j}' {dc}; lower it or add nodes")
+                yield (
+                    f"@shards.users.replication: replication {rf} is above the {n_nodes} hot "
+                    f"node(s) allowed for '{j}' {dc}; lower it or add nodes"
+                )
                 break
 
     # workload
@@ -727,11 +1047,15 @@ def _cross_problems(s: Spec) -> Iterator[str]:
         if lat.p50_ms > lat.p99_ms:
             yield f"@slo.latency.{t}: p50_ms ({lat.p50_ms}) must not exceed p99_ms ({lat.p99_ms})"
         if lat.accept_degraded and t != "recommend":
-            yield (f"@slo.latency.{t}.accept_degraded: only recommend answers can be degraded "
-                   f"({t} never is); remove it")
+            yield (
+                f"@slo.latency.{t}.accept_degraded: only recommend answers can be degraded "
+                f"({t} never is); remove it"
+            )
     if w.start_of_day_s is not None and w.start_of_day_s >= w.day_s:
-        yield (f"@workload.start_of_day_s: must be below day_s ({w.day_s:g}) (got "
-               f"{w.start_of_day_s:g}); give the time of day in seconds")
+        yield (
+            f"@workload.start_of_day_s: must be below day_s ({w.day_s:g}) (got "
+            f"{w.start_of_day_s:g}); give the time of day in seconds"
+        )
     for st, frac in s.slo.stage_budgets.items():
         if st not in STAGES:
             yield f"@slo.stage_budgets.{st}: " + _unknown("stage", st, list(STAGES))
@@ -751,6 +1075,57 @@ def _cross_problems(s: Spec) -> Iterator[str]:
         for k, r in enumerate(f.between or []):
             if r not in regions:
                 yield f"@{p}.between[{k}]: " + _unknown("region", r, regions)
+
+    # storage (deployment)
+    hot = s.storage.hot
+    if hot.type == "redis_cluster" and hot.primaries < 3:
+        yield (
+            f"@storage.hot.primaries: a Redis Cluster needs at least 3 primaries (got "
+            f"{hot.primaries}); raise it or use type: redis"
+        )
+    servers = hot.primaries * (1 + hot.replicas_per_primary)
+    if servers > MAX_CLUSTER_NODES:
+        yield (
+            f"@storage.hot.primaries: {hot.primaries} primaries x (1 + "
+            f"{hot.replicas_per_primary} replicas) = {servers} Redis servers per region; at "
+            f"most {MAX_CLUSTER_NODES} (Redis Cluster's design limit): lower primaries or "
+            "replicas_per_primary"
+        )
+    if hot.type == "redis" and hot.primaries != 1:
+        yield (
+            f"@storage.hot.primaries: a standalone Redis has one primary (got "
+            f"{hot.primaries}); set primaries: 1 or use type: redis_cluster"
+        )
+    if hot.durable_writes and hot.wait_replicas > hot.replicas_per_primary:
+        yield (
+            f"@storage.hot.wait_replicas: WAIT for {hot.wait_replicas} replica(s) with "
+            f"{hot.replicas_per_primary} per primary would fail every write; lower it "
+            f"or add replicas"
+        )
+    uri = s.storage.vector.uri
+    if uri and not uri.startswith(("http://", "https://", "tcp://", "grpc://")):
+        yield (
+            f"@storage.vector.uri: '{uri}' is not a Milvus server URI; leave it empty "
+            f"(Milvus Lite started by geoshard up) or give http://host:port"
+        )
+    url = s.storage.catalog.url
+    if url and not url.startswith(("sqlite:///", "postgresql")):
+        yield (
+            f"@storage.catalog.url: '{url}' is not a SQL catalog URL; use "
+            f"sqlite:///path.db or postgresql+psycopg2://user@host:port/db"
+        )
+    for k, dc in enumerate(s.storage.replication.sync_classes):
+        if dc not in PERSONAL_CLASSES:
+            yield (
+                f"@storage.replication.sync_classes[{k}]: "
+                + _unknown("personal data class", dc, list(PERSONAL_CLASSES))
+            )
+    ing = s.deploy.ingest
+    if ing.max_batch > ing.buffer_items:
+        yield (
+            f"@deploy.ingest.max_batch: a batch of {ing.max_batch} can never fit a buffer "
+            f"of {ing.buffer_items}; lower max_batch or raise buffer_items"
+        )
 
 
 def _personal_store_regions(s: Spec, jurisdiction: str, data_class: str) -> list[str]:
@@ -781,7 +1156,7 @@ def _compose(text: str) -> yaml.Node | None:
     try:
         fast = _FastLoader(text)
         try:
-            return fast.get_single_node()  # type: ignore[no-any-return]
+            return fast.get_single_node()
         finally:
             fast.dispose()
     except yaml.YAMLError:
@@ -818,13 +1193,16 @@ def _check_graph(root: yaml.Node, source: str) -> None:
                 raise SpecError(
                     f"{source}:{node.start_mark.line + 1}: the document expands to more than "
                     f"{MAX_YAML_NODES} values through YAML aliases (*name repeats &name); "
-                    "write the values out or use fewer aliases")
+                    "write the values out or use fewer aliases"
+                )
             continue
         if key in size:
             continue
         if key in active:
-            raise SpecError(f"{source}:{node.start_mark.line + 1}: a YAML alias refers to a "
-                            "value that contains it (a cycle); remove the alias")
+            raise SpecError(
+                f"{source}:{node.start_mark.line + 1}: a YAML alias refers to a "
+                "value that contains it (a cycle); remove the alias"
+            )
         active.add(key)
         stack.append((node, True))
         stack.extend((c, False) for c in children if id(c) not in size)
@@ -839,8 +1217,10 @@ def _compose_lines(root: yaml.Node | None, source: str) -> dict[tuple[str | int,
     while stack:
         node, path = stack.pop()
         if len(path) > MAX_YAML_DEPTH:
-            raise SpecError(f"{source}:{node.start_mark.line + 1}: {_fmt_path(path)}: nested "
-                            f"more than {MAX_YAML_DEPTH} levels deep; a spec nests about 7")
+            raise SpecError(
+                f"{source}:{node.start_mark.line + 1}: {_fmt_path(path)}: nested "
+                f"more than {MAX_YAML_DEPTH} levels deep; a spec nests about 7"
+            )
         lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
             first: dict[str, int] = {}
@@ -852,17 +1232,20 @@ def _compose_lines(root: yaml.Node | None, source: str) -> dict[tuple[str | int,
                 line = k.start_mark.line + 1
                 if key in first:
                     raise SpecError(
-                        f"{source}:{line}: {_fmt_path(path + (key,))}: duplicate key '{key}' "
-                        f"(first at line {first[key]}); keep one of them")
+                        f"{source}:{line}: {_fmt_path((*path, key))}: duplicate key '{key}' "
+                        f"(first at line {first[key]}); keep one of them"
+                    )
                 first[key] = line
-                lines[path + (key,)] = line
-                stack.append((v, path + (key,)))
+                lines[(*path, key)] = line
+                stack.append((v, (*path, key)))
         elif isinstance(node, yaml.SequenceNode):
-            stack.extend((v, path + (i,)) for i, v in enumerate(node.value))
+            stack.extend((v, (*path, i)) for i, v in enumerate(node.value))
     return lines
 
 
-def _line_for(lines: Mapping[tuple[str | int, ...], int], path: tuple[str | int, ...]) -> int | None:
+def _line_for(
+    lines: Mapping[tuple[str | int, ...], int], path: tuple[str | int, ...]
+) -> int | None:
     for cut in range(len(path), -1, -1):
         if path[:cut] in lines:
             return lines[path[:cut]]
@@ -928,8 +1311,9 @@ def _suggest_key(path: tuple[str | int, ...]) -> str:
     return hint or f"; valid keys here: {', '.join(fields)}"
 
 
-def _problems_from(err: ValidationError, lines: Mapping[tuple[str | int, ...], int],
-                   source: str) -> list[str]:
+def _problems_from(
+    err: ValidationError, lines: Mapping[tuple[str | int, ...], int], source: str
+) -> list[str]:
     out: list[str] = []
     for e in err.errors(include_url=False):
         loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x in _DISCRIMINATOR_TAGS))
@@ -1024,11 +1408,14 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
         problem = getattr(exc, "problem", None) or str(exc)
         raise SpecError(f"{where}: the file is not valid YAML: {problem}; fix the syntax") from None
     except RecursionError:
-        raise SpecError(f"{source}: the YAML nests too deeply to read; a spec nests about 7 "
-                        "levels") from None
+        raise SpecError(
+            f"{source}: the YAML nests too deeply to read; a spec nests about 7 levels"
+        ) from None
     if not isinstance(data, dict):
-        raise SpecError(f"{source}:1: the spec must be a YAML mapping with keys such as "
-                        f"'name', 'regions', 'jurisdictions' (got {type(data).__name__})")
+        raise SpecError(
+            f"{source}:1: the spec must be a YAML mapping with keys such as "
+            f"'name', 'regions', 'jurisdictions' (got {type(data).__name__})"
+        )
     try:
         return Spec.model_validate(data)
     except ValidationError as exc:
@@ -1051,27 +1438,39 @@ def load_spec(path: str | Path) -> Spec:
     p = Path(path)
     try:
         if p.is_dir():
-            raise SpecError(f"{p}: is a directory, not a spec file; give a YAML file such as "
-                            "examples/local.yaml")
+            raise SpecError(
+                f"{p}: is a directory, not a spec file; give a YAML file such as "
+                "examples/local.yaml"
+            )
         with p.open("rb") as fh:
             raw = fh.read(MAX_SPEC_BYTES + 1)
     except FileNotFoundError:
-        raise SpecError(f"{p}: no such spec file; check the path (examples/ has local.yaml and global.yaml)") from None
+        raise SpecError(
+            f"{p}: no such spec file; check the path (examples/ has local.yaml and global.yaml)"
+        ) from None
     except PermissionError:
-        raise SpecError(f"{p}: cannot read the spec: permission denied; make it readable "
-                        "(chmod u+r) or run as its owner") from None
+        raise SpecError(
+            f"{p}: cannot read the spec: permission denied; make it readable "
+            "(chmod u+r) or run as its owner"
+        ) from None
     except OSError as exc:
-        raise SpecError(f"{p}: cannot read the spec: {exc.strerror or exc}; check the path") from None
+        raise SpecError(
+            f"{p}: cannot read the spec: {exc.strerror or exc}; check the path"
+        ) from None
     if len(raw) > MAX_SPEC_BYTES:
-        raise SpecError(f"{p}: the spec is larger than {MAX_SPEC_BYTES} bytes (1 MiB); a spec "
-                        "is a few KiB: check that this is the right file")
+        raise SpecError(
+            f"{p}: the spec is larger than {MAX_SPEC_BYTES} bytes (1 MiB); a spec "
+            "is a few KiB: check that this is the right file"
+        )
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise SpecError(f"{p}:{line}: the spec is not UTF-8 text (byte 0x{raw[exc.start]:02x} at "
-                        f"line {line}, column {col}); save the file as UTF-8") from None
+        raise SpecError(
+            f"{p}:{line}: the spec is not UTF-8 text (byte 0x{raw[exc.start]:02x} at "
+            f"line {line}, column {col}); save the file as UTF-8"
+        ) from None
     return parse_spec(text, str(p))
 
 

@@ -73,8 +73,10 @@ class Placement:
             tuple[frozenset[str], frozenset[str], int], dict[int, tuple[str, ...]]
         ] = {}
         # (allowed, down, r) -> (ring point -> code, code -> replicas, replicas -> code)
-        self._codes: dict[tuple[frozenset[str], frozenset[str], int],
-                          tuple[np.ndarray, list[tuple[str, ...]], dict[tuple[str, ...], int]]] = {}
+        self._codes: dict[
+            tuple[frozenset[str], frozenset[str], int],
+            tuple[np.ndarray, list[tuple[str, ...]], dict[tuple[str, ...], int]],
+        ] = {}
 
     @property
     def ring(self) -> HashRing:
@@ -319,9 +321,13 @@ class Placement:
             out.append(hit)
         return out
 
-    def replica_codes(self, keys: np.ndarray | list[int], r: int,
-                      allowed_regions: Collection[str], down: Collection[str] = frozenset(),
-                      ) -> tuple[np.ndarray, list[tuple[str, ...]]]:
+    def replica_codes(
+        self,
+        keys: np.ndarray | list[int],
+        r: int,
+        allowed_regions: Collection[str],
+        down: Collection[str] = frozenset(),
+    ) -> tuple[np.ndarray, list[tuple[str, ...]]]:
         """:meth:`replicas_batch` as integer codes: ``(codes, sets)`` with
         ``sets[codes[i]] == tuple(replicas(keys[i], ...))``.
 
@@ -344,7 +350,11 @@ class Placement:
         table = self._tables[tk]
         entry = self._codes.get(tk)
         if entry is None:
-            entry = self._codes[tk] = (np.full(self._ring.point_count, -1, dtype=np.int64), [], {})
+            entry = self._codes[tk] = self._all_codes(allowed, dead, r) or (
+                np.full(self._ring.point_count, -1, dtype=np.int64),
+                [],
+                {},
+            )
         code_of, sets, index = entry
         pos = self._ring.positions_of_hashes(hash_keys(arr))
         codes = code_of[pos]
@@ -359,6 +369,50 @@ class Placement:
                 code_of[p] = c
             codes = code_of[pos]
         return codes, sets
+
+    def _all_codes(
+        self,
+        allowed: frozenset[str],
+        dead: frozenset[str],
+        r: int,
+    ) -> tuple[np.ndarray, list[tuple[str, ...]], dict[tuple[str, ...], int]] | None:
+        """Every ring point's replica set at once, vectorised, when the rule is simple:
+        ``r`` is 1, or 2 with at least two live allowed regions (the first eligible node,
+        then the next one of another region). ``None`` otherwise (the walk decides, point
+        by point). ``tests/unit/test_placement.py`` checks it against the walk."""
+        live = self._live_regions(allowed, dead)
+        if r not in (1, 2) or live < r:
+            return None
+        ring = self._ring
+        names = ring.nodes
+        region_idx = {reg: i for i, reg in enumerate(sorted(set(self._node_region.values())))}
+        node_ok = np.array([self._node_region[n] in allowed and n not in dead for n in names])
+        node_reg = np.array([region_idx[self._node_region[n]] for n in names], dtype=np.int64)
+        owner = ring.point_nodes
+        elig = np.flatnonzero(node_ok[owner])  # eligible ring points, in ring order
+        m = len(elig)
+        n_pts = ring.point_count
+        # for every point, the first eligible point at or after it (circularly)
+        first = np.searchsorted(elig, np.arange(n_pts), side="left")
+        first[first == m] = 0
+        a_node = owner[elig[first]]
+        if r == 1:
+            pairs = a_node[:, None]
+        else:
+            reg = node_reg[owner[elig]]
+            reg2 = np.concatenate([reg, reg])
+            change = np.flatnonzero(reg2[:-1] != reg2[1:])  # k: run ends at k
+            # the first index after i where the region differs: end of i's run + 1
+            nxt = np.searchsorted(change, np.arange(m), side="left")
+            other = (change[nxt] + 1) % m
+            pairs = np.stack([a_node, owner[elig[other[first]]]], axis=1)
+        width = len(names)
+        flat = pairs[:, 0] if r == 1 else pairs[:, 0] * width + pairs[:, 1]
+        uniq, codes = np.unique(flat, return_inverse=True)
+        rows = uniq[:, None] if r == 1 else np.stack([uniq // width, uniq % width], axis=1)
+        sets = [tuple(names[i] for i in row) for row in rows.tolist()]
+        index = {t: c for c, t in enumerate(sets)}
+        return codes.reshape(-1).astype(np.int64), sets, index
 
     def failover_order(
         self,

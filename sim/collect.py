@@ -12,6 +12,8 @@ per-second time series, which covers the whole run.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,10 +24,17 @@ from geoshard.spec import REQUEST_TYPES, STAGES
 from .metrics import LogHistogram, bin_into, buckets
 from .pools import Pool
 
-__all__ = ["CACHE_LEVELS", "Collector", "Counters", "PoolStats", "SimResults", "merge_results"]
+__all__ = [
+    "CACHE_LEVELS",
+    "Collector",
+    "Counters",
+    "PoolStats",
+    "SimResults",
+    "merge_results",
+    "shift_results",
+]
 
 CACHE_LEVELS: tuple[str, ...] = ("l1", "l2", "regional")
-_FLUSH_AT = 1 << 16
 
 
 @dataclass
@@ -42,8 +51,14 @@ class Counters:
 
     def add(self, other: Counters) -> None:
         """Add another part's counts."""
-        for k in ("degraded", "failed", "shed", "spilled", "stale_route_errors",
-                  "no_allowed_region"):
+        for k in (
+            "degraded",
+            "failed",
+            "shed",
+            "spilled",
+            "stale_route_errors",
+            "no_allowed_region",
+        ):
             setattr(self, k, getattr(self, k) + getattr(other, k))
         for s, n in other.degraded_by_stage.items():
             self.degraded_by_stage[s] = self.degraded_by_stage.get(s, 0) + n
@@ -72,9 +87,21 @@ class PoolStats:
     def of(cls, pool: Pool) -> PoolStats:
         """Snapshot a finished pool."""
         pool.flush_waits()
-        return cls(pool.name, pool.region, pool.kind, pool.capacity, pool.grants, pool.busy_ms,
-                   pool.demand_ms, list(pool.demand_by_second), list(pool.joins_by_second),
-                   pool.wait_ms, pool.waits, pool.zero_waits, pool.max_queue)
+        return cls(
+            pool.name,
+            pool.region,
+            pool.kind,
+            pool.capacity,
+            pool.grants,
+            pool.busy_ms,
+            pool.demand_ms,
+            list(pool.demand_by_second),
+            list(pool.joins_by_second),
+            pool.wait_ms,
+            pool.waits,
+            pool.zero_waits,
+            pool.max_queue,
+        )
 
     def wait_quantile(self, q: float) -> float:
         """The ``q`` quantile of the queueing delay (zeros included), ms."""
@@ -85,6 +112,69 @@ class PoolStats:
         if rank <= self.zero_waits:
             return 0.0
         return self.waits.quantile((rank - self.zero_waits) / self.waits.count)
+
+    def merge(self, other: PoolStats) -> None:
+        """Add what the same pool measured in another time segment of the run (the
+        per-second series are aligned on the run's seconds, see :func:`shift_results`)."""
+        self.requests += other.requests
+        self.busy_ms += other.busy_ms
+        self.demand_ms += other.demand_ms
+        self.demand_by_second = _add_lists(self.demand_by_second, other.demand_by_second)
+        self.joins_by_second = _add_lists(self.joins_by_second, other.joins_by_second)
+        self.wait_ms += other.wait_ms
+        self.waits.merge(other.waits)
+        self.zero_waits += other.zero_waits
+        self.max_queue = max(self.max_queue, other.max_queue)
+
+
+def _add_lists(a: list[Any], b: list[Any]) -> list[Any]:
+    if len(a) < len(b):
+        a, b = b, a
+    out = list(a)
+    for i, v in enumerate(b):
+        out[i] += v
+    return out
+
+
+def _placed(values: list[Any], offset: int, keep_from: int, n: int, zero: Any) -> list[Any]:
+    """A per-second series of a segment placed on the run's ``n`` seconds: local second
+    ``i >= keep_from`` goes to ``i + offset``."""
+    out = [zero() for _ in range(n)] if callable(zero) else [zero] * n
+    for i in range(keep_from, len(values)):
+        if 0 <= i + offset < n:
+            out[i + offset] = values[i]
+    return out
+
+
+def shift_results(
+    res: SimResults, offset_s: int, keep_from_s: int, seconds: int, pool_seconds: int
+) -> SimResults:
+    """The results of a time segment on the run's clock, ready for :func:`merge_results`.
+
+    The segment's local second ``i`` is the run's second ``i + offset_s``. Its per-second
+    arrival series keep the seconds from ``keep_from_s`` (the lead-in before is not
+    measured, and the previous segment covers it); a pool's per-second demand keeps
+    every second, for the joins of measured requests only are binned. ``seconds`` and
+    ``pool_seconds`` are the lengths of the run's series.
+    """
+    out = copy.copy(res)
+    out.seconds = seconds
+    out.ts_requests = _placed(res.ts_requests, offset_s, keep_from_s, seconds, 0)
+    out.ts_errors = _placed(res.ts_errors, offset_s, keep_from_s, seconds, 0)
+    out.ts_lookups = _placed(res.ts_lookups, offset_s, keep_from_s, seconds, 0)
+    out.ts_hits = _placed(res.ts_hits, offset_s, keep_from_s, seconds, 0)
+    out.ts_hist = {
+        t: _placed(hs, offset_s, keep_from_s, seconds, LogHistogram)
+        for t, hs in res.ts_hist.items()
+    }
+    out.pools = {}
+    for name, ps in res.pools.items():
+        out.pools[name] = dataclasses.replace(
+            ps,
+            demand_by_second=_placed(ps.demand_by_second, offset_s, 0, pool_seconds, 0.0),
+            joins_by_second=_placed(ps.joins_by_second, offset_s, 0, pool_seconds, 0),
+        )
+    return out
 
 
 @dataclass
@@ -143,8 +233,9 @@ def _add_into(a: dict[Any, int], b: dict[Any, int]) -> None:
 def merge_results(parts: list[SimResults]) -> SimResults:
     """One :class:`SimResults` from the results of independent parts of a topology.
 
-    The parts share the client-region order and the number of seconds; pools and
-    regions are disjoint, counts add up, histograms merge.
+    The parts share the client-region order and the number of seconds; counts add up,
+    histograms merge, and the same pool from several time segments of a run
+    (:func:`shift_results`) merges into one.
     """
     out = SimResults(list(parts[0].regions), parts[0].seconds)
     n = out.seconds
@@ -165,7 +256,11 @@ def merge_results(parts: list[SimResults]) -> SimResults:
         for t, hs in p.ts_hist.items():
             for i, h in enumerate(hs):
                 out.ts_hist[t][i].merge(h)
-        out.pools.update(p.pools)
+        for name, ps in p.pools.items():
+            if name in out.pools:
+                out.pools[name].merge(ps)
+            else:
+                out.pools[name] = dataclasses.replace(ps, waits=ps.waits.copy())
         _add_into(out.cache_hits, p.cache_hits)
         _add_into(out.cache_misses, p.cache_misses)
         out.counts.add(p.counts)
@@ -192,8 +287,14 @@ class Collector:
         accept_degraded: per request type, whether a degraded answer may count as within.
     """
 
-    def __init__(self, regions: list[str], duration_s: float, warm_ms: float,
-                 p99_ms: list[float], accept_degraded: list[bool]) -> None:
+    def __init__(
+        self,
+        regions: list[str],
+        duration_s: float,
+        warm_ms: float,
+        p99_ms: list[float],
+        accept_degraded: list[bool],
+    ) -> None:
         self.regions = regions
         self.nreg = len(regions)
         self.warm_ms = warm_ms
@@ -217,9 +318,7 @@ class Collector:
 
     def done(self, t0: float, ri: int, ti: int, latency_ms: float, degraded: bool = False) -> None:
         """A request answered ``latency_ms`` after it arrived at ``t0``."""
-        self._add((t0, ti * self.nreg + ri, latency_ms, degraded))
-        if len(self._buf) >= _FLUSH_AT:
-            self.flush()
+        self._add((t0, ti * self.nreg + ri, latency_ms, degraded))  # binned at flush
 
     def fail(self, t0: float, ri: int, ti: int, reason: str) -> None:
         """A request got no answer: ``stale`` (a dead hop), ``shed`` or ``no_region``."""
@@ -244,12 +343,11 @@ class Collector:
         """Bin the buffered answers into the histograms, SLO counts and time series."""
         if not self._buf:
             return
-        t0_, code_, lat_, deg_ = zip(*self._buf)
+        rows = np.array(self._buf, dtype=np.float64)  # (n, 4), converted in C
         self._buf.clear()
-        lat = np.array(lat_, dtype=np.float64)
-        t0 = np.array(t0_, dtype=np.float64)
-        code = np.array(code_, dtype=np.int64)
-        deg = np.array(deg_, dtype=bool)
+        t0, lat = rows[:, 0], rows[:, 2]
+        code = rows[:, 1].astype(np.int64)
+        deg = rows[:, 3] != 0.0
         b = buckets(lat)
         sec = np.minimum((t0 * 0.001).astype(np.int64), len(self.ts_requests) - 1)
         per_sec = np.bincount(sec, minlength=len(self.ts_requests))
@@ -288,8 +386,9 @@ class Collector:
         out.ts_lookups = self.ts_lookups[:n]
         out.ts_hits = self.ts_hits[:n]
         ntyp = len(REQUEST_TYPES)
-        out.ts_hist = {t: [self.ts_hist[s * ntyp + ti] for s in range(n)]
-                       for ti, t in enumerate(REQUEST_TYPES)}
+        out.ts_hist = {
+            t: [self.ts_hist[s * ntyp + ti] for s in range(n)] for ti, t in enumerate(REQUEST_TYPES)
+        }
         out.pools = {p.name: PoolStats.of(p) for p in pools}
         out.counts = self.counts
         for k, v in extra.items():

@@ -48,16 +48,18 @@ class Sampler:
 
     __slots__ = ("_batch", "_buf", "_dist", "_offset", "_pop", "_rng", "constant")
 
-    def __init__(self, dist: Dist, rng: np.random.Generator, batch: int = 4096,
-                 offset_ms: float = 0.0) -> None:
+    def __init__(
+        self, dist: Dist, rng: np.random.Generator, batch: int = 4096, offset_ms: float = 0.0
+    ) -> None:
         self._dist = dist
         self._rng = rng
         self._batch = batch
         self._buf: list[float] = []
         self._pop = self._buf.pop
         self._offset = offset_ms
-        self.constant: float | None = (float(dist.ms) + offset_ms if isinstance(dist, ConstantDist)
-                                       else None)
+        self.constant: float | None = (
+            float(dist.ms) + offset_ms if isinstance(dist, ConstantDist) else None
+        )
 
     def _draw(self, n: int) -> np.ndarray:
         d, rng = self._dist, self._rng

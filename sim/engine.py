@@ -49,7 +49,7 @@ import gc
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from heapq import heappop, heappush
+from heapq import heappush
 from itertools import count
 from typing import Any
 
@@ -85,7 +85,9 @@ def stream(seed: int, name: str) -> np.random.Generator:
     Every pool, region and sampler draws from its own stream, so adding a pool or
     simulating regions apart does not change the draws of the others.
     """
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(zlib.crc32(name.encode()),)))
+    return np.random.default_rng(
+        np.random.SeedSequence(seed, spawn_key=(zlib.crc32(name.encode()),))
+    )
 
 
 def populations(spec: Spec, scale: float, seed: int) -> dict[str, Population]:
@@ -136,13 +138,56 @@ class _Req:
     ``credit`` and ``degraded`` exist only on recommends (set when sourcing starts).
     """
 
-    __slots__ = ("callbacks", "cls", "credit", "degraded", "draw", "ep", "head", "hop", "plan",
-                 "ri", "t0", "tgt", "ti", "tj", "uid", "v0")
+    __slots__ = (
+        "callbacks",
+        "cls",
+        "credit",
+        "degraded",
+        "draw",
+        "ep",
+        "head",
+        "hop",
+        "plan",
+        "ri",
+        "t0",
+        "tgt",
+        "ti",
+        "tj",
+        "uid",
+        "v0",
+    )
     _ok = True
     callbacks: list[Any] | None
+    t0: float
+    ri: int
+    ti: int
+    uid: int
+    draw: int
+    cls: int
+    head: bool
+    plan: _Plan
+    tgt: Any
+    ep: int
+    credit: float
+    degraded: bool
+    hop: float
+    tj: float
+    v0: float
 
-    def __init__(self, t0: float, ri: int, ti: int, uid: int, draw: int, cls: int, head: bool,
-                 plan: _Plan, tgt: Any, ep: int, callbacks: list[Any]) -> None:
+    def __init__(
+        self,
+        t0: float,
+        ri: int,
+        ti: int,
+        uid: int,
+        draw: int,
+        cls: int,
+        head: bool,
+        plan: _Plan,
+        tgt: Any,
+        ep: int,
+        callbacks: list[Any],
+    ) -> None:
         self.t0, self.ri, self.ti, self.uid, self.draw, self.cls = t0, ri, ti, uid, draw, cls
         self.head = head
         self.plan, self.tgt, self.ep, self.callbacks = plan, tgt, ep, callbacks
@@ -152,6 +197,7 @@ class _Arrivals:
     """The event that draws a region's next chunk of arrivals."""
 
     __slots__ = ("_ok", "callbacks", "ri", "src")
+    callbacks: list[Any] | None
 
     def __init__(self, ri: int, src: RegionArrivals) -> None:
         self._ok = True
@@ -160,6 +206,7 @@ class _Arrivals:
 
 class _Tick:
     __slots__ = ("_ok", "callbacks", "i")
+    callbacks: list[Any] | None
 
     def __init__(self, i: int) -> None:
         self._ok = True
@@ -169,11 +216,54 @@ class _Tick:
 class _Plan:
     """What every request of one (client region, type) does under one state of health."""
 
-    __slots__ = ("api", "classes", "creg", "dc", "delays", "entry", "fill_ok", "head_hits",
-                 "inval", "j", "l1", "leg", "op", "proc_ok", "ri", "routes", "skey", "stacks",
-                 "stale", "store_ok", "ti", "tlist", "warm")
+    __slots__ = (
+        "api",
+        "classes",
+        "creg",
+        "dc",
+        "delays",
+        "entry",
+        "fill_ok",
+        "head_hits",
+        "inval",
+        "j",
+        "l1",
+        "leg",
+        "op",
+        "proc_ok",
+        "ri",
+        "routes",
+        "served",
+        "skey",
+        "stacks",
+        "stale",
+        "store_ok",
+        "ti",
+        "tlist",
+        "warm",
+    )
+    api: Pool
+    classes: tuple[str, ...]
+    creg: str
+    dc: str
+    delays: list[Any]  # per level: a constant (float) or a Sampler
+    fill_ok: bool
+    head_hits: list[list[float] | None] | None
+    inval: list[Any]
+    j: str
+    l1: bool
+    leg: float
+    op: str
+    proc_ok: bool
+    ri: int
+    skey: tuple[str, str]
+    stacks: list[list[Any]]
+    store_ok: tuple[bool, ...]
+    ti: int
+    warm: Pool
 
     def __init__(self) -> None:
+        self.served = 0  # measured requests that joined its entry's API (served_by)
         self.entry: str | None = None
         self.stale = False
         self.routes: list[Any] | None = None
@@ -192,6 +282,8 @@ class Simulation:
         options: engine knobs.
         regions: simulate only these regions (a part closed under routing, see
             :func:`geoshard.sim.parallel.components`); None = all.
+        segment: 0 for a run, or k > 0 for the k-th time segment of a longer run, which
+            draws its own random streams (:mod:`geoshard.sim.parallel`).
 
     Examples:
         >>> from geoshard.spec import load_spec
@@ -200,10 +292,19 @@ class Simulation:
         True
     """
 
-    def __init__(self, spec: Spec, seed: int, duration_s: float, warmup_s: float = 0.0,
-                 scale: float = 1.0, options: EngineOptions | None = None,
-                 regions: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        spec: Spec,
+        seed: int,
+        duration_s: float,
+        warmup_s: float = 0.0,
+        scale: float = 1.0,
+        options: EngineOptions | None = None,
+        regions: set[str] | None = None,
+        segment: int = 0,
+    ) -> None:
         self.spec, self.seed, self.scale = spec, seed, scale
+        self.segment = segment
         self.opt = o = options or EngineOptions()
         self.duration_ms = duration_s * 1000.0
         self.warm_ms = warmup_s * 1000.0
@@ -233,34 +334,78 @@ class Simulation:
         for r in self.part:
             reg = spec.regions[r]
             cap = reg.api.servers * reg.api.workers
-            kw = {"scale": scale, "warm_ms": self.warm_ms, "until": end, "seconds": seconds,
-                  "seq": self._seq}
-            self.api[r] = Pool(f"{r}/api", r, "api", cap,
-                               Sampler(reg.api.service_time, stream(seed, f"pool:{r}/api")),
-                               spill_at=o.spill_queue_factor * cap, **kw)
-            self.warm[r] = Pool(f"{r}/warm", r, "warm", reg.warm.nodes * reg.warm.workers,
-                                Sampler(reg.warm.service_time, stream(seed, f"pool:{r}/warm")),
-                                **kw)
+
+            def pool(
+                name: str,
+                kind: str,
+                capacity: int,
+                service: Sampler,
+                spill_at: float = float("inf"),
+                region: str = r,
+            ) -> Pool:
+                return Pool(
+                    name,
+                    region,
+                    kind,
+                    capacity,
+                    service,
+                    scale=scale,
+                    spill_at=spill_at,
+                    warm_ms=self.warm_ms,
+                    until=end,
+                    seconds=seconds,
+                    seq=self._seq,
+                )
+
+            self.api[r] = pool(
+                f"{r}/api",
+                "api",
+                cap,
+                Sampler(reg.api.service_time, self._rng(f"pool:{r}/api")),
+                spill_at=o.spill_queue_factor * cap,
+            )
+            self.warm[r] = pool(
+                f"{r}/warm",
+                "warm",
+                reg.warm.nodes * reg.warm.workers,
+                Sampler(reg.warm.service_time, self._rng(f"pool:{r}/warm")),
+            )
             self.api[r].upstream = self.warm[r]  # recall ends start precision steps
             for node in reg.hot_node_names(r):
-                self.hot[node] = Pool(node, r, "hot", reg.hot.workers,
-                                      Sampler(reg.hot.service_time, stream(seed, f"pool:{node}")),
-                                      **kw)
+                self.hot[node] = pool(
+                    node,
+                    "hot",
+                    reg.hot.workers,
+                    Sampler(reg.hot.service_time, self._rng(f"pool:{node}")),
+                )
         c = spec.caches
         self.levels: list[tuple[str, CacheLevel]] = [
-            (n, lvl) for n, lvl in (("l1", c.l1), ("l2", c.l2), ("regional", c.regional))
-            if lvl is not None]
+            (n, lvl)
+            for n, lvl in (("l1", c.l1), ("l2", c.l2), ("regional", c.regional))
+            if lvl is not None
+        ]
         # a level looked up is a pure delay: its service time, plus the intra-region hop
         # for the shared levels (L1 is in-process)
-        self.level_ms = {n: {r: Sampler(lvl.service_time, stream(seed, f"cache:{r}/{n}"),
-                                        offset_ms=0.0 if n == "l1" else self.rtt[(r, r)])
-                             for r in self.part} for n, lvl in self.levels}
+        self.level_ms = {
+            n: {
+                r: Sampler(
+                    lvl.service_time,
+                    self._rng(f"cache:{r}/{n}"),
+                    offset_ms=0.0 if n == "l1" else self.rtt[(r, r)],
+                )
+                for r in self.part
+            }
+            for n, lvl in self.levels
+        }
         self.value_bytes = spec.workload.value_bytes
         self.models: dict[str, CacheModel] = {}
         # the warm start's popularity classes (one per jurisdiction, shared by every
         # region's model) and the class of the key being walked (set from the request)
-        self.classes = ({j: PopularityClasses.of(p) for j, p in self.pops.items()}
-                        if o.warm_start or scale < 1 else {})
+        self.classes = (
+            {j: PopularityClasses.of(p) for j, p in self.pops.items()}
+            if o.warm_start or scale < 1
+            else {}
+        )
         self.key_info = KeyInfo()
         self.caches: dict[str, dict[str, list[Any]]] = {}
         self.calibration: dict[str, Any] = {}
@@ -273,21 +418,31 @@ class Simulation:
             self.calibration = calibrate(self, o.calibration_requests or self._budget())
         for r in self.part:
             self.caches[r] = self._build_caches(r, warm=o.warm_start)
-        self._head_rng = stream(seed, "head-caches")
+        self._head_rng = self._rng("head-caches")
         self._head_buf: list[float] = []
         self._head_u = self._head_buf.pop
 
         self.rep_ms: dict[str, Sampler | None] = {
-            r: (Sampler(spec.regions[r].hot.service_time, stream(seed, f"wait1:{r}"))
-                if spec.regions[r].hot.replicas >= 1 else None) for r in self.part}
+            r: (
+                Sampler(spec.regions[r].hot.service_time, self._rng(f"wait1:{r}"))
+                if spec.regions[r].hot.replicas >= 1
+                else None
+            )
+            for r in self.part
+        }
         rec = spec.slo.latency.get("recommend")
-        self.budget = {s: (spec.slo.stage_budgets.get(s, 1.0) * rec.p99_ms if rec else float("inf"))
-                       for s in STAGES}
+        self.budget = {
+            s: (spec.slo.stage_budgets.get(s, 1.0) * rec.p99_ms if rec else float("inf"))
+            for s in STAGES
+        }
         lat = spec.slo.latency
         self.collector = Collector(
-            self.regions, duration_s, self.warm_ms,
+            self.regions,
+            duration_s,
+            self.warm_ms,
             [lat[t].p99_ms if t in lat else float("inf") for t in REQUEST_TYPES],
-            [bool(lat[t].accept_degraded) if t in lat else False for t in REQUEST_TYPES])
+            [bool(lat[t].accept_degraded) if t in lat else False for t in REQUEST_TYPES],
+        )
         self.walks = [0] * (len(self.levels) + 1)  # index hit + 1 (0: missed everywhere)
         self.refusals = 0
         self.audit_checks = 0
@@ -301,18 +456,17 @@ class Simulation:
         self._eid = self.loop.next_id
         self._faulty = False
         self._stretch = 1.0 / scale
-        self._cb_join = [self._join_api]
-        self._cb_api_done = [self._api_done]
-        self._cb_hot_rec = [self._hot_rec]
-        self._cb_arrivals = [self._next_chunk]
-        self._cb_change = [self._change]
+        self._cb_join: list[Callable[[Any], None]] = [self._join_api]
+        self._cb_hot_rec: list[Callable[[Any], None]] = [self._hot_rec]
+        self._cb_arrivals: list[Callable[[Any], None]] = [self._next_chunk]
+        self._cb_change: list[Callable[[Any], None]] = [self._change]
         mix = mix_vector(spec)
         segs = rate_segments(spec, self.duration_ms, self.timeline.times)
         self.sources: list[RegionArrivals] = []
         for ri, r in enumerate(self.regions):
             j = self.jur[r]
             if r in self.part and j in self.pops:
-                src = RegionArrivals(r, self.pops[j], segs, mix, stream(seed, f"arrivals:{r}"))
+                src = RegionArrivals(r, self.pops[j], segs, mix, self._rng(f"arrivals:{r}"))
                 self.sources.append(src)
                 self.loop.schedule(_Arrivals(ri, src), 0.0, self._cb_arrivals)
         self.silent_regions = [r for r in self.part if self.jur[r] not in self.pops]
@@ -323,8 +477,9 @@ class Simulation:
     def _policy(self, lvl: CacheLevel, capacity: float) -> CachePolicy:
         if lvl.capacity_items:
             return make_policy(lvl.policy, capacity_items=max(1, round(capacity)), ttl_s=lvl.ttl_s)
-        return make_policy(lvl.policy, capacity_bytes=max(1, round(capacity * self.value_bytes)),
-                           ttl_s=lvl.ttl_s)
+        return make_policy(
+            lvl.policy, capacity_bytes=max(1, round(capacity * self.value_bytes)), ttl_s=lvl.ttl_s
+        )
 
     def _model(self, region: str) -> CacheModel | None:
         """The steady-state model of a region's caches, from the rates at time 0."""
@@ -342,8 +497,9 @@ class Simulation:
                 continue
             lam = rates.get(c, 0.0) * 1000.0
             for ti in range(3):
-                cands = self.router.entry_candidates(c, j, REQUEST_DATA_CLASSES[REQUEST_TYPES[ti]],
-                                                     known)
+                cands = self.router.entry_candidates(
+                    c, j, REQUEST_DATA_CLASSES[REQUEST_TYPES[ti]], known
+                )
                 if not cands:
                     continue
                 if ti == _WR:
@@ -352,18 +508,33 @@ class Simulation:
                         write[j] = write.get(j, 0.0) + lam * mix[ti]
                 elif cands[0] == region:
                     read[j] = read.get(j, 0.0) + lam * mix[ti]
-        pops = {j: p for j, p in self.pops.items() if read.get(j, 0.0) > 0
-                and self.policy.is_allowed(j, "user_features", region, "store")}
+        pops = {
+            j: p
+            for j, p in self.pops.items()
+            if read.get(j, 0.0) > 0 and self.policy.is_allowed(j, "user_features", region, "store")
+        }
         if not pops:
             return None
         reg = spec.regions[region]
         levels = []
         for name, lvl in self.levels:
-            cap = (lvl.capacity_items if lvl.capacity_items
-                   else (lvl.capacity_bytes or 0) / self.value_bytes)
+            cap = (
+                lvl.capacity_items
+                if lvl.capacity_items
+                else (lvl.capacity_bytes or 0) / self.value_bytes
+            )
             levels.append((name, lvl.policy, float(cap), lvl.ttl_s))
-        return CacheModel(pops, read, write, inval, reg.api.servers, levels,
-                          self.duration_ms / 1000.0, self.classes, self.key_info)
+        return CacheModel(
+            pops,
+            read,
+            write,
+            inval,
+            reg.api.servers,
+            levels,
+            self.duration_ms / 1000.0,
+            self.classes,
+            self.key_info,
+        )
 
     def _build_caches(self, region: str, warm: bool) -> dict[str, list[Any]]:
         """A region's cache instances: one L1 per API server, one L2, one regional level."""
@@ -372,8 +543,11 @@ class Simulation:
         servers = self.spec.regions[region].api.servers
         keys = sum(c.pop.tail_keys for c in model.classes.values()) if model is not None else 0
         for name, lvl in self.levels:
-            full = (lvl.capacity_items if lvl.capacity_items
-                    else (lvl.capacity_bytes or 0) / self.value_bytes)
+            full = (
+                lvl.capacity_items
+                if lvl.capacity_items
+                else (lvl.capacity_bytes or 0) / self.value_bytes
+            )
             lm = model.levels[name] if model is not None else None
             cap = lm.slice_capacity(self.scale) if lm else max(1.0, self.scale * full)
             n = servers if name == "l1" else 1
@@ -383,8 +557,12 @@ class Simulation:
                 if warm and model is not None:
                     unit = 1 if lvl.capacity_items else self.value_bytes
                     salt = zlib.crc32(f"{self.seed}:{region}/{name}/{i}".encode())
-                    policy.start_warm(model.oracle(name, salt), int(min(cap, keys) * unit),
-                                      unit, clock=self._now_s)
+                    policy.start_warm(
+                        model.oracle(name, salt),
+                        int(min(cap, keys) * unit),
+                        unit,
+                        clock=self._now_s,
+                    )
                 insts.append(policy)
             out[name] = insts
         return out
@@ -392,12 +570,16 @@ class Simulation:
     def _budget(self) -> int:
         """The calibration replay's request budget: twice this run's requests, bounded."""
         segs = rate_segments(self.spec, self.duration_ms)
-        total = sum((b - a) * sum(v for r, v in rates.items() if r in self.part)
-                    for a, b, rates in segs) * self.scale
+        total = (
+            sum(
+                (b - a) * sum(v for r, v in rates.items() if r in self.part) for a, b, rates in segs
+            )
+            * self.scale
+        )
         return int(min(max(2 * total, 100_000), 1_000_000))
 
     def _now_s(self) -> float:
-        return self.env._now * 0.001  # noqa: SLF001
+        return self.env._now * 0.001
 
     # ------------------------------------------------------------------ residency audit
     def _audit(self, j: str, dc: str, region: str, purpose: str, n: int = 1) -> bool:
@@ -416,7 +598,8 @@ class Simulation:
             self.audit_violations += n
             if len(self.audit_examples) < 10:
                 self.audit_examples.append(
-                    f"t={self.loop.now / 1000:.3f}s {purpose} {j} {dc} in {region}")
+                    f"t={self.loop.now / 1000:.3f}s {purpose} {j} {dc} in {region}"
+                )
         return ok
 
     # ------------------------------------------------------------------ health changes
@@ -428,12 +611,20 @@ class Simulation:
         for r in real.outages_starting:
             if r in self.caches:  # the region's processes and caches are gone
                 self.caches[r] = self._build_caches(r, warm=False)
-                self._plans.clear()
+                self._drop_plans()
         self.real = real
         self._faulty = bool(real.health)
         if known != self.known:
             self.known = known
             self.ep += 1
+        self._drop_plans()
+
+    def _drop_plans(self) -> None:
+        """Forget the plans (health changed); keep what they counted."""
+        sb = self.served_by
+        for p in self._plans.values():
+            if p.served:
+                sb[p.skey] = sb.get(p.skey, 0) + p.served
         self._plans.clear()
 
     def _hop(self, a: str, b: str) -> float:
@@ -479,8 +670,10 @@ class Simulation:
         if p.stale:
             return p
         p.skey = (creg, entry)
-        p.leg = 0.5 * (self.client_ms + (self._hop(creg, entry) if creg != entry
-                                         else self.real.spike().get(entry, 0.0)))
+        p.leg = 0.5 * (
+            self.client_ms
+            + (self._hop(creg, entry) if creg != entry else self.real.spike().get(entry, 0.0))
+        )
         p.api, p.warm = self.api[entry], self.warm[entry]
         p.proc_ok = all(self.policy.is_allowed(j, dc, entry, "process") for dc in classes)
         cs = self.caches[entry]
@@ -488,8 +681,10 @@ class Simulation:
         n1 = len(cs["l1"]) if "l1" in cs else 1
         p.l1 = "l1" in cs
         p.stacks = [[cs[n][i] if n == "l1" else cs[n][0] for n in names] for i in range(n1)]
-        p.delays = [self.level_ms[n][entry] if self.level_ms[n][entry].constant is None
-                    else float(self.level_ms[n][entry].constant) for n in names]
+        p.delays = []
+        for n in names:
+            smp = self.level_ms[n][entry]
+            p.delays.append(smp if smp.constant is None else float(smp.constant))
         store = self.policy.is_allowed(j, "user_features", entry, "store")
         p.store_ok = (store,) * len(names)
         p.fill_ok = store
@@ -497,10 +692,12 @@ class Simulation:
         model = self.models.get(entry)
         p.head_hits = None
         if self.scale < 1:
-            p.head_hits = [model.levels[n].hit0.get(j) if (model is not None and store) else None
-                           for n in names]
+            p.head_hits = [
+                model.levels[n].hit0.get(j) if (model is not None and store) else None
+                for n in names
+            ]
         # a write invalidates the shared levels of every region that may hold the features
-        inval = []
+        inval: list[Any] = []
         for r in sorted(self.policy.allowed_regions(j, "user_features", "store")):
             if r in self.caches:
                 inval.extend(x[0] for n, x in self.caches[r].items() if n != "l1")
@@ -513,8 +710,14 @@ class Simulation:
         op, entry = plan.op, plan.entry
         assert entry is not None
         try:
-            codes, routes = self.router.route_codes(plan.j, users, op, self.known,  # type: ignore[arg-type]
-                                                    plan.dc, near=entry if op == "read" else None)
+            codes, routes = self.router.route_codes(
+                plan.j,
+                users,
+                op,  # type: ignore[arg-type]
+                self.known,
+                plan.dc,
+                near=entry if op == "read" else None,
+            )
         except NoHealthyReplicaError:
             return [None] * len(users)
         if plan.routes is not routes:
@@ -539,9 +742,17 @@ class Simulation:
         ok = self.policy.is_allowed(plan.j, plan.dc, reg, "store")
         if plan.op == "read":
             return (self.hot[node], reg, node, half, ok)
-        others = tuple((self.hot[n], r, n, 0.5 * self._hop(reg, r),
-                        self.policy.is_allowed(plan.j, plan.dc, r, "store"))
-                       for k, (n, r) in enumerate(zip(nodes, regions)) if k != i and n in self.hot)
+        others = tuple(
+            (
+                self.hot[n],
+                r,
+                n,
+                0.5 * self._hop(reg, r),
+                self.policy.is_allowed(plan.j, plan.dc, r, "store"),
+            )
+            for k, (n, r) in enumerate(zip(nodes, regions, strict=False))
+            if k != i and n in self.hot
+        )
         return (self.hot[node], reg, node, half, ok, others)
 
     def _target_one(self, req: _Req) -> Any:
@@ -549,6 +760,11 @@ class Simulation:
         t = self._targets(req.plan, np.array([req.uid], dtype=np.int64))[0]
         req.tgt, req.ep = t, self.ep
         return t
+
+    def _rng(self, name: str) -> np.random.Generator:
+        """The run's stream ``name``; a later time segment of a run (``segment`` > 0,
+        :mod:`geoshard.sim.parallel`) draws its own (the population stays the run's)."""
+        return stream(self.seed, name if not self.segment else f"{name}@{self.segment}")
 
     # ------------------------------------------------------------------ arrivals
     def _next_chunk(self, ev: _Arrivals) -> None:
@@ -561,10 +777,13 @@ class Simulation:
             self.loop.schedule(ev, ch.end_ms, self._cb_arrivals)
 
     def _dispatch(self, ri: int, ch: Any) -> None:
+        """Plan a chunk's requests and hand them to the event loop as one stream, in the
+        order they reach their entry region's API (``t0 + leg``: legs differ by type)."""
         col = self.collector
-        heap, eid = self._heap, self._eid
         cb_join = self._cb_join
         ep = self.ep
+        ats: list[np.ndarray] = []
+        reqs: list[_Req] = []
         for ti in range(3):
             sel = ch.rtype == ti
             if not sel.any():
@@ -581,41 +800,56 @@ class Simulation:
             tgts = self._targets(plan, users)
             leg = plan.leg
             pc = self.classes.get(plan.j)
-            classes = (pc.index_array(ch.rank[sel]).tolist() if pc is not None
-                       else [0] * len(t0s))
-            for t0, uid, draw, c, hd, tgt in zip(t0s.tolist(), users.tolist(),
-                                                 ch.draw[sel].tolist(), classes,
-                                                 ch.head[sel].tolist(), tgts):
-                heappush(heap, (t0 + leg, 1, eid(),
-                                _Req(t0, ri, ti, uid, draw, c, hd, plan, tgt, ep, cb_join)))
+            classes = pc.index_array(ch.rank[sel]).tolist() if pc is not None else [0] * len(t0s)
+            reqs += [
+                _Req(t0, ri, ti, uid, draw, c, hd, plan, tgt, ep, cb_join)
+                for t0, uid, draw, c, hd, tgt in zip(
+                    t0s.tolist(),
+                    users.tolist(),
+                    ch.draw[sel].tolist(),
+                    classes,
+                    ch.head[sel].tolist(),
+                    tgts,
+                    strict=False,
+                )
+            ]
+            ats.append(t0s + leg)
+        if not reqs:
+            return
+        at = np.concatenate(ats) if len(ats) > 1 else ats[0]
+        order = np.argsort(at, kind="stable")
+        self.loop.add_stream(at[order].tolist(), [reqs[i] for i in order.tolist()], self._join_api)
 
     # ------------------------------------------------------------------ the request path
     def _join_api(self, req: _Req) -> None:
         """The request reaches its entry region's API (spill or shed first if overloaded)."""
-        now = self.env._now  # noqa: SLF001 - hot path (the adapter's clock)
+        now = self.env._now
         plan = req.plan
         if self._faulty and self._region_dead(plan.entry, plan.creg):  # type: ignore[arg-type]
             self.collector.fail(req.t0, req.ri, req.ti, "stale")
             return
         api = plan.api
         # the queue is at most the waiting plus the deferred joins: count it only then
-        if len(api.waiting) + len(api.deferred) > api.spill_at and \
-                api.queue_len(now) > api.spill_at:
+        if (
+            len(api.waiting) + len(api.deferred) > api.spill_at
+            and api.queue_len(now) > api.spill_at
+        ):
             if not self._spill(req, now):
                 return
             plan = req.plan
             api = plan.api
-        measuring = req.t0 >= self.warm_ms
-        if measuring:
-            sb = self.served_by
-            sb[plan.skey] = sb.get(plan.skey, 0) + 1
+        if req.t0 >= self.warm_ms:
+            plan.served += 1
         if plan.proc_ok:
             self.audit_checks += 1
         else:
             self._audit(plan.j, plan.classes[0], plan.entry, "process")  # type: ignore[arg-type]
-        req.callbacks = self._cb_api_done
         req.tj = now  # a recommend comes back to this pool (see _fin_recall)
-        heappush(self._heap, (api.join(now, measuring), 1, self._eid(), req))
+        # The API's hand-off runs now, timed from the request's API end: what follows it
+        # is deferred joins and later events only, so no pool sees a join out of time
+        # order, and a request costs one event less. The caches are read as they are when
+        # the request joins the API (a millisecond early; see docs/simulator.md).
+        self._api_done(req, api.join(now))
 
     def _spill(self, req: _Req, now: float) -> bool:
         """Move an overloaded entry's request to the nearest other region with room.
@@ -635,16 +869,18 @@ class Simulation:
                     if req.t0 >= self.warm_ms:
                         self.collector.counts.spilled += 1
                     req.callbacks = self._cb_join
-                    heappush(self._heap, (now + 0.5 * self._hop(plan.entry or r, r), 1, self._eid(), req))
+                    heappush(
+                        self._heap, (now + 0.5 * self._hop(plan.entry or r, r), 1, self._eid(), req)
+                    )
                     return False
         if plan.api.queue_len(now) > self.opt.shed_queue:
             self.collector.fail(req.t0, req.ri, req.ti, "shed")
             return False
         return True
 
-    def _api_done(self, req: _Req) -> None:
-        """The API handed the request on: the cache walk, then the tier or the write."""
-        now = self.env._now  # noqa: SLF001
+    def _api_done(self, req: _Req, now: float) -> None:
+        """The API hands the request on at ``now``: the cache walk, then the tier or the
+        write."""
         plan = req.plan
         tgt = req.tgt
         if req.ep != self.ep:
@@ -706,7 +942,7 @@ class Simulation:
         half = tgt[3]
         req.hop = half  # the way back from the replica
         if ti == _FR:
-            tgt[0].defer(now + pending + half, t0 >= self.warm_ms, req, self._fin_fr)
+            tgt[0].defer(now + pending + half, req, self._fin_fr)
         else:
             req.callbacks = self._cb_hot_rec
             heappush(self._heap, (now + pending + half, 1, self._eid(), req))
@@ -733,20 +969,66 @@ class Simulation:
     def _head_refill(self) -> None:
         self._head_buf.extend(self._head_rng.random(4096).tolist())
 
-    def _fill(self, plan: _Plan, stack: list[Any], uid: int, now_s: float, hit: int) -> None:
+    def _fill(self, plan: _Plan, stack: list[Any], uid: int, now_s: float, hit: int) -> int:
+        """Fill the levels above ``hit`` (all when -1); the refused levels' bitmask."""
         refused = cache_walk.fill(stack, uid, self.value_bytes, now_s, hit, plan.store_ok)
         if plan.fill_ok:
             self.audit_checks += hit if hit >= 0 else len(stack)
         elif refused:
             self.refusals += bin(refused).count("1")
+        return refused
+
+    def _invalidate(self, plan: _Plan, stack: list[Any], uid: int) -> None:
+        """A write: drop the key from the shared levels of every region that may hold it,
+        and from the L1 of the API server that took the write (other L1s expire)."""
+        cache_walk.invalidate(plan.inval, uid)
+        if plan.l1 and stack:
+            stack[0].invalidate(uid)
+
+    def serve(
+        self,
+        client_region: str,
+        request_type: str,
+        user_id: int,
+        server: int = 0,
+        now_s: float = 0.0,
+    ) -> tuple[str | None, str | None, int | None, int]:
+        """One request's routing and cache decisions, without time or queues.
+
+        The same steps as a simulated request (the plan, the target, the cache walk, the
+        fills or a write's invalidations) applied at once, for checks that compare the
+        simulator's decisions with the deployment's (``tests/unit/test_request_path.py``).
+
+        Returns:
+            ``(entry region, replica node, level that hit or -1 (None for a write),
+            refused-fill bitmask)``; ``(None, None, None, 0)`` when no region may serve it.
+        """
+        ri = self.regions.index(client_region)
+        ti = REQUEST_TYPES.index(request_type)
+        plan = self._plan(ri, ti)
+        if plan.entry is None or plan.stale:
+            return None, None, None, 0
+        tgt = self._targets(plan, np.array([user_id], dtype=np.int64))[0]
+        node = tgt[2] if tgt is not None else None
+        stack = plan.stacks[server % len(plan.stacks)]
+        ki = self.key_info
+        ki.key, ki.j, ki.cls = -1, None, 0
+        if ti == _WR:
+            self._invalidate(plan, stack, user_id)
+            return plan.entry, node, None, 0
+        hit = cache_walk.lookup(stack, user_id, now_s)
+        refused = 0
+        if hit != 0 and (hit > 0 or tgt is not None):
+            refused = self._fill(plan, stack, user_id, now_s, hit)
+        return plan.entry, node, hit, refused
 
     def _fin_fr(self, req: _Req, end: float) -> None:
         self.collector.done(req.t0, req.ri, _FR, end + req.hop + req.plan.leg - req.t0)
 
     def _hot_rec(self, req: _Req) -> None:
         """A recommend's sourcing read at the hot tier (its end starts recall)."""
-        now = self.env._now  # noqa: SLF001
-        end = req.tgt[0].join(now, req.t0 >= self.warm_ms)
+        now = self.env._now
+        end = req.tgt[0].join(now)
         self._rec_sourced(req, end + req.hop)
 
     # recommend: sourcing -> recall (warm pool) -> integrity -> precision (API again)
@@ -762,7 +1044,7 @@ class Simulation:
         else:
             self._audit(plan.j, "user_embeddings", plan.entry, "process")  # type: ignore[arg-type]
         req.v0 = t
-        plan.warm.defer(t, req.t0 >= self.warm_ms, req, self._fin_recall)
+        plan.warm.defer(t, req, self._fin_recall)
 
     def _fin_recall(self, req: _Req, end: float) -> None:
         """Recall ended (warm pool): integrity, then precision on the API (deferred)."""
@@ -783,7 +1065,7 @@ class Simulation:
         # times are restored in _fin_rec (shift); at R = 1 nothing moves.
         joined = req.tj + (at - req.tj) * self._stretch
         req.hop = at - joined
-        req.plan.api.defer(joined, req.t0 >= self.warm_ms, req, self._fin_rec)
+        req.plan.api.defer(joined, req, self._fin_rec)
 
     def _fin_rec(self, req: _Req, end: float) -> None:
         end += req.hop  # back from the dilated join time (see _fin_recall)
@@ -794,8 +1076,9 @@ class Simulation:
             self._degrade("precision", req)
         if req.degraded and req.t0 >= self.warm_ms:
             self.collector.counts.degraded += 1
-        self.collector.done(req.t0, req.ri, _REC, end + req.plan.leg - req.t0 - req.credit,
-                            req.degraded)
+        self.collector.done(
+            req.t0, req.ri, _REC, end + req.plan.leg - req.t0 - req.credit, req.degraded
+        )
 
     def _degrade(self, stage: str, req: _Req) -> None:
         req.degraded = True
@@ -811,19 +1094,16 @@ class Simulation:
         if not req.head:  # a head user's key is never in the keyed caches
             ki = self.key_info
             ki.key, ki.j, ki.cls = uid, plan.j, req.cls
-            cache_walk.invalidate(plan.inval, uid)
-            if plan.l1:
-                stacks = plan.stacks
-                stacks[req.draw % len(stacks)][0].invalidate(uid)
+            stacks = plan.stacks
+            self._invalidate(plan, stacks[req.draw % len(stacks)], uid)
         pool, preg, _, half, ok, others = tgt
         if ok:
             self.audit_checks += 1
         else:
             self._audit(plan.j, "interactions", preg, "store")
-        measuring = req.t0 >= self.warm_ms
         at = now + half
         req.hop = half
-        pool.defer(at, measuring, req, self._fin_wr)
+        pool.defer(at, req, self._fin_wr)
         faulty = self._faulty
         for opool, oreg, onode, ohalf, ook in others:
             if faulty and self._dead(onode, oreg, preg):
@@ -832,7 +1112,7 @@ class Simulation:
                 self.audit_checks += 1
             else:
                 self._audit(plan.j, "interactions", oreg, "store")
-            opool.defer(at + ohalf, measuring, req, None)
+            opool.defer(at + ohalf, req, None)
 
     def _fin_wr(self, req: _Req, end: float) -> None:
         preg = req.tgt[1]
@@ -865,6 +1145,9 @@ class Simulation:
         loop = self.loop
         # upstream pools first: their due joins may queue joins in the API pools
         pools = [*self.warm.values(), *self.api.values(), *self.hot.values()]
+        models = list(self.models.values()) if self.opt.warm_start else []
+        for m in models:
+            m.advance(0.5)
         end_s = int(self.duration_ms // 1000.0)
         for sec in range(1, end_s + 1):
             loop.run_until(sec * 1000.0)
@@ -873,6 +1156,9 @@ class Simulation:
                 if p.deferred:
                     p.apply_deferred(now)
                 p.flush_waits()
+            self.collector.flush()  # and bin the second's answers
+            for m in models:  # the warm start's residency decays with time
+                m.advance(sec + 0.5)
             if on_second is not None:
                 on_second(sec)
         if self.duration_ms > end_s * 1000.0:
@@ -884,27 +1170,38 @@ class Simulation:
 
     def results(self) -> SimResults:
         """What this run measured (call after :meth:`run`)."""
+        self._drop_plans()
         pools = [*self.api.values(), *self.warm.values(), *self.hot.values()]
         return self.collector.results(
-            pools, cache_hits={n: self.walks[i + 1] for i, (n, _) in enumerate(self.levels)},
-            cache_misses={n: self.walks[0] + sum(self.walks[i + 2:])
-                          for i, (n, _) in enumerate(self.levels)},
-            audit_checks=self.audit_checks, audit_violations=self.audit_violations,
-            audit_examples=list(self.audit_examples), served_by=dict(self.served_by),
-            arrived=self.arrived, epochs=self.ep,
-            cache_model=self.cache_model())
+            pools,
+            cache_hits={n: self.walks[i + 1] for i, (n, _) in enumerate(self.levels)},
+            cache_misses={
+                n: self.walks[0] + sum(self.walks[i + 2 :]) for i, (n, _) in enumerate(self.levels)
+            },
+            audit_checks=self.audit_checks,
+            audit_violations=self.audit_violations,
+            audit_examples=list(self.audit_examples),
+            served_by=dict(self.served_by),
+            arrived=self.arrived,
+            epochs=self.ep,
+            cache_model=self.cache_model(),
+        )
 
     def cache_model(self) -> dict[str, dict[str, dict[str, float]]]:
-        """Per region and level: the steady-state model and the slice's capacity."""
+        """Per region and level: the steady-state model (``calibrated`` when the keyed
+        replay corrected it) and the slice's capacity."""
         out: dict[str, dict[str, dict[str, float]]] = {}
         for r, levels in self.caches.items():
             m = self.models.get(r)
             row: dict[str, dict[str, float]] = {}
             for name, insts in levels.items():
                 lm = m.levels.get(name) if m is not None else None
-                row[name] = {"capacity_simulated": float(insts[0].capacity),
-                             "instances": float(len(insts)),
-                             "t_c_s": lm.t_c if lm else float("nan"),
-                             "model_hit_ratio": lm.hit_ratio if lm else float("nan")}
+                row[name] = {
+                    "capacity_simulated": float(insts[0].capacity),
+                    "instances": float(len(insts)),
+                    "t_c_s": lm.t_c if lm else float("nan"),
+                    "model_hit_ratio": lm.hit_ratio if lm else float("nan"),
+                    "calibrated": bool(lm and lm.calibrated),
+                }
             out[r] = row
         return out

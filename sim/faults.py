@@ -46,10 +46,11 @@ class RealState:
 
 
 def _health(faults: list[Fault]) -> Health:
-    return Health(frozenset(f.target for f in faults if f.kind == "node_crash" and f.target),
-                  frozenset(f.target for f in faults if f.kind == "region_outage" and f.target),
-                  frozenset(frozenset(f.between) for f in faults
-                            if f.kind == "partition" and f.between))
+    return Health(
+        frozenset(f.target for f in faults if f.kind == "node_crash" and f.target),
+        frozenset(f.target for f in faults if f.kind == "region_outage" and f.target),
+        frozenset(frozenset(f.between) for f in faults if f.kind == "partition" and f.between),
+    )
 
 
 @dataclass(frozen=True)
@@ -81,14 +82,23 @@ class Timeline:
         real, known = [], []
         for t in times:
             active = [f for f in events if f.at_s * 1000.0 <= t < (f.at_s + f.duration_s) * 1000.0]
-            seen = [f for f in events if f.kind != "latency_spike"
-                    and f.at_s * 1000.0 + det <= t < (f.at_s + f.duration_s) * 1000.0 + det]
+            seen = [
+                f
+                for f in events
+                if f.kind != "latency_spike"
+                and f.at_s * 1000.0 + det <= t < (f.at_s + f.duration_s) * 1000.0 + det
+            ]
             spike: dict[str, float] = {}
             for f in active:
                 if f.kind == "latency_spike" and f.target:
                     spike[f.target] = spike.get(f.target, 0.0) + f.extra_ms
-            starting = tuple(sorted(f.target for f in events if f.kind == "region_outage"
-                                    and f.target and f.at_s * 1000.0 == t))
+            starting = tuple(
+                sorted(
+                    f.target
+                    for f in events
+                    if f.kind == "region_outage" and f.target and f.at_s * 1000.0 == t
+                )
+            )
             real.append(RealState(_health(active), tuple(sorted(spike.items())), starting))
             known.append(_health(seen))
         return cls(times, tuple(real), tuple(known))

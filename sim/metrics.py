@@ -21,8 +21,16 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["GAMMA", "RELATIVE_ERROR_BOUND", "LogHistogram", "bin_into", "bin_values",
-           "bucket", "bucket_value", "buckets"]
+__all__ = [
+    "GAMMA",
+    "RELATIVE_ERROR_BOUND",
+    "LogHistogram",
+    "bin_into",
+    "bin_values",
+    "bucket",
+    "bucket_value",
+    "buckets",
+]
 
 #: ratio between consecutive bucket bounds.
 GAMMA = 1.01
@@ -41,7 +49,7 @@ class LogHistogram:
         counts: bucket index -> count (``_ZERO`` holds exact zeros).
     """
 
-    __slots__ = ("count", "total", "counts")
+    __slots__ = ("count", "counts", "total")
 
     def __init__(self) -> None:
         self.count = 0
@@ -62,6 +70,12 @@ class LogHistogram:
         c[b] = c.get(b, 0) + 1
         self.count += 1
         self.total += x
+
+    def copy(self) -> LogHistogram:
+        """An independent copy."""
+        h = LogHistogram()
+        h.count, h.total, h.counts = self.count, self.total, dict(self.counts)
+        return h
 
     def merge(self, other: LogHistogram) -> None:
         """Add every value of ``other`` to this histogram."""
@@ -121,8 +135,9 @@ def buckets(x: np.ndarray) -> np.ndarray:
     return b
 
 
-def bin_into(hists: Sequence[LogHistogram], group: np.ndarray, b: np.ndarray,
-             x: np.ndarray) -> None:
+def bin_into(
+    hists: Sequence[LogHistogram], group: np.ndarray, b: np.ndarray, x: np.ndarray
+) -> None:
     """Add values ``x`` with buckets ``b`` to ``hists[group]`` (vectorised ``add_bucket``).
 
     Counts are exact; each histogram's total grows by the sum of its values.
@@ -131,7 +146,7 @@ def bin_into(hists: Sequence[LogHistogram], group: np.ndarray, b: np.ndarray,
         return
     key = group * (1 << 32) + (b + (1 << 31))
     uk, cnt = np.unique(key, return_counts=True)
-    for k, n in zip(uk.tolist(), cnt.tolist()):
+    for k, n in zip(uk.tolist(), cnt.tolist(), strict=False):
         g, bb = divmod(k, 1 << 32)
         c = hists[g].counts
         bb -= 1 << 31

@@ -28,7 +28,7 @@ Examples:
     >>> from geoshard.spec import ConstantDist
     >>> from geoshard.sim.dists import Sampler
     >>> pool = Pool("r/api", "r", "api", 1, Sampler(ConstantDist(ms=2.0), np.random.default_rng(0)))
-    >>> pool.join(0.0, True), pool.join(1.0, True)   # the second waits 1 ms
+    >>> pool.join(0.0), pool.join(1.0)   # the second waits 1 ms
     (2.0, 4.0)
 """
 
@@ -48,7 +48,6 @@ from .metrics import LogHistogram, bin_values
 __all__ = ["Pool"]
 
 
-
 class Pool:
     """A FIFO queue of ``capacity`` servers with time stretch and deferred joins.
 
@@ -60,13 +59,14 @@ class Pool:
         service: its service-time sampler (ms).
         scale: ``R``; service times are stretched by ``1 / R``.
         spill_at: the queue length above which the API pool spills.
-        warm_ms: joins of requests that arrived before this are not measured.
-        until: the end of the measured window (ms): service past it is not busy time.
+        warm_ms, until: the measured window (ms): joins made in it are measured (the
+            pool's own clock decides, not when the request arrived), and service past
+            ``until`` is not busy time.
         seconds: length of the per-second demand series (joins after it are not binned).
         seq: the shared counter that orders deferred joins at equal times.
 
     Attributes:
-        busy_ms: server time (stretched) inside the measured window of measured joins, so
+        busy_ms: server time (stretched) inside the measured window, of any join, so
             ``busy_ms / (capacity x window)`` is the utilisation, at most 1.
         demand_by_second: the (stretched) service time those joins asked for, per second
             of join time: over a span, ``demand / (capacity x span)`` is the offered load,
@@ -85,8 +85,8 @@ class Pool:
         "capacity",
         "deferred",
         "demand_by_second",
-        "joins_by_second",
         "free",
+        "joins_by_second",
         "kind",
         "max_queue",
         "name",
@@ -103,12 +103,23 @@ class Pool:
         "zero_waits",
     )
 
-    def __init__(self, name: str, region: str, kind: str, capacity: int, service: Sampler, *,
-                 scale: float = 1.0, spill_at: float = float("inf"), warm_ms: float = 0.0,
-                 until: float = float("inf"), seconds: int = 0,
-                 seq: Iterator[int] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        region: str,
+        kind: str,
+        capacity: int,
+        service: Sampler,
+        *,
+        scale: float = 1.0,
+        spill_at: float = float("inf"),
+        warm_ms: float = 0.0,
+        until: float = float("inf"),
+        seconds: int = 0,
+        seq: Iterator[int] | None = None,
+    ) -> None:
         self.name, self.region, self.kind, self.capacity = name, region, kind, capacity
-        self.free = [0.0] * capacity      # heap: when each server is next free (stretched)
+        self.free = [0.0] * capacity  # heap: when each server is next free (stretched)
         self.waiting: deque[float] = deque()  # start times of the requests still in line
         self.service = service
         self.scale = scale
@@ -125,21 +136,21 @@ class Pool:
         self.zero_waits = 0
         self.waits = LogHistogram()
         self._buf: list[float] = []
-        self.deferred: list[tuple[float, int, bool, Any, Callable[[Any, float], None] | None]] = []
+        self.deferred: list[tuple[float, int, Any, Callable[[Any, float], None] | None]] = []
         self._seq = seq if seq is not None else count()
         self.upstream: Pool | None = None
 
     # ------------------------------------------------------------------ joins
-    def join(self, now: float, measuring: bool) -> float:
+    def join(self, now: float) -> float:
         """A request joins at ``now`` (joins come in time order); returns its real end time."""
         up = self.upstream
         if up is not None and up.deferred and up.deferred[0][0] <= now:
             up.apply_deferred(now)
         if self.deferred and self.deferred[0][0] <= now:
             self.apply_deferred(now)
-        return self._join(now, measuring)
+        return self._join(now)
 
-    def _join(self, now: float, measuring: bool) -> float:
+    def _join(self, now: float) -> float:
         try:
             s = self._draw() * self.stretch
         except IndexError:
@@ -147,18 +158,20 @@ class Pool:
             s = self._draw() * self.stretch
         free = self.free
         start = free[0]
-        if start < now:  # noqa: PLR1730 (hot path: no call)
+        if start < now:
             start = now
         end = start + s
         heapreplace(free, end)
         wait = start - now
+        lo, hi = self.warm_ms, self.until
+        if start < hi and end > lo:  # the service's part inside the window is busy time
+            self.busy_ms += (end if end < hi else hi) - (start if start > lo else lo)
+        measuring = lo <= now < hi
         if measuring:
             sec = int(now * 0.001)
             if sec < self._nsec:
                 self.demand_by_second[sec] += s
                 self.joins_by_second[sec] += 1
-            if start < self.until:
-                self.busy_ms += (end if end < self.until else self.until) - start  # noqa: FURB136
             if wait > 0.0:
                 self._buf.append(wait * self.scale)
             else:
@@ -168,22 +181,21 @@ class Pool:
             while w and w[0] <= now:
                 w.popleft()
             w.append(start)
-            if measuring and len(w) > self.max_queue:  # noqa: PLR1730
+            if measuring and len(w) > self.max_queue:
                 self.max_queue = len(w)
         return now + (end - now) * self.scale
 
-    def defer(self, at: float, measuring: bool, req: Any,
-              fin: Callable[[Any, float], None] | None) -> None:
+    def defer(self, at: float, req: Any, fin: Callable[[Any, float], None] | None) -> None:
         """Join at ``at`` (>= the current time) without an event; ``fin(req, real_end)``
         runs when the join is applied (``None``: nothing to do then)."""
-        heappush(self.deferred, (at, next(self._seq), measuring, req, fin))
+        heappush(self.deferred, (at, next(self._seq), req, fin))
 
     def apply_deferred(self, upto: float) -> None:
         """Apply, in time order, the deferred joins due at or before ``upto``."""
         d = self.deferred
         while d and d[0][0] <= upto:
-            at, _, measuring, req, fin = heappop(d)
-            end = self._join(at, measuring)
+            at, _, req, fin = heappop(d)
+            end = self._join(at)
             if fin is not None:
                 fin(req, end)
 

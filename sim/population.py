@@ -79,12 +79,21 @@ class _PowerSampler:
     Exact CDF for the first 2^20 values, the inverse of the continuous density beyond.
     """
 
-    def __init__(self, base: float, step: float, count: int, alpha: float,
-                 exact_weights: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        base: float,
+        step: float,
+        count: int,
+        alpha: float,
+        exact_weights: np.ndarray | None = None,
+    ) -> None:
         self.base, self.step, self.count, self.alpha = base, step, count, alpha
         exact = min(count, EXACT_RANKS)
-        w = (exact_weights if exact_weights is not None
-             else (base + np.arange(exact, dtype=np.float64) * step) ** (-alpha))
+        w = (
+            exact_weights
+            if exact_weights is not None
+            else (base + np.arange(exact, dtype=np.float64) * step) ** (-alpha)
+        )
         self.exact_mass = float(w.sum())
         self.cdf = np.cumsum(w)
         lo = base + (exact - 0.5) * step
@@ -129,8 +138,17 @@ class Population:
         tail_keys: how many of them are sampled tail users (the keyed caches' users).
     """
 
-    def __init__(self, jurisdiction: str, n: int, alpha: float, *, offset: int, scale: float,
-                 phase: float, head_factor: float = HEAD_FACTOR) -> None:
+    def __init__(
+        self,
+        jurisdiction: str,
+        n: int,
+        alpha: float,
+        *,
+        offset: int,
+        scale: float,
+        phase: float,
+        head_factor: float = HEAD_FACTOR,
+    ) -> None:
         if n < 1:
             raise ConfigError(f"jurisdiction '{jurisdiction}' needs at least 1 user (got {n})")
         if not 0 < scale <= 1:
@@ -198,8 +216,9 @@ class Population:
         return ((user - self.offset - self._b) * self._a_inv) % self.n if self.n > 1 else 0
 
     # ------------------------------------------------------------------ sampling
-    def draw(self, rng: np.random.Generator,
-             size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def draw(
+        self, rng: np.random.Generator, size: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``size`` simulated requests: ``(user ids, is_head, ranks)``.
 
         A request is a head request with probability ``m x head / (m x head + tail)``; its

@@ -53,10 +53,33 @@ __all__ = [
     "write_report",
 ]
 
-REQUEST_FIELDS = ("type", "region", "count", "failed", "degraded", "p50_ms", "p95_ms",
-                  "p99_ms", "p999_ms", "mean_ms", "slo_attainment")
-NODE_FIELDS = ("node", "region", "kind", "capacity", "requests", "utilisation", "offered_load",
-               "peak_offered_load", "peak_phase", "max_queue", "wait_ms", "wait_p99_ms")
+REQUEST_FIELDS = (
+    "type",
+    "region",
+    "count",
+    "failed",
+    "degraded",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "p999_ms",
+    "mean_ms",
+    "slo_attainment",
+)
+NODE_FIELDS = (
+    "node",
+    "region",
+    "kind",
+    "capacity",
+    "requests",
+    "utilisation",
+    "offered_load",
+    "peak_offered_load",
+    "peak_phase",
+    "max_queue",
+    "wait_ms",
+    "wait_p99_ms",
+)
 CACHE_FIELDS = ("level", "hits", "misses", "hit_ratio")
 #: PNG files written by :func:`write_report`, in the order the report shows them.
 PLOTS = ("latency_cdf.png", "timeseries.png", "utilisation.png")
@@ -157,7 +180,9 @@ def _request_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for t, per in _ordered_types(result["metrics"].get("requests", {})):
         for region, lat in per.items():
-            rows.append({"type": t, "region": region, **{k: lat.get(k) for k in REQUEST_FIELDS[2:]}})
+            rows.append(
+                {"type": t, "region": region, **{k: lat.get(k) for k in REQUEST_FIELDS[2:]}}
+            )
     return rows
 
 
@@ -181,14 +206,22 @@ def _node_kind(name: str) -> str:
 def _node_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for name, n in result["metrics"].get("nodes", {}).items():
-        rows.append({"node": name, "region": name.split("/", 1)[0] if "/" in name else "",
-                     "kind": _node_kind(name), **{k: n.get(k) for k in NODE_FIELDS[3:]}})
+        rows.append(
+            {
+                "node": name,
+                "region": name.split("/", 1)[0] if "/" in name else "",
+                "kind": _node_kind(name),
+                **{k: n.get(k) for k in NODE_FIELDS[3:]},
+            }
+        )
     return rows
 
 
 def _cache_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"level": lvl, **{k: c.get(k) for k in CACHE_FIELDS[1:]}}
-            for lvl, c in result["metrics"].get("caches", {}).items()]
+    return [
+        {"level": lvl, **{k: c.get(k) for k in CACHE_FIELDS[1:]}}
+        for lvl, c in result["metrics"].get("caches", {}).items()
+    ]
 
 
 def _write_csv(path: Path, fields: Sequence[str], rows: Iterable[dict[str, Any]]) -> None:
@@ -250,8 +283,14 @@ def _plot_latency_cdf(result: dict[str, Any]) -> bytes:
     fig = _new_figure(12.0, 4.8)
     if not types:
         ax = fig.add_subplot()
-        ax.text(0.5, 0.5, "no requests completed after the warm-up", ha="center", va="center",
-                transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.5,
+            "no requests completed after the warm-up",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
         ax.set_axis_off()
         return _png(fig)
     axes = fig.subplots(1, len(types), squeeze=False, sharey=True)[0]
@@ -259,7 +298,7 @@ def _plot_latency_cdf(result: dict[str, Any]) -> bytes:
     colour = {r: f"C{i % 10}" for i, r in enumerate(regions)}
     approx = False
     y_lo, y_top = 0.02, 0.9999
-    for ax, (t, per) in zip(axes, types):
+    for ax, (t, per) in zip(axes, types, strict=False):
         xs_all: list[float] = []
         for region, lat in per.items():
             pts = lat.get("cdf")
@@ -284,8 +323,16 @@ def _plot_latency_cdf(result: dict[str, Any]) -> bytes:
             v = target.get(key)
             if v:
                 ax.axvline(v, color="crimson", ls=ls, lw=1.2)
-                ax.text(v, y_lo, f" SLO {name} {v:g} ms", rotation=90, color="crimson",
-                        fontsize=7, ha="right", va="bottom")
+                ax.text(
+                    v,
+                    y_lo,
+                    f" SLO {name} {v:g} ms",
+                    rotation=90,
+                    color="crimson",
+                    fontsize=7,
+                    ha="right",
+                    va="bottom",
+                )
         ax.axhline(0.99, color="grey", lw=0.6)
         ax.set_xscale("log")
         ax.set_yscale("logit", nonpositive="clip")
@@ -302,8 +349,11 @@ def _plot_latency_cdf(result: dict[str, Any]) -> bytes:
             ax.set_xlim(lo, hi)
             ticks = _log_ticks(lo, hi)
             if len(ticks) < 3:  # a narrow range: label the minor decades too
-                ticks = [v for v in (m * 10.0**e for e in range(-3, 6) for m in range(1, 10))
-                         if lo <= v <= hi]
+                ticks = [
+                    v
+                    for v in (m * 10.0**e for e in range(-3, 6) for m in range(1, 10))
+                    if lo <= v <= hi
+                ]
             ax.xaxis.set_major_locator(FixedLocator(ticks))
             ax.xaxis.set_minor_locator(NullLocator())
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))
@@ -312,7 +362,7 @@ def _plot_latency_cdf(result: dict[str, Any]) -> bytes:
     axes[0].set_ylabel("completed requests at or below (logit scale)")
     handles, labels = axes[0].get_legend_handles_labels()
     for ax in axes[1:]:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=False):
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
@@ -338,41 +388,73 @@ def _plot_timeseries(result: dict[str, Any], timeseries: list[dict[str, Any]]) -
             col = f"p99_{ty}_ms"
             if not any(r.get(col) for r in timeseries):
                 continue
-            ax_p99.plot(t, [r.get(col) or float("nan") for r in timeseries], color=colours[ty],
-                        lw=1.3, label=f"p99 {ty}")
-        ax_req.plot(t, [r.get("requests_per_s_full_scale", r["requests"]) for r in timeseries],
-                    color="C2", lw=1.4, label="requests/s")
-        ax_err.bar(t, [r["errors"] for r in timeseries], width=1.0, color="C3",
-                   label="errors/s")
-        ax_hit.plot(t, [r["hit_ratio"] for r in timeseries], color="C4", lw=1.2,
-                    label="cache hit ratio")
+            ax_p99.plot(
+                t,
+                [r.get(col) or float("nan") for r in timeseries],
+                color=colours[ty],
+                lw=1.3,
+                label=f"p99 {ty}",
+            )
+        ax_req.plot(
+            t,
+            [r.get("requests_per_s_full_scale", r["requests"]) for r in timeseries],
+            color="C2",
+            lw=1.4,
+            label="requests/s",
+        )
+        ax_err.bar(t, [r["errors"] for r in timeseries], width=1.0, color="C3", label="errors/s")
+        ax_hit.plot(
+            t, [r["hit_ratio"] for r in timeseries], color="C4", lw=1.2, label="cache hit ratio"
+        )
     else:
-        ax_p99.text(0.5, 0.5, "empty time series", ha="center", va="center",
-                    transform=ax_p99.transAxes)
+        ax_p99.text(
+            0.5, 0.5, "empty time series", ha="center", va="center", transform=ax_p99.transAxes
+        )
     for ty, v in targets.items():
         if not v.get("p99_ms") or ty not in colours:
             continue
         lim = float(v["p99_ms"])
-        ax_p99.axhline(lim, color=colours[ty], ls=(0, (4, 3)), lw=1.0, alpha=0.8,
-                       label=f"{ty} p99 target")
-        ax_p99.annotate(f"{lim:g} ms", (1.0, lim), xycoords=("axes fraction", "data"),
-                        xytext=(2, 0), textcoords="offset points", va="center", fontsize=7,
-                        color=colours[ty])
+        ax_p99.axhline(
+            lim, color=colours[ty], ls=(0, (4, 3)), lw=1.0, alpha=0.8, label=f"{ty} p99 target"
+        )
+        ax_p99.annotate(
+            f"{lim:g} ms",
+            (1.0, lim),
+            xycoords=("axes fraction", "data"),
+            xytext=(2, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=7,
+            color=colours[ty],
+        )
     ax_p99.set_ylim(bottom=0)
     for ax in axes:
         ax.set_xlim(0, duration)
         if warmup > 0:
             ax.axvspan(0, warmup, color="grey", alpha=0.12, lw=0)
-    ax_p99.text(warmup / 2 if warmup > 0 else 0, 1.0, "warm-up" if warmup > 0 else "",
-                transform=ax_p99.get_xaxis_transform(), ha="center", va="bottom", fontsize=7,
-                color="dimgrey")
+    ax_p99.text(
+        warmup / 2 if warmup > 0 else 0,
+        1.0,
+        "warm-up" if warmup > 0 else "",
+        transform=ax_p99.get_xaxis_transform(),
+        ha="center",
+        va="bottom",
+        fontsize=7,
+        color="dimgrey",
+    )
     spec = result.get("spec") or {}
     for c in (spec.get("workload") or {}).get("campaigns") or []:
         a, d = float(c.get("start_s", 0)), float(c.get("duration_s", 0))
         ax_req.axvspan(a, min(a + d, duration), color="gold", alpha=0.18, lw=0)
-        ax_req.text(a, 0.04, f" campaign {c.get('name', '')} x{c.get('multiplier', '')}",
-                    transform=ax_req.get_xaxis_transform(), va="bottom", fontsize=7,
-                    color="darkgoldenrod")
+        ax_req.text(
+            a,
+            0.04,
+            f" campaign {c.get('name', '')} x{c.get('multiplier', '')}",
+            transform=ax_req.get_xaxis_transform(),
+            va="bottom",
+            fontsize=7,
+            color="darkgoldenrod",
+        )
     faults = result.get("faults") or []
     for i, f in enumerate(faults):
         a, b = float(f["at_s"]), float(f.get("end_s", f["at_s"] + f.get("duration_s", 0)))
@@ -387,13 +469,27 @@ def _plot_timeseries(result: dict[str, Any], timeseries: list[dict[str, Any]]) -
         if f.get("extra_ms"):
             label += f" +{f['extra_ms']:g} ms"
         # alternate heights so the labels of overlapping faults do not print over each other
-        ax_p99.text(a, 0.97 if i % 2 == 0 else 0.84, f" {label}",
-                    transform=ax_p99.get_xaxis_transform(), ha="left", va="top", fontsize=8,
-                    color=col, fontweight="bold")
+        ax_p99.text(
+            a,
+            0.97 if i % 2 == 0 else 0.84,
+            f" {label}",
+            transform=ax_p99.get_xaxis_transform(),
+            ha="left",
+            va="top",
+            fontsize=8,
+            color=col,
+            fontweight="bold",
+        )
         if f.get("router_sees_at_s") is not None:
-            ax_err.text(float(f["router_sees_at_s"]), 0.95, " router sees it",
-                        transform=ax_err.get_xaxis_transform(), va="top", fontsize=7,
-                        color=col)
+            ax_err.text(
+                float(f["router_sees_at_s"]),
+                0.95,
+                " router sees it",
+                transform=ax_err.get_xaxis_transform(),
+                va="top",
+                fontsize=7,
+                color=col,
+            )
     ax_p99.set_ylabel("p99 (ms)")
     ax_req.set_ylabel("requests/s\n(full-scale)")
     ax_err.set_ylabel("errors/s")
@@ -421,8 +517,13 @@ def _load_key(result: dict[str, Any]) -> tuple[str, str]:
     """
     nodes = result["metrics"].get("nodes", {})
     if nodes and all("peak_offered_load" in n for n in nodes.values()):
-        return ("peak_offered_load", ("offered load in the busiest phase (service demand / "
-                                      "capacity; > 100 % means a growing backlog)"))
+        return (
+            "peak_offered_load",
+            (
+                "offered load in the busiest phase (service demand / "
+                "capacity; > 100 % means a growing backlog)"
+            ),
+        )
     return ("utilisation", "utilisation (busy worker time / capacity x measured window)")
 
 
@@ -447,13 +548,14 @@ def _plot_utilisation(result: dict[str, Any]) -> bytes:
     ax.barh(ys, vals, color=[_KIND_COLOURS[r["kind"]] for r in shown], height=0.75)
     ax.set_yticks(ys, [r["node"] for r in shown], fontsize=7 if len(shown) > 20 else 8)
     ax.invert_yaxis()
-    for y, v in zip(ys, vals):
+    for y, v in zip(ys, vals, strict=False):
         ax.text(v, y, f" {v:.0%}" if v >= 0.01 else f" {v:.1%}", va="center", fontsize=7)
     top = max(1.0, max(vals) * 1.12)
     ax.set_xlim(0, top)
     ceiling = _ceiling(result)
-    limit = ax.axvline(ceiling, color="crimson", ls="--", lw=1.2,
-                       label=f"load ceiling {ceiling:.0%}")
+    limit = ax.axvline(
+        ceiling, color="crimson", ls="--", lw=1.2, label=f"load ceiling {ceiling:.0%}"
+    )
     ax.xaxis.set_major_formatter("{x:.0%}")
     ax.set_xlabel(label)
     ax.grid(axis="y", visible=False)
@@ -529,12 +631,18 @@ def _pct(x: Any, digits: int = 2) -> str:
     return "—" if x is None else f"{float(x) * 100:.{digits}f} %"
 
 
-def _table(head: Sequence[str], rows: Iterable[Sequence[Any]], left: int = 1,
-           row_class: Sequence[str] | None = None) -> str:
+def _table(
+    head: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    left: int = 1,
+    row_class: Sequence[str] | None = None,
+) -> str:
     """An HTML table; cells are ``(text, css_class)`` pairs or plain values (escaped here)."""
     out = ["<table><thead><tr>"]
-    out += [f'<th class="l">{_e(h)}</th>' if i < left else f"<th>{_e(h)}</th>"
-            for i, h in enumerate(head)]
+    out += [
+        f'<th class="l">{_e(h)}</th>' if i < left else f"<th>{_e(h)}</th>"
+        for i, h in enumerate(head)
+    ]
     out.append("</tr></thead><tbody>")
     for ri, row in enumerate(rows):
         cls = row_class[ri] if row_class else ""
@@ -542,7 +650,9 @@ def _table(head: Sequence[str], rows: Iterable[Sequence[Any]], left: int = 1,
         for i, cell in enumerate(row):
             text, c = cell if isinstance(cell, tuple) else (_fmt(cell), "")
             classes = " ".join(x for x in ("l" if i < left else "", c) if x)
-            out.append(f'<td class="{classes}">{_e(text)}</td>' if classes else f"<td>{_e(text)}</td>")
+            out.append(
+                f'<td class="{classes}">{_e(text)}</td>' if classes else f"<td>{_e(text)}</td>"
+            )
         out.append("</tr>")
     out.append("</tbody></table>")
     return "".join(out)
@@ -558,8 +668,9 @@ def _kpi(value: str, label: str) -> str:
     return f'<div class="kpi"><b>{_e(value)}</b><span>{_e(label)}</span></div>'
 
 
-def _html(result: dict[str, Any], timeseries: list[dict[str, Any]],
-          images: dict[str, bytes]) -> str:
+def _html(
+    result: dict[str, Any], timeseries: list[dict[str, Any]], images: dict[str, bytes]
+) -> str:
     m = result.get("metrics", {})
     spec = result.get("spec") or {}
     name = result.get("spec_name") or spec.get("name") or "spec"
@@ -568,51 +679,74 @@ def _html(result: dict[str, Any], timeseries: list[dict[str, Any]],
     counts = m.get("counts", {})
     targets = _slo_targets(result)
     attainment_goal = (spec.get("slo") or {}).get("attainment")
-    title = (f"geoshard simulate: {name} (seed {result.get('seed')}, scale {result.get('scale')}, "
-             f"{_fmt(result.get('duration_s'))} s)")
+    title = (
+        f"geoshard simulate: {name} (seed {result.get('seed')}, scale {result.get('scale')}, "
+        f"{_fmt(result.get('duration_s'))} s)"
+    )
     p: list[str] = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>Simulation of <code>{_e(name)}</code></h1>",
-        (f'<p class="sub">seed {_e(result.get("seed"))} · scale {_e(result.get("scale"))} · '
-         f'{_e(_fmt(result.get("duration_s")))} simulated s (warm-up '
-         f'{_e(_fmt(result.get("warmup_s")))} s) · {_e(_fmt(m.get("arrivals")))} arrivals · '
-         f'result schema v{_e(result.get("schema_version"))} · geoshard '
-         f'{_e((result.get("versions") or {}).get("geoshard", "?"))}</p>'),
+        (
+            f'<p class="sub">seed {_e(result.get("seed"))} · scale {_e(result.get("scale"))} · '
+            f"{_e(_fmt(result.get('duration_s')))} simulated s (warm-up "
+            f"{_e(_fmt(result.get('warmup_s')))} s) · {_e(_fmt(m.get('arrivals')))} arrivals · "
+            f"result schema v{_e(result.get('schema_version'))} · geoshard "
+            f"{_e((result.get('versions') or {}).get('geoshard', '?'))}</p>"
+        ),
     ]
-    nav = [("residency", "residency"), ("requests", "requests"), ("counts", "errors"),
-           ("caches", "caches"), ("cost", "cost"), ("faults", "faults"), ("nodes", "nodes"),
-           ("assumptions", "assumptions"), ("plots", "plots"), ("machine", "machine")]
-    p.append('<p class="muted">' + " · ".join(f'<a href="#{a}">{t}</a>' for a, t in nav)
-             + "</p>")
+    nav = [
+        ("residency", "residency"),
+        ("requests", "requests"),
+        ("counts", "errors"),
+        ("caches", "caches"),
+        ("cost", "cost"),
+        ("faults", "faults"),
+        ("nodes", "nodes"),
+        ("assumptions", "assumptions"),
+        ("plots", "plots"),
+        ("machine", "machine"),
+    ]
+    p.append('<p class="muted">' + " · ".join(f'<a href="#{a}">{t}</a>' for a, t in nav) + "</p>")
     # verdict (the same object as the terminal, result.json and the exit code)
-    verdict = result.get("verdict") or {"passed": slo.get("passed", True),
-                                        "failures": [{"kind": "", "name": "", "message": f}
-                                                     for f in slo.get("failures") or []]}
+    verdict = result.get("verdict") or {
+        "passed": slo.get("passed", True),
+        "failures": [{"kind": "", "name": "", "message": f} for f in slo.get("failures") or []],
+    }
     fails = list(verdict.get("failures") or [])
     failing = {f.get("name") for f in fails}
     if verdict.get("passed", not fails):
-        p.append('<div class="banner pass" id="slo-verdict"><strong>VERDICT: PASSED</strong> '
-                 "every request type met its latency and attainment targets in every region, "
-                 "no pool exceeded its load ceiling, and the residency audit found nothing."
-                 "</div>")
+        p.append(
+            '<div class="banner pass" id="slo-verdict"><strong>VERDICT: PASSED</strong> '
+            "every request type met its latency and attainment targets in every region, "
+            "no pool exceeded its load ceiling, and the residency audit found nothing."
+            "</div>"
+        )
     else:
         items = "".join(f"<li>{_e(f.get('message'))}</li>" for f in fails)
-        p.append(f'<div class="banner fail" id="slo-verdict"><strong>VERDICT: FAILED</strong> '
-                 f"({len(fails)} failure{'s' if len(fails) != 1 else ''})<ul>{items}</ul></div>")
+        p.append(
+            f'<div class="banner fail" id="slo-verdict"><strong>VERDICT: FAILED</strong> '
+            f"({len(fails)} failure{'s' if len(fails) != 1 else ''})<ul>{items}</ul></div>"
+        )
     # residency
     viol = int(res.get("violations") or 0)
     cls = "fail" if viol else "pass"
     p.append('<h2 id="residency">Residency audit</h2>')
-    p.append(f'<div class="banner {cls}"><strong>{_e(_fmt(viol))} violation'
-             f"{'s' if viol != 1 else ''}</strong> in {_e(_fmt(res.get('checks', 0)))} checks "
-             "(every read and write placement the simulator made was checked against the "
-             "residency policy).</div>")
+    p.append(
+        f'<div class="banner {cls}"><strong>{_e(_fmt(viol))} violation'
+        f"{'s' if viol != 1 else ''}</strong> in {_e(_fmt(res.get('checks', 0)))} checks "
+        "(every read and write placement the simulator made was checked against the "
+        "residency policy).</div>"
+    )
     examples = res.get("examples") or []
     if examples:
-        p.append("<h3>Examples</h3><ul>" + "".join(f"<li><code>{_e(x)}</code></li>"
-                                                  for x in examples) + "</ul>")
+        p.append(
+            "<h3>Examples</h3><ul>"
+            + "".join(f"<li><code>{_e(x)}</code></li>" for x in examples)
+            + "</ul>"
+        )
     # headline numbers
     req = m.get("requests", {})
     kpis = []
@@ -629,35 +763,70 @@ def _html(result: dict[str, Any], timeseries: list[dict[str, Any]],
     p.append('<div class="kpis">' + "".join(kpis) + "</div>")
     # requests
     p.append('<h2 id="requests">Requests by type and client region</h2>')
-    p.append('<p class="muted">After the warm-up. Attainment: share of requests (failed ones '
-             "included) answered within the type's p99 target, degraded answers counting as "
-             "misses unless the SLO accepts them"
-             + (f"; goal {_e(_pct(attainment_goal))}" if attainment_goal is not None else "")
-             + ". Red: misses its target. Also in <code>requests.csv</code>.</p>")
+    p.append(
+        '<p class="muted">After the warm-up. Attainment: share of requests (failed ones '
+        "included) answered within the type's p99 target, degraded answers counting as "
+        "misses unless the SLO accepts them"
+        + (f"; goal {_e(_pct(attainment_goal))}" if attainment_goal is not None else "")
+        + ". Red: misses its target. Also in <code>requests.csv</code>.</p>"
+    )
     rows, rcls = [], []
     for t, per in _ordered_types(req):
         tgt = targets.get(t) or {}
         for region, lat in per.items():
             bad = f"{t}/{region}" in failing
             att = lat.get("slo_attainment")
-            att_bad = bad and attainment_goal is not None and att is not None and att < attainment_goal
-            rows.append([t, region, lat.get("count"), lat.get("failed"), lat.get("degraded", 0),
-                         _mark(lat.get("p50_ms"), tgt.get("p50_ms") if bad else None),
-                         _fmt(lat.get("p95_ms")),
-                         _mark(lat.get("p99_ms"), tgt.get("p99_ms") if bad else None),
-                         _fmt(lat.get("p999_ms")), _fmt(lat.get("mean_ms")),
-                         (_pct(att), "bad" if att_bad else "ok"),
-                         f"{_fmt(tgt.get('p50_ms'))} / {_fmt(tgt.get('p99_ms'))}" if tgt else "—"])
+            att_bad = (
+                bad and attainment_goal is not None and att is not None and att < attainment_goal
+            )
+            rows.append(
+                [
+                    t,
+                    region,
+                    lat.get("count"),
+                    lat.get("failed"),
+                    lat.get("degraded", 0),
+                    _mark(lat.get("p50_ms"), tgt.get("p50_ms") if bad else None),
+                    _fmt(lat.get("p95_ms")),
+                    _mark(lat.get("p99_ms"), tgt.get("p99_ms") if bad else None),
+                    _fmt(lat.get("p999_ms")),
+                    _fmt(lat.get("mean_ms")),
+                    (_pct(att), "bad" if att_bad else "ok"),
+                    f"{_fmt(tgt.get('p50_ms'))} / {_fmt(tgt.get('p99_ms'))}" if tgt else "—",
+                ]
+            )
             rcls.append("all" if region == "all" else "")
-    p.append(_table(["type", "client region", "answered", "failed", "degraded", "p50 ms",
-                     "p95 ms", "p99 ms", "p99.9 ms", "mean ms", "attainment",
-                     "SLO p50 / p99 ms"], rows, left=2, row_class=rcls))
+    p.append(
+        _table(
+            [
+                "type",
+                "client region",
+                "answered",
+                "failed",
+                "degraded",
+                "p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "p99.9 ms",
+                "mean ms",
+                "attainment",
+                "SLO p50 / p99 ms",
+            ],
+            rows,
+            left=2,
+            row_class=rcls,
+        )
+    )
     # counts
     p.append('<h2 id="counts">Degraded, failed, shed and re-routed requests</h2>')
-    labels = [("degraded", "degraded (served with a fallback)"), ("failed", "failed"),
-              ("shed", "shed (admission control)"), ("spilled", "spilled to another region"),
-              ("stale_route_errors", "stale route errors (router not yet aware of a fault)"),
-              ("no_allowed_region", "no allowed region (residency left no healthy option)")]
+    labels = [
+        ("degraded", "degraded (served with a fallback)"),
+        ("failed", "failed"),
+        ("shed", "shed (admission control)"),
+        ("spilled", "spilled to another region"),
+        ("stale_route_errors", "stale route errors (router not yet aware of a fault)"),
+        ("no_allowed_region", "no allowed region (residency left no healthy option)"),
+    ]
     crow = [[lab, counts.get(k)] for k, lab in labels if k in counts]
     for stage, n in (counts.get("degraded_by_stage") or {}).items():
         crow.append([f"degraded at stage {stage}", n])
@@ -668,28 +837,70 @@ def _html(result: dict[str, Any], timeseries: list[dict[str, Any]],
     if entry:
         entries = sorted({e for per in entry.values() for e in per})
         p.append("<h3>Where requests were processed (client region → entry region)</h3>")
-        p.append(_table(["client region", *entries],
-                        [[c, *[per.get(e, 0) for e in entries]] for c, per in entry.items()]))
+        p.append(
+            _table(
+                ["client region", *entries],
+                [[c, *[per.get(e, 0) for e in entries]] for c, per in entry.items()],
+            )
+        )
     # caches
     p.append('<h2 id="caches">Caches</h2>')
-    p.append(_table(["level", "hits", "misses", "hit ratio"],
-                    [[r["level"], r["hits"], r["misses"], _pct(r["hit_ratio"])]
-                     for r in _cache_rows(result)]))
+    p.append(
+        _table(
+            ["level", "hits", "misses", "hit ratio"],
+            [
+                [r["level"], r["hits"], r["misses"], _pct(r["hit_ratio"])]
+                for r in _cache_rows(result)
+            ],
+        )
+    )
     # cost
     p.append('<h2 id="cost">Cost per hour (USD)</h2>')
     fs = cost.get("full_scale") or cost
-    p.append(_table(["", "API servers", "hot nodes", "warm nodes", "total"], [
-        ["the spec's topology", fs.get("api"), fs.get("hot"), fs.get("warm"), fs.get("total")],
-    ]))
+    p.append(
+        _table(
+            ["", "API servers", "hot nodes", "warm nodes", "total"],
+            [
+                [
+                    "the spec's topology",
+                    fs.get("api"),
+                    fs.get("hot"),
+                    fs.get("warm"),
+                    fs.get("total"),
+                ],
+            ],
+        )
+    )
     # faults
     faults = result.get("faults") or []
     p.append('<h2 id="faults">Faults</h2>')
     if faults:
-        p.append(_table(["kind", "target", "from s", "until s", "router sees it at s",
-                         "router sees recovery at s", "extra ms"],
-                        [[f.get("kind"), f.get("target"), f.get("at_s"), f.get("end_s"),
-                          f.get("router_sees_at_s"), f.get("router_sees_end_at_s"),
-                          f.get("extra_ms")] for f in faults], left=2))
+        p.append(
+            _table(
+                [
+                    "kind",
+                    "target",
+                    "from s",
+                    "until s",
+                    "router sees it at s",
+                    "router sees recovery at s",
+                    "extra ms",
+                ],
+                [
+                    [
+                        f.get("kind"),
+                        f.get("target"),
+                        f.get("at_s"),
+                        f.get("end_s"),
+                        f.get("router_sees_at_s"),
+                        f.get("router_sees_end_at_s"),
+                        f.get("extra_ms"),
+                    ]
+                    for f in faults
+                ],
+                left=2,
+            )
+        )
     else:
         p.append("<p>No faults were injected.</p>")
     # nodes
@@ -697,45 +908,84 @@ def _html(result: dict[str, Any], timeseries: list[dict[str, Any]],
     ceiling = _ceiling(result)
     nodes = sorted(_node_rows(result), key=lambda r: (-(r[key] or 0.0), r["node"]))
     p.append('<h2 id="nodes">Busiest nodes</h2>')
-    more = (f"the {min(15, len(nodes))} busiest of {len(nodes)}; all in <code>nodes.csv</code>"
-            if len(nodes) > 15 else "all nodes; also in <code>nodes.csv</code>")
-    p.append(f'<p class="muted">{more}; ranked by {_e(label)}. Red: above the load ceiling '
-             f"({_e(_pct(ceiling, 0))}), which fails the verdict.</p>")
+    more = (
+        f"the {min(15, len(nodes))} busiest of {len(nodes)}; all in <code>nodes.csv</code>"
+        if len(nodes) > 15
+        else "all nodes; also in <code>nodes.csv</code>"
+    )
+    p.append(
+        f'<p class="muted">{more}; ranked by {_e(label)}. Red: above the load ceiling '
+        f"({_e(_pct(ceiling, 0))}), which fails the verdict.</p>"
+    )
 
     def _load_cell(v: Any, name: str) -> Any:
         if v is None:
             return ""
         return (_pct(v, 1), "bad" if name in failing and v > ceiling else "")
 
-    p.append(_table(["node", "kind", "workers", "requests", "utilisation", "offered load",
-                     "peak offered load", "peak phase", "max queue", "mean wait ms",
-                     "p99 wait ms"],
-                    [[r["node"], r["kind"], r["capacity"], r["requests"],
-                      _pct(r["utilisation"], 1), _pct(r["offered_load"], 1),
-                      _load_cell(r.get("peak_offered_load"), r["node"]), r.get("peak_phase"),
-                      r["max_queue"], r["wait_ms"], r.get("wait_p99_ms")]
-                     for r in nodes[:15]], left=2))
+    p.append(
+        _table(
+            [
+                "node",
+                "kind",
+                "workers",
+                "requests",
+                "utilisation",
+                "offered load",
+                "peak offered load",
+                "peak phase",
+                "max queue",
+                "mean wait ms",
+                "p99 wait ms",
+            ],
+            [
+                [
+                    r["node"],
+                    r["kind"],
+                    r["capacity"],
+                    r["requests"],
+                    _pct(r["utilisation"], 1),
+                    _pct(r["offered_load"], 1),
+                    _load_cell(r.get("peak_offered_load"), r["node"]),
+                    r.get("peak_phase"),
+                    r["max_queue"],
+                    r["wait_ms"],
+                    r.get("wait_p99_ms"),
+                ]
+                for r in nodes[:15]
+            ],
+            left=2,
+        )
+    )
     # assumptions
     p.append('<h2 id="assumptions">Assumptions (the model and the scale)</h2><ul>')
     p += [f"<li>{_e(a)}</li>" for a in result.get("assumptions") or []]
     p.append("</ul>")
     # plots
     p.append('<h2 id="plots">Plots</h2>')
-    captions = {"latency_cdf.png": "Latency CDF per request type and client region",
-                "timeseries.png": "p99, throughput, errors and hit ratio over time",
-                "utilisation.png": "Node load in the busiest phase"}
+    captions = {
+        "latency_cdf.png": "Latency CDF per request type and client region",
+        "timeseries.png": "p99, throughput, errors and hit ratio over time",
+        "utilisation.png": "Node load in the busiest phase",
+    }
     for fname in PLOTS:
         if fname in images:
             b64 = base64.b64encode(images[fname]).decode("ascii")
-            p.append(f'<h3>{_e(captions[fname])}</h3><img id="{_e(fname)}" '
-                     f'alt="{_e(captions[fname])}" src="data:image/png;base64,{b64}">')
-    p.append(f'<p class="muted">{len(timeseries)} seconds in <code>timeseries.csv</code>; '
-             "the whole result in <code>result.json</code>.</p>")
+            p.append(
+                f'<h3>{_e(captions[fname])}</h3><img id="{_e(fname)}" '
+                f'alt="{_e(captions[fname])}" src="data:image/png;base64,{b64}">'
+            )
+    p.append(
+        f'<p class="muted">{len(timeseries)} seconds in <code>timeseries.csv</code>; '
+        "the whole result in <code>result.json</code>.</p>"
+    )
     # machine (the only part that differs between identical runs)
     machine = {"machine": result.get("machine"), "versions": result.get("versions")}
-    p.append('<footer id="machine"><h2>Machine</h2><p class="muted">Where and how fast this '
-             "run went; the only part of the report that changes between runs with the same "
-             "spec and seed.</p>")
+    p.append(
+        '<footer id="machine"><h2>Machine</h2><p class="muted">Where and how fast this '
+        "run went; the only part of the report that changes between runs with the same "
+        "spec and seed.</p>"
+    )
     p.append(f"<pre>{_e(json.dumps(machine, indent=2, sort_keys=True))}</pre></footer>")
     p.append("</body></html>")
     return "\n".join(p) + "\n"

@@ -39,16 +39,30 @@ from .collect import CACHE_LEVELS, SimResults
 from .engine import EngineOptions, populations
 from .faults import Timeline
 from .metrics import RELATIVE_ERROR_BOUND, LogHistogram
-from .parallel import simulate_parts
+from .parallel import LEAD_S, Task, plan_tasks, simulate_parts
 from .verdict import MIN_PHASE_S, judge, phases
 from .workload import expected_requests, rate_segments, start_of_day
 
-__all__ = ["SCHEMA_VERSION", "TIMESERIES_FIELDS", "cost_per_hour", "durability_note",
-           "simulate_spec", "write_run"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "TIMESERIES_FIELDS",
+    "cost_per_hour",
+    "durability_note",
+    "simulate_spec",
+    "write_run",
+]
 
 SCHEMA_VERSION = 2
-TIMESERIES_FIELDS = ("t_s", "requests", "requests_per_s_full_scale", "errors", "p99_ms",
-                     *(f"p99_{t}_ms" for t in REQUEST_TYPES), "hit_ratio", "in_fault")
+TIMESERIES_FIELDS = (
+    "t_s",
+    "requests",
+    "requests_per_s_full_scale",
+    "errors",
+    "p99_ms",
+    *(f"p99_{t}_ms" for t in REQUEST_TYPES),
+    "hit_ratio",
+    "in_fault",
+)
 
 
 def _r(x: float, digits: int = 6) -> float:
@@ -73,36 +87,67 @@ def durability_note(spec: Spec) -> str:
     """One sentence on how reads and writes use the replicas (stored in the assumptions)."""
     with_rep = sorted(r for r, reg in spec.regions.items() if reg.hot.replicas >= 1)
     without = sorted(r for r, reg in spec.regions.items() if reg.hot.replicas < 1)
-    ack = ("writes are acknowledged when the primary and its in-region Redis replica have "
-           "applied them (WAIT 1: one intra-region hop + the replica's service time)")
+    ack = (
+        "writes are acknowledged when the primary and its in-region Redis replica have "
+        "applied them (WAIT 1: one intra-region hop + the replica's service time)"
+    )
     if without and with_rep:
         ack += f"; in {', '.join(without)} (hot.replicas 0) after the primary alone"
     elif without:
         ack = "writes are acknowledged after the primary alone (hot.replicas 0)"
-    return (f"durability: {ack}; the copies on the other ring replicas (other regions) are "
-            "written asynchronously (they load those nodes' queues, not the request's "
-            "latency), so a region lost before replication loses those writes there; reads "
-            "that miss every cache go to the route's replica nearest the entry region")
+    return (
+        f"durability: {ack}; the copies on the other ring replicas (other regions) are "
+        "written asynchronously (they load those nodes' queues, not the request's "
+        "latency), so a region lost before replication loses those writes there; reads "
+        "that miss every cache go to the route's replica nearest the entry region"
+    )
 
 
 def _scale_notes(spec: Spec, scale: float, seed: int) -> list[str]:
     if scale >= 1:
         return ["scale 1: every node, user and request of the topology is simulated"]
     pops = populations(spec, scale, seed)
-    heads = ", ".join(f"{j}: {p.head:,} users, {p.head_share:.1%} of requests, "
-                      f"{p.materialize_head:.4f} of them in full" for j, p in pops.items())
+    heads = ", ".join(
+        f"{j}: {p.head:,} users, {p.head_share:.1%} of requests, "
+        f"{p.materialize_head:.4f} of them in full"
+        for j, p in pops.items()
+    )
     return [
-        f"scale {scale:g} (a faithful slice): every node of every pool is simulated with "
-        f"{scale:g} of its requests and service times stretched by 1/{scale:g}, so per-node "
-        "arrival rate x service time (offered load), utilisation and queue lengths are those "
-        f"of the full topology and queueing delays are measured in full-scale time "
-        f"(exact for Poisson arrivals, which a thinned Poisson stream is)",
-        f"the slice's users: every {1 / scale:g}-th user by popularity (systematic sample) with "
-        f"all of their requests, plus the most popular users at their full rate for the "
-        f"caches ({heads}); cache capacities are the head's residents + {scale:g} x the rest, "
-        "so every cache holds the same share of its key space as at full scale (SHARDS-style "
-        "spatial sampling); request counts are the slice's: x 1/scale for full-scale rates",
+        (
+            f"scale {scale:g} (a faithful slice): every node of every pool is simulated with "
+            f"{scale:g} of its requests and service times stretched by 1/{scale:g}, so per-node "
+            "arrival rate x service time (offered load), utilisation and queue lengths are those "
+            f"of the full topology and queueing delays are measured in full-scale time "
+            f"(exact for Poisson arrivals, which a thinned Poisson stream is)"
+        ),
+        (
+            f"the slice's users: every {1 / scale:g}-th user by popularity (systematic sample) with "
+            f"all of their requests, plus the most popular users at their full rate for the "
+            f"caches ({heads}); cache capacities are the head's residents + {scale:g} x the rest, "
+            "so every cache holds the same share of its key space as at full scale (SHARDS-style "
+            "spatial sampling); request counts are the slice's: x 1/scale for full-scale rates"
+        ),
     ]
+
+
+def _task_notes(tasks: list[Task]) -> list[str]:
+    notes = []
+    lead = max((t.lead_s for t in tasks if t.segment == 0), default=0.0)
+    if lead:
+        notes.append(
+            f"the slice starts {lead:g} s before time 0, unmeasured: a recommend's "
+            "second API visit joins after its dilated gap, and the visits of requests "
+            "from before time 0 are part of the steady state"
+        )
+    cut = max((t.segment + 1 for t in tasks), default=1)
+    if cut > 1:
+        notes.append(
+            f"large parts are simulated as up to {cut} independent time segments "
+            f"(on Ray when there are several workers), each warm-started with "
+            f"{LEAD_S} s of unmeasured lead-in for its queues; a queue above 100 % "
+            "load restarts at each segment (such a run fails its capacity gate)"
+        )
+    return notes
 
 
 def _common_notes(spec: Spec, warm: bool, warmup_s: float, options: EngineOptions) -> list[str]:
@@ -110,45 +155,83 @@ def _common_notes(spec: Spec, warm: bool, warmup_s: float, options: EngineOption
     sod = start_of_day(spec)
     step = w.day_s / len(w.diurnal)
     k = int(sod // step) % len(w.diurnal)
-    origin = ("workload.start_of_day_s" if w.start_of_day_s is not None
-              else "the busiest step of the diurnal curve")
+    origin = (
+        "workload.start_of_day_s"
+        if w.start_of_day_s is not None
+        else "the busiest step of the diurnal curve"
+    )
     notes = [
-        f"the run starts {sod:g} s into the diurnal cycle ({origin}: multiplier "
-        f"{w.diurnal[k]:g}); faults and campaigns are timed from the run's start",
-        "clients of a region are users of that region's jurisdiction; the per-region arrival "
-        "rate is peak_qps x diurnal step x campaign multipliers",
-        "a request enters the nearest region that may process every data class it touches "
-        "(a recommend: user_features and user_embeddings), spills at the entry when its API "
-        f"queue is longer than {options.spill_queue_factor:g} x workers, and is shed when no "
-        f"region has room and the queue passes {options.shed_queue}",
-        "API workers are CPU slots held only for the API service time (asynchronous I/O); "
-        "caches and networks are pure delays; API, hot and warm pools are FIFO queues",
-        "caches are filled when a miss is sent to the tier (a concurrent miss of the same key "
-        "hits, like single-flight); writes invalidate before they reach the primary",
-        "latencies are grouped by the client's region; failed and shed requests carry no "
-        "latency but count against SLO attainment; degraded answers count against it too "
-        "unless the type's accept_degraded is set",
-        f"latency quantiles come from log-bucketed histograms: relative error "
-        f"<= {RELATIVE_ERROR_BOUND:.4%}; means are exact",
+        (
+            f"the run starts {sod:g} s into the diurnal cycle ({origin}: multiplier "
+            f"{w.diurnal[k]:g}); faults and campaigns are timed from the run's start"
+        ),
+        (
+            "clients of a region are users of that region's jurisdiction; the per-region arrival "
+            "rate is peak_qps x diurnal step x campaign multipliers"
+        ),
+        (
+            "a request enters the nearest region that may process every data class it touches "
+            "(a recommend: user_features and user_embeddings), spills at the entry when its API "
+            f"queue is longer than {options.spill_queue_factor:g} x workers, and is shed when no "
+            f"region has room and the queue passes {options.shed_queue}"
+        ),
+        (
+            "API workers are CPU slots held only for the API service time (asynchronous I/O); "
+            "caches and networks are pure delays; API, hot and warm pools are FIFO queues"
+        ),
+        (
+            "a request walks the caches as it joins its entry region's API (the API's service "
+            "and the cache delays follow); caches are filled when a miss is sent to the tier (a "
+            "concurrent miss of the same key hits, like single-flight); writes invalidate before "
+            "they reach the primary"
+        ),
+        (
+            "latencies are grouped by the client's region; failed and shed requests carry no "
+            "latency but count against SLO attainment; degraded answers count against it too "
+            "unless the type's accept_degraded is set"
+        ),
+        (
+            f"latency quantiles come from log-bucketed histograms: relative error "
+            f"<= {RELATIVE_ERROR_BOUND:.4%}; means are exact"
+        ),
         durability_note(spec),
-        f"measurements start after a warm-up of {warmup_s:g} s; the time series covers the "
-        "whole run",
+        (
+            f"measurements start after a warm-up of {warmup_s:g} s; the time series covers the "
+            "whole run"
+        ),
     ]
     if warm:
-        notes.insert(1, "warm start: every cache begins at its steady state, drawn lazily per "
-                        "key from the analytic model (Che's characteristic time with TTLs "
-                        "and write invalidations; L1 -> L2 -> regional as a filtered stream; "
-                        "SIEVE modelled as LRU); see caches.model in the result")
+        cal = (
+            "; the model is calibrated first by a keyed replay of the workload through the "
+            "real caches (a SHARDS sample): per popularity band its hit ratios, and how "
+            "fast untouched residents leave"
+            if options.calibrate
+            else "; not calibrated"
+        )
+        notes.insert(
+            1,
+            "warm start: every cache begins at its steady state, drawn lazily per "
+            "key from the analytic model (Che's characteristic time with TTLs "
+            "and write invalidations; L1 -> L2 -> regional as a filtered stream; "
+            f"SIEVE modelled as LRU){cal}; see metrics.cache_model in the result",
+        )
     else:
         notes.insert(1, "cold start: every cache begins empty (--cold)")
     return notes
 
 
-def simulate_spec(spec: Spec, *, seed: int = 1, duration_s: float = 60.0, scale: float = 1.0,
-                  warmup_s: float | None = None, options: EngineOptions | None = None,
-                  on_progress: Callable[[float], None] | None = None, workers: int = 0,
-                  ray_address: str | None = None,
-                  ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def simulate_spec(
+    spec: Spec,
+    *,
+    seed: int = 1,
+    duration_s: float = 60.0,
+    scale: float = 1.0,
+    warmup_s: float | None = None,
+    options: EngineOptions | None = None,
+    on_progress: Callable[[float], None] | None = None,
+    workers: int = 0,
+    ray_address: str | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Simulate ``spec`` at ``scale`` and build the result and its verdict.
 
     Args:
@@ -174,30 +257,50 @@ def simulate_spec(spec: Spec, *, seed: int = 1, duration_s: float = 60.0, scale:
     if not (duration_s > 0) or not math.isfinite(duration_s):
         raise ConfigError(f"--duration (={duration_s}) must be a number of seconds > 0, e.g. 60")
     if not (0 < scale <= 1) or not math.isfinite(scale):
-        raise ConfigError(f"--scale (={scale}) must be in (0, 1]; e.g. 0.01 simulates a "
-                          "faithful 1 % slice of a planet-sized spec")
+        raise ConfigError(
+            f"--scale (={scale}) must be in (0, 1]; e.g. 0.01 simulates a "
+            "faithful 1 % slice of a planet-sized spec"
+        )
     if seed < 0:
         raise ConfigError(f"--seed (={seed}) must be >= 0")
     if warmup_s is None:
         warmup_s = 0.0 if options.warm_start else round(duration_s * 0.1, 3)
     if not (0 <= warmup_s < duration_s):
-        raise ConfigError(f"--warmup (={warmup_s}) must be >= 0 and below --duration "
-                          f"(={duration_s})")
-    assumptions = _scale_notes(spec, scale, seed) + _common_notes(
-        spec, options.warm_start, warmup_s, options)
+        raise ConfigError(
+            f"--warmup (={warmup_s}) must be >= 0 and below --duration (={duration_s})"
+        )
+    assumptions = (
+        _scale_notes(spec, scale, seed)
+        + _common_notes(spec, options.warm_start, warmup_s, options)
+        + _task_notes(plan_tasks(spec, duration_s, warmup_s, scale, options))
+    )
     started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     t_wall = time.perf_counter()
     cpu0 = time.process_time()
-    res, info = simulate_parts(spec, seed, duration_s, warmup_s, scale, options, workers,
-                               ray_address, on_progress,
-                               expected_requests(spec, duration_s, scale))
+    res, info = simulate_parts(
+        spec,
+        seed,
+        duration_s,
+        warmup_s,
+        scale,
+        options,
+        workers,
+        ray_address,
+        on_progress,
+        expected_requests(spec, duration_s, scale),
+    )
     wall = time.perf_counter() - t_wall
     cpu = time.process_time() - cpu0
     result = _result(spec, res, seed, scale, duration_s, warmup_s, assumptions, options)
     result["machine"] = {
-        "hostname": socket.gethostname(), "started_at": started, "wall_s": round(wall, 3),
-        "cpu": {"model": platform.processor() or platform.machine(), "count": os.cpu_count(),
-                "process_s": round(cpu, 3)},
+        "hostname": socket.gethostname(),
+        "started_at": started,
+        "wall_s": round(wall, 3),
+        "cpu": {
+            "model": platform.processor() or platform.machine(),
+            "count": os.cpu_count(),
+            "process_s": round(cpu, 3),
+        },
         "executor": info,
         "simulated_requests_per_wall_s": round(res.arrived / wall, 1) if wall > 0 else None,
         "simulated_s_per_wall_s": round(duration_s / wall, 4) if wall > 0 else None,
@@ -210,11 +313,19 @@ def _lat(h: LogHistogram, failed: int, within: int, degraded: int) -> dict[str, 
 
     p50, p95, p99, p999 = h.quantiles((0.5, 0.95, 0.99, 0.999))
     n = h.count + failed
-    return {"count": h.count, "failed": failed, "degraded": degraded,
-            "degraded_share": _r(degraded / h.count) if h.count else 0.0,
-            "p50_ms": _r(p50, 5), "p95_ms": _r(p95, 5),
-            "p99_ms": _r(p99, 5), "p999_ms": _r(p999, 5), "mean_ms": _r(h.mean, 6),
-            "slo_attainment": _r(within / n) if n else 0.0, "cdf": cdf_points(h)}
+    return {
+        "count": h.count,
+        "failed": failed,
+        "degraded": degraded,
+        "degraded_share": _r(degraded / h.count) if h.count else 0.0,
+        "p50_ms": _r(p50, 5),
+        "p95_ms": _r(p95, 5),
+        "p99_ms": _r(p99, 5),
+        "p999_ms": _r(p999, 5),
+        "mean_ms": _r(h.mean, 6),
+        "slo_attainment": _r(within / n) if n else 0.0,
+        "cdf": cdf_points(h),
+    }
 
 
 def _service_cv2(spec: Spec, region: str, kind: str) -> float:
@@ -222,7 +333,13 @@ def _service_cv2(spec: Spec, region: str, kind: str) -> float:
     from geoshard.spec import ConstantDist, ExponentialDist, GammaDist, LognormalDist
 
     reg = spec.regions[region]
-    d = {"api": reg.api, "hot": reg.hot, "warm": reg.warm}[kind].service_time
+    d = (
+        reg.api.service_time
+        if kind == "api"
+        else reg.hot.service_time
+        if kind == "hot"
+        else reg.warm.service_time
+    )
     if isinstance(d, ExponentialDist):
         return 1.0
     if isinstance(d, LognormalDist):
@@ -237,8 +354,16 @@ def _phase_label(a: int, b: int) -> str:
     return f"{a}-{b} s"
 
 
-def _result(spec: Spec, res: SimResults, seed: int, scale: float, duration_s: float,
-            warmup_s: float, assumptions: list[str], options: EngineOptions) -> dict[str, Any]:
+def _result(
+    spec: Spec,
+    res: SimResults,
+    seed: int,
+    scale: float,
+    duration_s: float,
+    warmup_s: float,
+    assumptions: list[str],
+    options: EngineOptions,
+) -> dict[str, Any]:
     requests: dict[str, Any] = {}
     for t in REQUEST_TYPES:
         per: dict[str, Any] = {}
@@ -258,9 +383,9 @@ def _result(spec: Spec, res: SimResults, seed: int, scale: float, duration_s: fl
         requests[t] = per
     caches = {}
     for lvl in CACHE_LEVELS:
-        h, m = res.cache_hits.get(lvl, 0), res.cache_misses.get(lvl, 0)
-        if h + m:
-            caches[lvl] = {"hits": h, "misses": m, "hit_ratio": _r(h / (h + m))}
+        hits, misses = res.cache_hits.get(lvl, 0), res.cache_misses.get(lvl, 0)
+        if hits + misses:
+            caches[lvl] = {"hits": hits, "misses": misses, "hit_ratio": _r(hits / (hits + misses))}
     timeline = Timeline.from_spec(spec)
     cuts = sorted({a for a, _, _ in rate_segments(spec, duration_s * 1000.0, timeline.times)})
     spans = phases(cuts, warmup_s, duration_s)
@@ -268,51 +393,81 @@ def _result(spec: Spec, res: SimResults, seed: int, scale: float, duration_s: fl
     window = (duration_s - warmup_s) * 1000.0
     nodes = {}
     for name, ps in sorted(res.pools.items()):
-        per = ps.capacity * window
-        offered = ps.demand_ms / per if per > 0 else 0.0
+        cap_ms = ps.capacity * window
+        offered = ps.demand_ms / cap_ms if cap_ms > 0 else 0.0
         cv2 = _service_cv2(spec, ps.region, ps.kind)
         peak, peak_se, peak_phase, upper = offered, 0.0, "", -1.0
         for a, b in judged:
-            d = sum(ps.demand_by_second[a:b])
-            n = sum(ps.joins_by_second[a:b])
-            load = d / (ps.capacity * 1000.0 * (b - a))
+            demand = sum(ps.demand_by_second[a:b])
+            joins = sum(ps.joins_by_second[a:b])
+            load = demand / (ps.capacity * 1000.0 * (b - a))
             # Poisson joins with random service: relative sampling error sqrt((1 + cv^2) / n)
-            se = load * math.sqrt((1.0 + cv2) / n) if n else (math.inf if load else 0.0)
+            se = load * math.sqrt((1.0 + cv2) / joins) if joins else (math.inf if load else 0.0)
             if load + 2 * se > upper:
                 upper = load + 2 * se
                 peak, peak_se, peak_phase = load, se, _phase_label(a, b)
         nodes[name] = {
-            "kind": ps.kind, "region": ps.region, "capacity": ps.capacity,
+            "kind": ps.kind,
+            "region": ps.region,
+            "capacity": ps.capacity,
             "requests": ps.requests,
-            "utilisation": _r(ps.busy_ms / per) if per > 0 else 0.0,
+            "utilisation": _r(ps.busy_ms / cap_ms) if cap_ms > 0 else 0.0,
             "offered_load": _r(offered),
-            "peak_offered_load": _r(peak), "peak_offered_load_se": _r(peak_se),
+            "peak_offered_load": _r(peak),
+            "peak_offered_load_se": _r(peak_se),
             "peak_phase": peak_phase,
             "max_queue": ps.max_queue,
             "wait_ms": _r(ps.wait_ms / ps.requests) if ps.requests else 0.0,
             "wait_p99_ms": _r(ps.wait_quantile(0.99), 5),
         }
     c = res.counts
-    counts = {"degraded": c.degraded, "failed": c.failed, "shed": c.shed, "spilled": c.spilled,
-              "stale_route_errors": c.stale_route_errors, "no_allowed_region": c.no_allowed_region,
-              "degraded_by_stage": dict(c.degraded_by_stage), "cache_only": res.cache_only}
-    residency = {"checks": res.audit_checks, "violations": res.audit_violations,
-                 "examples": list(res.audit_examples)}
+    counts = {
+        "degraded": c.degraded,
+        "failed": c.failed,
+        "shed": c.shed,
+        "spilled": c.spilled,
+        "stale_route_errors": c.stale_route_errors,
+        "no_allowed_region": c.no_allowed_region,
+        "degraded_by_stage": dict(c.degraded_by_stage),
+        "cache_only": res.cache_only,
+    }
+    residency = {
+        "checks": res.audit_checks,
+        "violations": res.audit_violations,
+        "examples": list(res.audit_examples),
+    }
     faults = []
     det = spec.faults.detection_delay_s
-    for f in spec.faults.events:
-        d = {"kind": f.kind, "at_s": f.at_s, "duration_s": f.duration_s,
-             "end_s": _r(f.at_s + f.duration_s),
-             "target": f.target if f.target else "<->".join(f.between or []),
-             "router_sees_at_s": None if f.kind == "latency_spike" else _r(f.at_s + det),
-             "router_sees_end_at_s": None if f.kind == "latency_spike"
-             else _r(f.at_s + f.duration_s + det)}
-        if f.kind == "latency_spike":
-            d["extra_ms"] = f.extra_ms
-        faults.append(d)
-    model = {r: {lvl: {k: (_r(v) if math.isfinite(v) else ("inf" if v > 0 else None))
-                       for k, v in row.items()} for lvl, row in levels.items()}
-             for r, levels in sorted(res.cache_model.items())}
+    for fault in spec.faults.events:
+        spike = fault.kind == "latency_spike"
+        row: dict[str, Any] = {
+            "kind": fault.kind,
+            "at_s": fault.at_s,
+            "duration_s": fault.duration_s,
+            "end_s": _r(fault.at_s + fault.duration_s),
+            "target": fault.target if fault.target else "<->".join(fault.between or []),
+            "router_sees_at_s": None if spike else _r(fault.at_s + det),
+            "router_sees_end_at_s": None if spike else _r(fault.at_s + fault.duration_s + det),
+        }
+        if spike:
+            row["extra_ms"] = fault.extra_ms
+        faults.append(row)
+    model = {
+        r: {
+            lvl: {
+                k: (
+                    v
+                    if isinstance(v, bool)
+                    else _r(v)
+                    if math.isfinite(v)
+                    else ("inf" if v > 0 else None)
+                )
+                for k, v in row.items()
+            }
+            for lvl, row in levels.items()
+        }
+        for r, levels in sorted(res.cache_model.items())
+    }
     metrics: dict[str, Any] = {
         "requests": requests,
         "arrivals": res.arrived,
@@ -327,8 +482,10 @@ def _result(spec: Spec, res: SimResults, seed: int, scale: float, duration_s: fl
         "entry_regions": _entry_table(res),
     }
     verdict = judge(spec, metrics)
-    metrics["slo"] = {"passed": verdict["passed"],
-                      "failures": [f["message"] for f in verdict["failures"]]}
+    metrics["slo"] = {
+        "passed": verdict["passed"],
+        "failures": [f["message"] for f in verdict["failures"]],
+    }
     return {
         "schema_version": SCHEMA_VERSION,
         "spec": spec.model_dump(mode="json"),
@@ -339,8 +496,12 @@ def _result(spec: Spec, res: SimResults, seed: int, scale: float, duration_s: fl
         "warmup_s": warmup_s,
         "warm_start": options.warm_start,
         "assumptions": assumptions,
-        "versions": {"geoshard": __version__, "simpy": simpy.__version__,
-                     "numpy": np.__version__, "python": platform.python_version()},
+        "versions": {
+            "geoshard": __version__,
+            "simpy": simpy.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
         "verdict": verdict,
         "metrics": metrics,
         "faults": faults,
@@ -355,8 +516,9 @@ def _entry_table(res: SimResults) -> dict[str, dict[str, int]]:
     return out
 
 
-def _timeseries(res: SimResults, spec: Spec, duration_s: float,
-                scale: float) -> list[dict[str, Any]]:
+def _timeseries(
+    res: SimResults, spec: Spec, duration_s: float, scale: float
+) -> list[dict[str, Any]]:
     rows = []
     windows = [(f.at_s, f.at_s + f.duration_s) for f in spec.faults.events]
     for s in range(res.seconds):
@@ -364,9 +526,12 @@ def _timeseries(res: SimResults, spec: Spec, duration_s: float,
             break
         look = res.ts_lookups[s]
         total = LogHistogram()
-        row: dict[str, Any] = {"t_s": s, "requests": res.ts_requests[s],
-                               "requests_per_s_full_scale": _r(res.ts_requests[s] / scale),
-                               "errors": res.ts_errors[s]}
+        row: dict[str, Any] = {
+            "t_s": s,
+            "requests": res.ts_requests[s],
+            "requests_per_s_full_scale": _r(res.ts_requests[s] / scale),
+            "errors": res.ts_errors[s],
+        }
         for t in REQUEST_TYPES:
             h = res.ts_hist[t][s]
             total.merge(h)
@@ -378,14 +543,17 @@ def _timeseries(res: SimResults, spec: Spec, duration_s: float,
     return rows
 
 
-def write_run(out_dir: str | Path, result: dict[str, Any], timeseries: list[dict[str, Any]]) -> Path:
+def write_run(
+    out_dir: str | Path, result: dict[str, Any], timeseries: list[dict[str, Any]]
+) -> Path:
     """Write ``result.json``, ``timeseries.csv`` and the report (CSV, PNG, report.html)."""
     from . import report
 
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
-    (d / "result.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n",
-                                   encoding="utf-8")
+    (d / "result.json").write_text(
+        json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
     with (d / "timeseries.csv").open("w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=list(TIMESERIES_FIELDS), lineterminator="\n")
         w.writeheader()

@@ -28,8 +28,10 @@ Examples:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from heapq import heappop, heappush
+from heapq import heappop, heappush, heapreplace
+from itertools import count
 from typing import Any
 
 import simpy
@@ -52,23 +54,38 @@ class EventLoop:
         env: the SimPy environment whose heap and clock are used.
     """
 
-    __slots__ = ("env", "_eid", "_heap")
+    __slots__ = ("_eid", "_heap", "_sseq", "_streams", "env")
 
     def __init__(self, env: simpy.Environment) -> None:
         self.env = env
-        self._heap: list[Any] = env._queue  # noqa: SLF001 - the adapter's purpose
-        self._eid = env._eid  # noqa: SLF001
+        self._heap: list[Any] = env._queue
+        self._eid = env._eid
+        self._streams: list[list[Any]] = []  # heap of [next time, seq, index, times, items, cb]
+        self._sseq = count()
 
     @property
     def now(self) -> float:
         """The current simulated time."""
-        return self.env._now  # noqa: SLF001
+        return self.env._now
 
-    def schedule(self, ev: Any, at: float, callbacks: list[Callable[[Any], None]],
-                 priority: int = NORMAL) -> None:
+    def schedule(
+        self, ev: Any, at: float, callbacks: list[Callable[[Any], None]], priority: int = NORMAL
+    ) -> None:
         """Run ``callbacks`` on ``ev`` at time ``at`` (>= now)."""
         ev.callbacks = callbacks
         heappush(self._heap, (at, priority, next(self._eid), ev))
+
+    def add_stream(
+        self, times: list[float], items: list[Any], callback: Callable[[Any], None]
+    ) -> None:
+        """Call ``callback(items[i])`` at ``times[i]`` (increasing, >= now), in time order
+        with the heap's events (a heap event at the same time runs first).
+
+        A stream is not on the heap: a batch of arrivals costs no heap operation per item,
+        only one per run of items that no other event interrupts.
+        """
+        if times:
+            heappush(self._streams, [times[0], next(self._sseq), 0, times, items, callback])
 
     @property
     def next_id(self) -> Callable[[], int]:
@@ -90,15 +107,44 @@ class EventLoop:
         """
         env = self.env
         heap = self._heap
+        streams = self._streams
         pop = heappop
-        while heap and heap[0][0] < until:
+        inf = math.inf
+        while True:
+            ht = heap[0][0] if heap else inf
+            if streams and streams[0][0] < ht and streams[0][0] < until:
+                s = streams[0]
+                # run the stream up to the next time anything else is due
+                lim = ht if ht < until else until
+                for o in streams[1:3]:  # the next stream is one of the heap's children
+                    if o[0] < lim:
+                        lim = o[0]
+                _, _, i, times, items, cb = s
+                n = len(times)
+                while True:
+                    env._now = times[i]
+                    cb(items[i])
+                    i += 1
+                    if i == n:
+                        break
+                    t = times[i]
+                    if t >= lim or (heap and heap[0][0] <= t):
+                        break
+                if i == n:
+                    pop(streams)
+                else:
+                    s[0], s[2] = times[i], i
+                    heapreplace(streams, s)
+                continue
+            if ht >= until:
+                break
             t, _, _, ev = pop(heap)
-            env._now = t  # noqa: SLF001
+            env._now = t
             callbacks = ev.callbacks
             ev.callbacks = None
             for cb in callbacks:
                 cb(ev)
-            if not ev._ok and not hasattr(ev, "_defused"):  # noqa: SLF001
-                raise ev._value  # noqa: SLF001
-        if env._now < until:  # noqa: SLF001
-            env._now = until  # noqa: SLF001
+            if not ev._ok and not hasattr(ev, "_defused"):
+                raise ev._value
+        if env._now < until:
+            env._now = until

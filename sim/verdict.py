@@ -21,6 +21,7 @@ A capacity planner acts on this answer, so it errs towards failing:
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -32,16 +33,23 @@ __all__ = ["MIN_PHASE_S", "judge", "phases"]
 MIN_PHASE_S = 2
 
 
-def phases(change_times_ms: list[float], warmup_s: float, duration_s: float) -> list[tuple[int, int]]:
+def phases(
+    change_times_ms: list[float], warmup_s: float, duration_s: float
+) -> list[tuple[int, int]]:
     """Whole-second phases ``[start, end)`` of the measured window between changes.
 
     A phase holds the whole seconds between two changes of rate or health; seconds cut
     by a change are left out of both sides.
     """
-    cuts = sorted({warmup_s, duration_s, *(t / 1000.0 for t in change_times_ms
-                                             if warmup_s < t / 1000.0 < duration_s)})
+    cuts = sorted(
+        {
+            warmup_s,
+            duration_s,
+            *(t / 1000.0 for t in change_times_ms if warmup_s < t / 1000.0 < duration_s),
+        }
+    )
     out = []
-    for a, b in zip(cuts, cuts[1:]):
+    for a, b in itertools.pairwise(cuts):
         lo, hi = math.ceil(a), math.floor(b)
         if hi > lo:
             out.append((lo, hi))
@@ -74,9 +82,16 @@ def judge(spec: Spec, metrics: dict[str, Any]) -> dict[str, Any]:
             for q, lim in (("p50", target.p50_ms), ("p99", target.p99_ms)):
                 val = v[f"{q}_ms"]
                 if v["count"] and val > lim:
-                    failures.append({"kind": "latency", "name": f"{t}/{region}", "region": region,
-                                     "value": val, "limit": lim,
-                                     "message": f"{t} in {where}: {q} {val:g} ms > {lim:g} ms"})
+                    failures.append(
+                        {
+                            "kind": "latency",
+                            "name": f"{t}/{region}",
+                            "region": region,
+                            "value": val,
+                            "limit": lim,
+                            "message": f"{t} in {where}: {q} {val:g} ms > {lim:g} ms",
+                        }
+                    )
             att = v["slo_attainment"]
             if att < slo.attainment:
                 why = []
@@ -84,12 +99,20 @@ def judge(spec: Spec, metrics: dict[str, Any]) -> dict[str, Any]:
                     why.append(f"{v['failed']:,} failed or shed")
                 if v.get("degraded") and not target.accept_degraded:
                     why.append(f"{v['degraded']:,} degraded answers count as misses")
-                failures.append({
-                    "kind": "attainment", "name": f"{t}/{region}", "region": region,
-                    "value": att, "limit": slo.attainment,
-                    "message": (f"{t} in {where}: {att:.2%} of requests within "
-                                f"{target.p99_ms:g} ms, below {slo.attainment:.2%}"
-                                + (f" ({'; '.join(why)})" if why else ""))})
+                failures.append(
+                    {
+                        "kind": "attainment",
+                        "name": f"{t}/{region}",
+                        "region": region,
+                        "value": att,
+                        "limit": slo.attainment,
+                        "message": (
+                            f"{t} in {where}: {att:.2%} of requests within "
+                            f"{target.p99_ms:g} ms, below {slo.attainment:.2%}"
+                            + (f" ({'; '.join(why)})" if why else "")
+                        ),
+                    }
+                )
     ceiling = slo.load_ceiling
     pools = 0
     for name, n in sorted(metrics["nodes"].items()):
@@ -107,28 +130,58 @@ def judge(spec: Spec, metrics: dict[str, Any]) -> dict[str, Any]:
                 count, unit = reg.hot.nodes, "hot nodes"
             need = _nodes_needed(kind, count, load, ceiling)
             phase = n.get("peak_phase") or ""
-            hint = (f"{need} {unit} in {region} (now {count})" if kind != "hot" else
-                    f"about {need} {unit} in {region} (now {count}), or rebalance its keys")
+            hint = (
+                f"{need} {unit} in {region} (now {count})"
+                if kind != "hot"
+                else f"about {need} {unit} in {region} (now {count}), or rebalance its keys"
+            )
             if load - 2 * se > ceiling or se == 0:
-                msg = (f"{name} runs at {load:.1%} offered load" + (f" ({phase})" if phase else "")
-                       + f", above the {ceiling:.0%} ceiling: {hint} would bring it under")
+                msg = (
+                    f"{name} runs at {load:.1%} offered load"
+                    + (f" ({phase})" if phase else "")
+                    + f", above the {ceiling:.0%} ceiling: {hint} would bring it under"
+                )
             else:
-                msg = (f"{name} may be above the {ceiling:.0%} ceiling: {load:.1%} +- {2 * se:.1%} "
-                       f"offered load" + (f" ({phase})" if phase else "") + " from too few "
-                       "simulated requests to tell; raise --scale or --duration to judge it"
-                       + (f" ({hint} would bring it under)" if load > ceiling else ""))
-            failures.append({
-                "kind": "capacity", "name": name, "region": region, "value": load,
-                "limit": ceiling, "nodes_needed": need, "uncertainty": 2 * se,
-                "message": msg})
+                msg = (
+                    f"{name} may be above the {ceiling:.0%} ceiling: {load:.1%} +- {2 * se:.1%} "
+                    f"offered load" + (f" ({phase})" if phase else "") + " from too few "
+                    "simulated requests to tell; raise --scale or --duration to judge it"
+                    + (f" ({hint} would bring it under)" if load > ceiling else "")
+                )
+            failures.append(
+                {
+                    "kind": "capacity",
+                    "name": name,
+                    "region": region,
+                    "value": load,
+                    "limit": ceiling,
+                    "nodes_needed": need,
+                    "uncertainty": 2 * se,
+                    "message": msg,
+                }
+            )
     res = metrics["residency"]
     if res["violations"]:
-        failures.append({"kind": "residency", "name": "residency", "region": "",
-                         "value": res["violations"], "limit": 0,
-                         "message": f"residency: {res['violations']:,} violation(s), e.g. "
-                                    + "; ".join(res["examples"][:3])})
+        failures.append(
+            {
+                "kind": "residency",
+                "name": "residency",
+                "region": "",
+                "value": res["violations"],
+                "limit": 0,
+                "message": f"residency: {res['violations']:,} violation(s), e.g. "
+                + "; ".join(res["examples"][:3]),
+            }
+        )
     order = {"residency": 0, "capacity": 1, "attainment": 2, "latency": 3}
     failures.sort(key=lambda f: (order[f["kind"]], f["name"]))
-    return {"passed": not failures, "failures": failures,
-            "checks": {"latency_rows": rows, "pools": pools, "load_ceiling": ceiling,
-                       "attainment": slo.attainment}}
+    return {
+        "passed": not failures,
+        "failures": failures,
+        "checks": {
+            "latency_rows": rows,
+            "pools": pools,
+            "load_ceiling": ceiling,
+            "attainment": slo.attainment,
+        },
+    }

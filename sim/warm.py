@@ -28,10 +28,11 @@ see ``docs/simulator.md``).
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
-from array import array
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -79,9 +80,9 @@ class PopularityClasses:
     """
 
     pop: Population
-    p: np.ndarray        # popularity of one key of the class
-    count: np.ndarray    # keys in the class
-    lo: list[int]        # first rank of each class, increasing
+    p: np.ndarray  # popularity of one key of the class
+    count: np.ndarray  # keys in the class
+    lo: list[int]  # first rank of each class, increasing
     exact: int
     _lo_arr: np.ndarray | None = None
 
@@ -97,7 +98,7 @@ class PopularityClasses:
         if n > k:
             edges = np.unique(np.floor(k * (n / k) ** (np.arange(_BINS + 1) / _BINS)))
             edges[-1] = n
-            for x, y in zip(edges[:-1], edges[1:]):
+            for x, y in itertools.pairwise(edges):
                 c = y - x
                 mass = _power_integral(x + 0.5, y + 0.5, a) / pop.z
                 p.append(mass / c)
@@ -129,7 +130,9 @@ class LevelModel:
         capacity_items: the full-scale capacity in keys.
         hit_ratio: the model's hit ratio of lookups reaching this level.
         head_residents: expected resident head keys of the slice (for the slice capacity).
-        table: per jurisdiction, a flat ``[class x time]`` table of P(resident).
+        table: per jurisdiction, a ``[class x time]`` table of P(resident) of an untouched key.
+        current: per jurisdiction, the table's column at the current time (see
+            :meth:`CacheModel.advance`), as a list for the oracles' lookups.
         hit0: per jurisdiction, per class, the steady-state hit probability of a lookup
             that reaches this level (the slice's head users are decided by it).
         calibrated: True when a keyed replay corrected the model (:meth:`CacheModel.calibrate`).
@@ -142,9 +145,11 @@ class LevelModel:
     capacity_items: float
     hit_ratio: float
     head_residents: float
-    table: dict[str, array]
+    table: dict[str, np.ndarray]
     hit0: dict[str, list[float]]
     calibrated: bool = False
+    current: dict[str, list[float]] = field(default_factory=dict)
+    decay_factor: np.ndarray | None = None
 
     def slice_capacity(self, scale: float) -> float:
         """The capacity of this level in a slice: ``R x`` what the tail users hold at full
@@ -167,18 +172,26 @@ class CacheModel:
         duration_s: the run's length (the time grid of the tables).
     """
 
-    def __init__(self, populations: dict[str, Population], read_rate: dict[str, float],
-                 write_rate: dict[str, float], inval_rate: dict[str, float], servers: int,
-                 levels: Sequence[tuple[str, str, float, float | None]],
-                 duration_s: float, classes: dict[str, PopularityClasses] | None = None,
-                 key_info: KeyInfo | None = None) -> None:
+    def __init__(
+        self,
+        populations: dict[str, Population],
+        read_rate: dict[str, float],
+        write_rate: dict[str, float],
+        inval_rate: dict[str, float],
+        servers: int,
+        levels: Sequence[tuple[str, str, float, float | None]],
+        duration_s: float,
+        classes: dict[str, PopularityClasses] | None = None,
+        key_info: KeyInfo | None = None,
+    ) -> None:
         classes = classes or {}
-        self.classes = {j: classes.get(j) or PopularityClasses.of(p)
-                        for j, p in populations.items()}
+        self.classes = {
+            j: classes.get(j) or PopularityClasses.of(p) for j, p in populations.items()
+        }
         self.key_info = key_info or KeyInfo()
         step = max(0.5, duration_s / 60.0)
         self.grid_step = step
-        self.grid = [i * step for i in range(int(math.ceil(duration_s / step)) + 2)]
+        self.grid = [i * step for i in range(math.ceil(duration_s / step) + 2)]
         self.levels: dict[str, LevelModel] = {}
         self._decay: dict[str, dict[str, np.ndarray]] = {}
         self._lookup_rate: dict[str, dict[str, np.ndarray]] = {}
@@ -190,13 +203,20 @@ class CacheModel:
         for name, policy, cap, ttl in levels:
             share = 1.0 / servers if name == "l1" else 1.0
             r = {j: reach[j] * share for j in reach}
-            w = {j: (write_rate.get(j, 0.0) * share if name == "l1"
-                     else inval_rate.get(j, 0.0)) * self.classes[j].p for j in reach}
+            w = {
+                j: (write_rate.get(j, 0.0) * share if name == "l1" else inval_rate.get(j, 0.0))
+                * self.classes[j].p
+                for j in reach
+            }
             js = list(self.classes)
-            cat = (lambda d: np.concatenate([d[j] for j in js])) if js else (lambda d: np.zeros(0))
+            cat = (
+                (lambda d, js=js: np.concatenate([d[j] for j in js]))
+                if js
+                else (lambda d: np.zeros(0))
+            )
             weights = cat({j: self.classes[j].count for j in js})
             t_c = characteristic_time(policy, cat(r), cat(w), weights, ttl, cap) if js else math.inf
-            table: dict[str, array] = {}
+            table: dict[str, np.ndarray] = {}
             hit0: dict[str, list[float]] = {}
             decay: dict[str, np.ndarray] = {}
             lookups = hits = head = 0.0
@@ -210,11 +230,12 @@ class CacheModel:
                 hr = cl.pop.head
                 below = np.clip(hr - np.array(cl.lo, dtype=np.float64), 0, cl.count)
                 head += float(np.dot(below, h0))
-                cols = np.stack([resident_after(policy, r[j], w[j], ttl, t_c, e)
-                                 for e in self.grid], axis=1)
+                cols = np.stack(
+                    [resident_after(policy, r[j], w[j], ttl, t_c, e) for e in self.grid], axis=1
+                )
                 with np.errstate(divide="ignore", invalid="ignore"):
                     decay[j] = np.where(plain[:, None] > 0, cols / plain[:, None], 0.0)
-                table[j] = array("d", (h0[:, None] * decay[j]).ravel().tolist())
+                table[j] = h0[:, None] * decay[j]
                 reach[j] = reach[j] * (1.0 - h0)
             if name != "l1":  # the write-caused share of the lookups reaching the next level
                 nxt = {}
@@ -228,20 +249,31 @@ class CacheModel:
                             caused = by_write[j]
                         nxt[j] = np.clip(np.where(h0 < 1, caused / (1.0 - h0), 1.0), 0.0, 1.0)
                 by_write = nxt
-            self.levels[name] = LevelModel(name, policy, ttl, t_c, cap,
-                                           hits / lookups if lookups else 0.0, head, table, hit0)
+            self.levels[name] = LevelModel(
+                name, policy, ttl, t_c, cap, hits / lookups if lookups else 0.0, head, table, hit0
+            )
             self._decay[name] = decay
             self._lookup_rate[name] = {j: r[j] for j in js}
 
-    def calibrate(self, level: str, measured: dict[str, tuple[np.ndarray, np.ndarray]],
-                  min_lookups: int = 200) -> None:
+    def calibrate(
+        self,
+        level: str,
+        measured: dict[str, tuple[np.ndarray, np.ndarray]],
+        first: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+        min_lookups: int = 200,
+    ) -> None:
         """Correct a level's steady-state hit probabilities with measured ones.
 
         ``measured[j] = (lookups, hits)`` per popularity class, from a keyed replay of the
         workload through the real caches (:meth:`geoshard.sim.engine.Simulation.calibrate`).
         Per log-spaced band of ranks with at least ``min_lookups`` lookups, the model's
         probabilities are scaled by measured / modelled hits; bands without enough
-        lookups keep the model. The decay of untouched residents keeps the model's shape.
+        lookups keep the model. ``first[j] = (lookups, hits)`` per class and time-grid
+        step, of keys' first lookups after a reference time in the replay, rescales the
+        decay of untouched residents step by step (a factor over all classes per run of
+        consecutive steps that expect at least ``2 x min_lookups`` hits: about 5 %
+        sampling error; a short tail keeps
+        the last factor), so that what a warm start's first lookups find matches the replay.
         """
         lm = self.levels[level]
         lookups_all = hits_all = head = 0.0
@@ -260,7 +292,7 @@ class CacheModel:
                     factor[m] = float(hit[m].sum()) / expected
             h = np.clip(h0 * factor, 0.0, 1.0)
             lm.hit0[j] = h.tolist()
-            lm.table[j] = array("d", (h[:, None] * self._decay[level][j]).ravel().tolist())
+            lm.table[j] = h[:, None] * self._decay[level][j]
             rate = self._lookup_rate[level][j]
             lookups_all += float(np.dot(cl.count, rate))
             hits_all += float(np.dot(cl.count, rate * h))
@@ -270,6 +302,44 @@ class CacheModel:
             lm.hit_ratio = hits_all / lookups_all
             lm.head_residents = head
             lm.calibrated = True
+        if first:
+            self._calibrate_decay(lm, first, 2.0 * min_lookups)
+
+    @staticmethod
+    def _calibrate_decay(
+        lm: LevelModel, first: dict[str, tuple[np.ndarray, np.ndarray]], min_expected: float
+    ) -> None:
+        steps = next(iter(lm.table.values())).shape[1] if lm.table else 0
+        expected = np.zeros(steps)
+        found = np.zeros(steps)
+        for j, (look, hit) in first.items():
+            tab = lm.table.get(j)
+            if tab is None:
+                continue
+            expected += (look * tab).sum(axis=0)
+            found += hit.sum(axis=0)
+        # consecutive steps pooled until they expect enough hits; a short tail keeps the
+        # last factor
+        factor = np.ones(steps)
+        last, start, e_sum, f_sum = 1.0, 0, 0.0, 0.0
+        for k in range(steps):
+            e_sum += expected[k]
+            f_sum += found[k]
+            if e_sum >= min_expected:
+                last = f_sum / e_sum
+                factor[start : k + 1] = last
+                start, e_sum, f_sum = k + 1, 0.0, 0.0
+        factor[start:] = last
+        for j, tab in lm.table.items():
+            lm.table[j] = np.clip(tab * factor[None, :], 0.0, 1.0)
+        lm.decay_factor = factor
+
+    def advance(self, now_s: float) -> None:
+        """Point every level's oracles at the residency probabilities of time ``now_s``."""
+        k = min(int(now_s / self.grid_step + 0.5), len(self.grid) - 1)
+        for lm in self.levels.values():
+            for j, tab in lm.table.items():
+                lm.current[j] = tab[:, k].tolist()
 
     def oracle(self, level: str, salt: int) -> _Oracle:
         """The residency oracle of one cache instance of ``level`` (its own ``salt``)."""
@@ -291,24 +361,28 @@ class KeyInfo:
 
 
 class _Oracle:
-    """``(key, now_s) -> insertion time if the key was resident, else None``."""
+    """``(key, now_s) -> insertion time if the key was resident, else None``.
 
-    __slots__ = ("_grid_n", "_info", "_inv_step", "_mult", "_offsets", "_tables", "_ttl",
-                 "_two")
+    The probability is that of the model's current time step (:meth:`CacheModel.advance`).
+    """
+
+    __slots__ = ("_current", "_info", "_mult", "_offsets", "_ttl", "_two")
 
     def __init__(self, model: CacheModel, level: LevelModel, salt: int) -> None:
         # per jurisdiction: (first id, end id, name, n, b, a^-1, classes)
-        self._offsets = sorted((c.pop.offset, c.pop.offset + c.pop.n, j, c.pop.n, c.pop._b,
-                                c.pop._a_inv, c) for j, c in model.classes.items())
-        self._tables = level.table
-        self._grid_n = len(model.grid)
-        self._inv_step = 1.0 / model.grid_step
+        self._offsets = sorted(
+            (c.pop.offset, c.pop.offset + c.pop.n, j, c.pop.n, c.pop._b, c.pop._a_inv, c)
+            for j, c in model.classes.items()
+        )
+        if not level.current:
+            model.advance(0.0)
+        self._current = level.current
         self._mult = _multiplier(salt)
         self._two = _multiplier(salt ^ 0x5DEECE66D)
         self._ttl = level.ttl_s
         self._info = model.key_info
 
-    def __call__(self, key: int, now_s: float) -> float | None:
+    def __call__(self, key: Any, now_s: float) -> float | None:
         info = self._info
         if info.key == key:
             j, c = info.j, info.cls
@@ -322,21 +396,10 @@ class _Oracle:
                     c = rank if rank < cl.exact else bisect.bisect_right(cl.lo, rank) - 1
                     break
             info.key, info.j, info.cls = key, j, c
-            if j is None:
-                return None
-        tab = self._tables.get(j) if j is not None else None
-        if tab is None:  # a jurisdiction whose data this cache never holds
+        cur = self._current.get(j)  # type: ignore[arg-type]
+        if cur is None:  # a jurisdiction whose data this cache never holds
             return None
-        x = now_s * self._inv_step
-        k = int(x)
-        n = self._grid_n
-        if k >= n - 1:
-            k, frac = n - 2, 1.0
-        else:
-            frac = x - k
-        base = c * n + k
-        prob = tab[base] * (1.0 - frac) + tab[base + 1] * frac
-        if (((key + 0x632BE59BD9B4E019) * self._mult) & _MASK) * _INV64 >= prob:
+        if (((key + 0x632BE59BD9B4E019) * self._mult) & _MASK) * _INV64 >= cur[c]:
             return None
         ttl = self._ttl
         if ttl is None or now_s >= ttl:

@@ -24,8 +24,10 @@ Examples:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +35,14 @@ from geoshard.spec import REQUEST_TYPES, Spec
 
 from .population import Population
 
-__all__ = ["Chunk", "RegionArrivals", "expected_requests", "rate_segments", "start_of_day"]
+__all__ = [
+    "Chunk",
+    "RegionArrivals",
+    "expected_requests",
+    "rate_segments",
+    "shifted",
+    "start_of_day",
+]
 
 
 def start_of_day(spec: Spec) -> float:
@@ -49,8 +58,11 @@ def start_of_day(spec: Spec) -> float:
     return peak * w.day_s / len(w.diurnal)
 
 
-def rate_segments(spec: Spec, duration_ms: float, cuts: Iterable[float] = (),
-                  ) -> list[tuple[float, float, dict[str, float]]]:
+def rate_segments(
+    spec: Spec,
+    duration_ms: float,
+    cuts: Iterable[float] = (),
+) -> list[tuple[float, float, dict[str, float]]]:
     """Piecewise-constant per-region rates: ``[(start_ms, end_ms, {region: req/ms})]``.
 
     Segments change at every diurnal step, campaign start and end, and at ``cuts``.
@@ -71,7 +83,7 @@ def rate_segments(spec: Spec, duration_ms: float, cuts: Iterable[float] = (),
     edges.update(t for t in cuts if 0 < t < duration_ms)
     bounds = sorted(edges)
     segs = []
-    for a, b in zip(bounds, bounds[1:]):
+    for a, b in itertools.pairwise(bounds):
         mid = (a + b) / 2
         diurnal = w.diurnal[int(((mid + t0) % day_ms) // step) % len(w.diurnal)]
         rates = {}
@@ -79,20 +91,53 @@ def rate_segments(spec: Spec, duration_ms: float, cuts: Iterable[float] = (),
             q = w.peak_qps.get(r, 0.0) * diurnal
             for c in w.campaigns:
                 if c.start_s * 1000.0 <= mid < (c.start_s + c.duration_s) * 1000.0 and (
-                        c.regions is None or r in c.regions):
+                    c.regions is None or r in c.regions
+                ):
                     q *= c.multiplier
             rates[r] = q / 1000.0
         segs.append((a, b, rates))
     return segs
 
 
-def expected_requests(spec: Spec, duration_s: float, scale: float) -> float:
+def expected_requests(
+    spec: Spec, duration_s: float, scale: float, regions: Iterable[str] | None = None
+) -> float:
     """Expected simulated requests of a run: the rates of :func:`rate_segments` over the
-    duration, times ``scale`` (the slice)."""
+    duration, times ``scale`` (the slice); of the clients of ``regions`` only if given."""
+    keep = set(spec.regions if regions is None else regions)
     total = 0.0
     for a, b, rates in rate_segments(spec, duration_s * 1000.0):
-        total += (b - a) * sum(rates.values())
+        total += (b - a) * sum(q for r, q in rates.items() if r in keep)
     return total * scale
+
+
+def shifted(spec: Spec, offset_s: float) -> Spec:
+    """The spec whose time 0 is ``offset_s`` into a run of ``spec`` (before it when
+    negative): the diurnal clock, the campaigns and the faults move with it. A campaign
+    or fault over before the new time 0 is dropped; one under way is cut to what is left.
+    """
+    w = spec.workload
+
+    def moved(items: list[Any], start_field: str) -> list[Any]:
+        out = []
+        for x in items:
+            start = getattr(x, start_field) - offset_s
+            end = start + x.duration_s
+            if end <= 0:
+                continue
+            out.append(
+                x.model_copy(
+                    update={start_field: max(start, 0.0), "duration_s": end - max(start, 0.0)}
+                )
+            )
+        return out
+
+    sod = (start_of_day(spec) + offset_s) % w.day_s
+    work = w.model_copy(
+        update={"start_of_day_s": sod, "campaigns": moved(list(w.campaigns), "start_s")}
+    )
+    faults = spec.faults.model_copy(update={"events": moved(list(spec.faults.events), "at_s")})
+    return spec.model_copy(update={"workload": work, "faults": faults})
 
 
 @dataclass
@@ -130,9 +175,14 @@ class RegionArrivals:
         rng: this region's generator.
     """
 
-    def __init__(self, region: str, population: Population,
-                 segments: list[tuple[float, float, dict[str, float]]],
-                 mix: np.ndarray, rng: np.random.Generator) -> None:
+    def __init__(
+        self,
+        region: str,
+        population: Population,
+        segments: list[tuple[float, float, dict[str, float]]],
+        mix: np.ndarray,
+        rng: np.random.Generator,
+    ) -> None:
         self.region = region
         self.population = population
         share = population.sampled_share
@@ -149,7 +199,7 @@ class RegionArrivals:
 
     def next_chunk(self, max_n: int = 4096) -> Chunk:
         """Draw the arrivals from the current time on: at most ``max_n``, within one segment."""
-        a, b, lam = self._segs[self._seg]
+        _a, b, lam = self._segs[self._seg]
         start = self.t
         rng = self._rng
         if lam <= 0.0:

@@ -30,7 +30,7 @@ import importlib
 import inspect
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Self, overload
 
@@ -51,6 +51,7 @@ __all__ = [
     "BackendConfig",
     "Catalog",
     "ColdStore",
+    "DrainRecord",
     "HotStore",
     "Membership",
     "NodeInfo",
@@ -344,6 +345,29 @@ class Membership:
 
 
 @dataclass(frozen=True)
+class DrainRecord:
+    """One batch of a region's write log drained into the cold tier.
+
+    Attributes:
+        id: the record's id.
+        region: the region whose log was drained.
+        stream: the log's name (the Redis Stream key).
+        first_id: the first log entry of the batch (stream id).
+        last_id: the last log entry of the batch (the consumer's new cursor).
+        records: how many records went to the cold tier.
+        at_s: when (unix seconds).
+    """
+
+    id: int
+    region: str
+    stream: str
+    first_id: str
+    last_id: str
+    records: int
+    at_s: float
+
+
+@dataclass(frozen=True)
 class AuditEvent:
     """One recorded residency decision."""
 
@@ -543,6 +567,17 @@ class VectorStore(Backend):
     def count(self, data_class: str | None = None) -> int:
         """How many embeddings this region holds (of one class, or all)."""
 
+    @abstractmethod
+    def scan(
+        self, data_class: str, *, batch_size: int = 5000
+    ) -> Iterator[tuple[str, np.ndarray, dict[str, Any]]]:
+        """Every stored embedding of ``data_class`` in this region, in batches, in no
+        particular order: ``(owner, vector, attributes)``.
+
+        Raises:
+            InputError: a class the vector tier does not hold.
+        """
+
 
 class ColdStore(Backend):
     """Append-only records in a partitioned dataset: the cold tier (Parquet)."""
@@ -563,6 +598,14 @@ class ColdStore(Backend):
         One :meth:`read` per key here; a backend overrides it to batch.
         """
         return [self.read(k) for k in keys]
+
+    def history(self, key: DataKey) -> list[bytes]:
+        """Every value written for ``key``, oldest first (an append-only log per owner).
+
+        One scan of the key's class here; a backend overrides it to read one bucket.
+        """
+        owner = str(key.owner)
+        return [v for o, v in self.scan(key.data_class) if o == owner]
 
     @abstractmethod
     def scan(
@@ -659,6 +702,30 @@ class Catalog(Backend):
         Raises:
             InputError: an unknown data class, or a purpose other than store or process.
         """
+
+    # -- drain log ----------------------------------------------------------------
+    @abstractmethod
+    def record_drain(
+        self,
+        *,
+        region: str,
+        stream: str,
+        first_id: str,
+        last_id: str,
+        records: int,
+        at_s: float,
+    ) -> int:
+        """Record that entries ``first_id`` .. ``last_id`` of ``region``'s log ``stream``
+        went to the cold tier (``records`` records); returns the record's id.
+
+        Raises:
+            InputError: a negative ``records`` or an empty stream id.
+        """
+
+    @abstractmethod
+    def drains(self, *, region: str | None = None, limit: int | None = None) -> list[DrainRecord]:
+        """Recorded drains, oldest first (the newest ``limit`` when given), optionally
+        of one region."""
 
     @abstractmethod
     def audit_events(

@@ -120,13 +120,20 @@ class LocalCache(Tier, Cache):
 
     tier = "hot"
 
-    def __init__(self, name: str, policy: CachePolicy, *, region: str,
-                 residency: ResidencyPolicy | None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        name: str,
+        policy: CachePolicy,
+        *,
+        region: str,
+        residency: ResidencyPolicy | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__(region, residency)
         if len(policy):
-            raise ConfigError(f"cache level '{name}' needs an empty policy; got one with "
-                              f"{len(policy)} entries")
+            raise ConfigError(
+                f"cache level '{name}' needs an empty policy; got one with {len(policy)} entries"
+            )
         self.name = name
         self.policy = policy
         self._values: dict[DataKey, bytes] = {}
@@ -202,9 +209,14 @@ class StoreCache(Cache):
         return _may_store(self.store.residency, self.store.region, key)
 
 
-def build_cache_levels(caches: Caches, *, region: str, residency: ResidencyPolicy | None,
-                       stores: Mapping[str, HotStore] | None = None,
-                       clock: Callable[[], float] = time.monotonic) -> list[Cache]:
+def build_cache_levels(
+    caches: Caches,
+    *,
+    region: str,
+    residency: ResidencyPolicy | None,
+    stores: Mapping[str, HotStore] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[Cache]:
     """Build the levels of a spec's ``caches:`` section, in lookup order.
 
     ``l1`` is always in-process. ``l2`` and ``regional`` use the store given for them in
@@ -240,12 +252,18 @@ def build_cache_levels(caches: Caches, *, region: str, residency: ResidencyPolic
         if store is not None:
             levels.append(StoreCache(name, store, level.ttl_s))
             continue
-        policy = make_policy(level.policy, capacity_items=level.capacity_items,
-                             capacity_bytes=level.capacity_bytes, ttl_s=level.ttl_s)
+        policy = make_policy(
+            level.policy,
+            capacity_items=level.capacity_items,
+            capacity_bytes=level.capacity_bytes,
+            ttl_s=level.ttl_s,
+        )
         levels.append(LocalCache(name, policy, region=region, residency=residency, clock=clock))
     if stores:
-        raise ConfigError(f"stores given for cache levels the spec does not configure: "
-                          f"{', '.join(sorted(stores))}; add them under caches: or drop them")
+        raise ConfigError(
+            f"stores given for cache levels the spec does not configure: "
+            f"{', '.join(sorted(stores))}; add them under caches: or drop them"
+        )
     return levels
 
 
@@ -311,9 +329,14 @@ class ReadThroughCache:
         b'v2'
     """
 
-    def __init__(self, levels: Sequence[Cache], loader: Callable[[DataKey], bytes | None], *,
-                 writer: Callable[[DataKey, bytes], None] | None = None,
-                 load_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        levels: Sequence[Cache],
+        loader: Callable[[DataKey], bytes | None],
+        *,
+        writer: Callable[[DataKey, bytes], None] | None = None,
+        load_timeout_s: float = 10.0,
+    ) -> None:
         levels = tuple(levels)
         if not levels:
             raise ConfigError("a read-through cache needs at least one level; got none.")
@@ -394,8 +417,10 @@ class ReadThroughCache:
                 flight = self._flights[key] = _Flight()
         if not leader:
             if not flight.event.wait(self._load_timeout_s):
-                raise BackendError(f"waited {self._load_timeout_s:g} s for another request's "
-                                   f"load of {key}; the tier is slow or stuck")
+                raise BackendError(
+                    f"waited {self._load_timeout_s:g} s for another request's "
+                    f"load of {key}; the tier is slow or stuck"
+                )
             if flight.error is not None:
                 raise flight.error
             return flight.value
@@ -452,7 +477,8 @@ class ReadThroughCache:
             ConfigError: no ``writer`` was given.
         """
         if self._writer is None:
-            raise ConfigError("this ReadThroughCache has no writer; pass writer= to use "
-                              "write_through")
+            raise ConfigError(
+                "this ReadThroughCache has no writer; pass writer= to use write_through"
+            )
         self._writer(key, value)
         self.invalidate(key)

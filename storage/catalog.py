@@ -40,6 +40,7 @@ from geoshard.storage.base import (
     AuditEvent,
     BackendConfig,
     Catalog,
+    DrainRecord,
     Membership,
     NodeInfo,
     PlacementInfo,
@@ -152,6 +153,19 @@ class AuditRow(Base):
     detail: Mapped[str] = mapped_column(sa.Text, default="")
 
 
+class DrainRow(Base):
+    """One batch of a region's write log drained into the cold tier."""
+
+    __tablename__ = "drains"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    region: Mapped[str] = mapped_column(sa.String(40), index=True)
+    stream: Mapped[str] = mapped_column(sa.String(128))
+    first_id: Mapped[str] = mapped_column(sa.String(40))
+    last_id: Mapped[str] = mapped_column(sa.String(40))
+    records: Mapped[int]
+    at_s: Mapped[float]
+
+
 # --------------------------------------------------------------------------- migrations
 
 
@@ -225,11 +239,30 @@ def _m3_node_health(conn: Connection) -> None:
     conn.execute(sa.text("ALTER TABLE nodes ADD COLUMN healthy BOOLEAN NOT NULL DEFAULT TRUE"))
 
 
+def _m4_drains(conn: Connection) -> None:
+    """v4: the drain log (which write-log entries reached the cold tier)."""
+    md = sa.MetaData()
+    sa.Table(
+        "drains",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("region", sa.String(40), nullable=False),
+        sa.Column("stream", sa.String(128), nullable=False),
+        sa.Column("first_id", sa.String(40), nullable=False),
+        sa.Column("last_id", sa.String(40), nullable=False),
+        sa.Column("records", sa.Integer, nullable=False),
+        sa.Column("at_s", sa.Float, nullable=False),
+        sa.Index("ix_drains_region", "region"),
+    )
+    md.create_all(conn)
+
+
 #: Ordered migrations: index i takes the schema from version i to version i + 1.
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _m1_topology,
     _m2_tiers_and_audit,
     _m3_node_health,
+    _m4_drains,
 ]
 
 
@@ -574,6 +607,53 @@ class SqlCatalog(Catalog):
                 )
                 for r in s.scalars(q).all()
             ]
+
+    # -- drain log ----------------------------------------------------------------
+    def record_drain(
+        self,
+        *,
+        region: str,
+        stream: str,
+        first_id: str,
+        last_id: str,
+        records: int,
+        at_s: float,
+    ) -> int:
+        """Record one drained batch of ``region``'s log; returns the record's id.
+
+        Raises:
+            InputError: a negative ``records`` or an empty stream id.
+        """
+        if isinstance(records, bool) or not isinstance(records, int) or records < 0:
+            raise InputError(f"records(={records!r}) must be an integer >= 0")
+        if not first_id or not last_id or not stream:
+            raise InputError("a drain record needs the stream and its first and last ids")
+        with self._session() as s, s.begin():
+            row = DrainRow(
+                region=region,
+                stream=stream,
+                first_id=first_id,
+                last_id=last_id,
+                records=records,
+                at_s=at_s,
+            )
+            s.add(row)
+            s.flush()
+            return int(row.id)
+
+    def drains(self, *, region: str | None = None, limit: int | None = None) -> list[DrainRecord]:
+        """Recorded drains, oldest first (the newest ``limit`` when given)."""
+        q = sa.select(DrainRow).order_by(DrainRow.id.desc())
+        if region is not None:
+            q = q.where(DrainRow.region == region)
+        if limit is not None:
+            q = q.limit(limit)
+        with self._session() as s:
+            rows = list(s.scalars(q).all())
+        return [
+            DrainRecord(r.id, r.region, r.stream, r.first_id, r.last_id, r.records, r.at_s)
+            for r in reversed(rows)
+        ]
 
     # -- helpers ------------------------------------------------------------------
     @staticmethod

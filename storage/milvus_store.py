@@ -31,7 +31,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Self
 
@@ -518,6 +518,50 @@ class MilvusVectorStore(VectorStore):
             for r in rows:
                 out[by_pk[r["pk"]]] = np.asarray(r["vec"], dtype=np.float32)
         return out
+
+    def scan(
+        self, data_class: str, *, batch_size: int = 5000
+    ) -> Iterator[tuple[str, np.ndarray, dict[str, Any]]]:
+        """Every embedding of ``data_class`` in this region: ``(owner, vector, attrs)``.
+
+        Pages through the collection with a query iterator (``batch_size`` rows a page).
+
+        Raises:
+            InputError: a class the vector tier does not hold.
+            BackendError: Milvus failed.
+        """
+        self._check_open()
+        if data_class not in VECTOR_CLASSES:
+            raise InputError(
+                f"data_class '{data_class}' is not in the vector tier; use one of "
+                f"{', '.join(VECTOR_CLASSES)}"
+            )
+        try:
+            it = self._client.query_iterator(
+                self.collection,
+                batch_size=batch_size,
+                filter=f"data_class == {_quote(data_class)}",
+                output_fields=["*"],
+            )
+        except Exception as exc:
+            raise BackendError(f"Milvus scan of '{self.collection}' failed: {exc}") from exc
+        try:
+            while True:
+                try:
+                    rows = it.next()
+                except Exception as exc:
+                    raise BackendError(f"Milvus scan of '{self.collection}' failed: {exc}") from exc
+                if not rows:
+                    return
+                for r in rows:
+                    ent = dict(r)
+                    vec = np.asarray(ent.pop("vec"), dtype=np.float32)
+                    ent.pop("pk", None)
+                    ent.pop("data_class", None)
+                    owner = str(ent.pop("owner"))
+                    yield owner, vec, ent
+        finally:
+            it.close()
 
     def count(self, data_class: str | None = None) -> int:
         """How many embeddings this region holds (of one class, or all)."""

@@ -60,9 +60,11 @@ RECORD_SCHEMA = pa.schema(
 )
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _IGNORE = [".", "_"]
-_PARTITIONING = ds.partitioning(
-    pa.schema([("shard", pa.string()), ("date", pa.string())]), flavor="hive"
-)
+_PARTITION_FIELDS = pa.schema([("shard", pa.string()), ("date", pa.string())])
+_PARTITIONING = ds.partitioning(_PARTITION_FIELDS, flavor="hive")
+#: A dataset's schema, given rather than inferred: a directory whose only file is still a
+#: hidden temp file (a write in progress) has no file to infer ``owner`` from.
+_DATASET_SCHEMA = pa.unify_schemas([RECORD_SCHEMA, _PARTITION_FIELDS])
 
 
 class ParquetColdStoreConfig(BackendConfig):
@@ -276,6 +278,7 @@ class ParquetColdStore(ColdStore):
             format="parquet",
             partitioning=_PARTITIONING,
             ignore_prefixes=_IGNORE,
+            schema=_DATASET_SCHEMA,
         )
 
     def _table(
@@ -307,6 +310,13 @@ class ParquetColdStore(ColdStore):
             for i in idx:
                 out[i] = newest.get(str(keys[i].owner))
         return out
+
+    def history(self, key: DataKey) -> list[bytes]:
+        """Every value written for ``key``, oldest first; one scan of the key's bucket."""
+        require_data_key(key)
+        tab = self._table(self._bucket_dir(key), ds.field("owner") == str(key.owner))
+        tab = tab.sort_by([("ts", "ascending"), ("writer", "ascending")])
+        return list(tab.column("value").to_pylist())
 
     def scan(
         self, data_class: str, *, date: str | None = None, latest_only: bool = False

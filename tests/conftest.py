@@ -19,8 +19,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 pytest_plugins = [
-    name for name in ("fixtures_redis", "fixtures_pg")
-    if importlib.util.find_spec(name) is not None
+    name for name in ("fixtures_redis", "fixtures_pg") if importlib.util.find_spec(name) is not None
 ]
 
 
@@ -47,6 +46,8 @@ def shared_data() -> Path:
                 d = parent / "shared" / "data"
                 break
     if not d.is_dir():
-        pytest.skip(f"shared test data not found at {d}; set GEOSHARD_SHARED_DATA to the "
-                    "folder holding libCacheSim's sample traces")
+        pytest.skip(
+            f"shared test data not found at {d}; set GEOSHARD_SHARED_DATA to the "
+            "folder holding libCacheSim's sample traces"
+        )
     return d

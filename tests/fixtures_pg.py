@@ -19,8 +19,10 @@ def postgres_url() -> Iterator[str]:
     from geoshard.cluster.local.postgres import PostgresServer, find_pg_bin
 
     if find_pg_bin() is None:
-        msg = ("PostgreSQL binaries (initdb, pg_ctl) not found; install postgresql or set "
-               "GEOSHARD_PG_BIN")
+        msg = (
+            "PostgreSQL binaries (initdb, pg_ctl) not found; install postgresql or set "
+            "GEOSHARD_PG_BIN"
+        )
         if os.environ.get("CI"):
             pytest.fail(msg)
         pytest.skip(msg)

@@ -28,8 +28,9 @@ def _require_redis() -> None:
     missing = [b for b in ("redis-server", "redis-cli") if shutil.which(b) is None]
     if not missing:
         return
-    reason = (f"{' and '.join(missing)} not found on PATH; install it: "
-              "apt-get install -y redis-server")
+    reason = (
+        f"{' and '.join(missing)} not found on PATH; install it: apt-get install -y redis-server"
+    )
     if os.environ.get("CI"):
         pytest.fail(f"CI is set and {reason}", pytrace=False)
     pytest.skip(reason)

@@ -410,6 +410,10 @@ class RedisClusterProcs:
         node_timeout_ms: ``cluster-node-timeout``; failover takes about this plus 1-5 s.
         extra_args: more ``redis-server`` options for every node.
         startup_timeout_s: bound on the whole :meth:`start` (processes, create, sync).
+        root: the directory that holds one sub-directory per node (kept by :meth:`stop`);
+            by default a fresh temp dir that :meth:`stop` removes.
+        ports: fixed client ports of the nodes, in start order (each with a free
+            cluster-bus port); by default free ports are picked.
 
     Raises:
         ConfigError: fewer than 3 primaries, negative replicas or a node timeout <= 0.
@@ -430,6 +434,8 @@ class RedisClusterProcs:
         node_timeout_ms: int = 2000,
         extra_args: Sequence[str] = (),
         startup_timeout_s: float = 60.0,
+        root: str | Path | None = None,
+        ports: Sequence[int] | None = None,
     ) -> None:
         if primaries < 3:
             raise ConfigError(
@@ -448,7 +454,14 @@ class RedisClusterProcs:
         self.node_timeout_ms = node_timeout_ms
         self.extra_args = list(extra_args)
         self.startup_timeout_s = startup_timeout_s
-        self.root: Path | None = None
+        total = primaries * (1 + replicas_per_primary)
+        if ports is not None and len(ports) != total:
+            raise ConfigError(
+                f"ports gives {len(ports)} ports for {total} nodes; give one per node"
+            )
+        self._ports = list(ports) if ports is not None else None
+        self._own_root = root is None
+        self.root: Path | None = Path(root) if root is not None else None
         self.nodes: list[RedisServer] = []
         self._why = ""
 
@@ -468,12 +481,19 @@ class RedisClusterProcs:
                 time.
         """
         deadline = time.monotonic() + self.startup_timeout_s
-        self.root = Path(tempfile.mkdtemp(prefix="geoshard-rcluster-"))
+        if self._own_root or self.root is None:
+            self.root = Path(tempfile.mkdtemp(prefix="geoshard-rcluster-"))
+        else:
+            self.root.mkdir(parents=True, exist_ok=True)
         total = self.primaries * (1 + self.replicas_per_primary)
         try:
             used: list[int] = []
             for i in range(total):
-                port = find_free_port(self.host, cluster_bus=True, exclude=used)
+                port = (
+                    self._ports[i]
+                    if self._ports is not None
+                    else find_free_port(self.host, cluster_bus=True, exclude=used)
+                )
                 used += [port, port + CLUSTER_BUS_OFFSET]
                 node = RedisServer(
                     host=self.host,
@@ -697,7 +717,7 @@ class RedisClusterProcs:
             except Exception as exc:  # noqa: BLE001 - stop the others regardless
                 errors.append(f"{node.address}: {exc}")
         self.nodes = []
-        if self.root is not None:
+        if self.root is not None and self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
             self.root = None
         if errors:

@@ -18,6 +18,7 @@ Examples:
 
 from __future__ import annotations
 
+from . import walk
 from .che import (
     che_characteristic_time,
     che_hit_ratio,
@@ -27,7 +28,6 @@ from .che import (
     zipf_popularities,
 )
 from .hierarchy import CacheHierarchy, HierarchyStats
-from . import walk
 from .policies import FIFO, LRU, POLICIES, CachePolicy, CacheStats, Sieve, make_policy
 
 __all__ = [
@@ -45,5 +45,6 @@ __all__ = [
     "irm_requests",
     "lru_miss_stream_popularities",
     "make_policy",
+    "walk",
     "zipf_popularities",
 ]

@@ -93,6 +93,7 @@ def _check_cache_capacity(capacity: float) -> None:
 
 def _solve(p: FloatArray, capacity: float, occupancy: object) -> float:
     """Smallest T with occupancy(T) = capacity (occupancy increasing, from 0)."""
+
     def f(t: float) -> float:
         return float(occupancy(p, t)) - capacity  # type: ignore[operator]
 

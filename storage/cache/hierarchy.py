@@ -76,8 +76,9 @@ class CacheHierarchy:
         if not levels:
             raise ConfigError("a cache hierarchy needs at least one level; got none.")
         if len({id(c) for c in levels}) != len(levels):
-            raise ConfigError("a cache object appears twice in the hierarchy; give each "
-                              "level its own cache.")
+            raise ConfigError(
+                "a cache object appears twice in the hierarchy; give each level its own cache."
+            )
         self._levels = levels
         self._lookups = [0] * len(levels)
         self._hits = [0] * len(levels)

@@ -124,9 +124,7 @@ class CachePolicy(ABC):
                 f"(got capacity_items={capacity_items}, capacity_bytes={capacity_bytes})."
             )
         if capacity_items is None and capacity_bytes is None:
-            raise ConfigError(
-                "give exactly one of capacity_items or capacity_bytes; got neither."
-            )
+            raise ConfigError("give exactly one of capacity_items or capacity_bytes; got neither.")
         if capacity_bytes is not None:
             self._capacity = _check_capacity("capacity_bytes", capacity_bytes)
             self._in_bytes = True
@@ -191,13 +189,20 @@ class CachePolicy(ABC):
     def __repr__(self) -> str:
         unit = "bytes" if self._in_bytes else "items"
         ttl = f", ttl_s={self._ttl_s}" if self._ttl_s is not None else ""
-        return (f"{type(self).__name__}(capacity_{unit}={self._capacity}{ttl}, "
-                f"used={self._used}, len={len(self)})")
+        return (
+            f"{type(self).__name__}(capacity_{unit}={self._capacity}{ttl}, "
+            f"used={self._used}, len={len(self)})"
+        )
 
     # -- a steady-state start ------------------------------------------------------
 
-    def start_warm(self, oracle: Callable[[Hashable, float], float | None], virtual: int,
-                   unit: int = 1, clock: Callable[[], float] = _zero) -> None:
+    def start_warm(
+        self,
+        oracle: Callable[[Hashable, float], float | None],
+        virtual: int,
+        unit: int = 1,
+        clock: Callable[[], float] = _zero,
+    ) -> None:
         """Start as if full of residents drawn from a model, without holding them.
 
         ``virtual`` cost units of capacity are taken by *virtual* residents. The first
@@ -358,8 +363,7 @@ class _DictPolicy(CachePolicy):
         capacity_bytes: int | None = None,
         ttl_s: float | None = None,
     ) -> None:
-        super().__init__(capacity_items=capacity_items, capacity_bytes=capacity_bytes,
-                         ttl_s=ttl_s)
+        super().__init__(capacity_items=capacity_items, capacity_bytes=capacity_bytes, ttl_s=ttl_s)
         self._data: OrderedDict[Hashable, float] = OrderedDict()
         self._costs: dict[Hashable, int] | None = {} if self._in_bytes else None
         self._life = ttl_s if ttl_s is not None else math.inf
@@ -547,8 +551,7 @@ class Sieve(CachePolicy):
         capacity_bytes: int | None = None,
         ttl_s: float | None = None,
     ) -> None:
-        super().__init__(capacity_items=capacity_items, capacity_bytes=capacity_bytes,
-                         ttl_s=ttl_s)
+        super().__init__(capacity_items=capacity_items, capacity_bytes=capacity_bytes, ttl_s=ttl_s)
         self._nodes: dict[Hashable, _Node] = {}
         self._head: _Node | None = None  # newest
         self._tail: _Node | None = None  # oldest
@@ -674,7 +677,6 @@ def make_policy(name: str, **kwargs: Any) -> CachePolicy:
     except KeyError:
         known = ", ".join(sorted(POLICIES))
         raise ConfigError(
-            f"cache policy {name!r} is not known{did_you_mean(key, POLICIES)}"
-            f" (known: {known})."
+            f"cache policy {name!r} is not known{did_you_mean(key, POLICIES)} (known: {known})."
         ) from None
     return cls(**kwargs)

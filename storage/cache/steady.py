@@ -48,8 +48,9 @@ _POLICIES = ("lru", "fifo", "sieve")
 def _check(policy: str) -> str:
     p = policy.lower()
     if p not in _POLICIES:
-        raise ConfigError(f"policy '{policy}' has no steady-state model; use one of "
-                          f"{', '.join(_POLICIES)}")
+        raise ConfigError(
+            f"policy '{policy}' has no steady-state model; use one of {', '.join(_POLICIES)}"
+        )
     return p
 
 
@@ -76,8 +77,13 @@ def _renewal(r: FloatArray, life: FloatArray) -> FloatArray:
     return np.where(np.isinf(rl), 1.0, out)
 
 
-def hit_probability(policy: str, read_rate: npt.ArrayLike, inval_rate: npt.ArrayLike,
-                    ttl_s: float | None, t_c: float) -> FloatArray:
+def hit_probability(
+    policy: str,
+    read_rate: npt.ArrayLike,
+    inval_rate: npt.ArrayLike,
+    ttl_s: float | None,
+    t_c: float,
+) -> FloatArray:
     """Per key, the probability that a lookup hits (= that the key is resident).
 
     Args:
@@ -102,8 +108,14 @@ def hit_probability(policy: str, read_rate: npt.ArrayLike, inval_rate: npt.Array
     return np.asarray(np.minimum(lru, _renewal(r, _life(w, ttl))))
 
 
-def characteristic_time(policy: str, read_rate: npt.ArrayLike, inval_rate: npt.ArrayLike,
-                        weight: npt.ArrayLike, ttl_s: float | None, capacity: float) -> float:
+def characteristic_time(
+    policy: str,
+    read_rate: npt.ArrayLike,
+    inval_rate: npt.ArrayLike,
+    weight: npt.ArrayLike,
+    ttl_s: float | None,
+    capacity: float,
+) -> float:
     """``T_C`` with ``sum(weight x P(resident)) = capacity``, or ``inf`` (TTL-bound cache).
 
     Args:
@@ -142,8 +154,14 @@ def characteristic_time(policy: str, read_rate: npt.ArrayLike, inval_rate: npt.A
     return math.sqrt(lo * hi)
 
 
-def resident_after(policy: str, read_rate: npt.ArrayLike, inval_rate: npt.ArrayLike,
-                   ttl_s: float | None, t_c: float, elapsed_s: float) -> FloatArray:
+def resident_after(
+    policy: str,
+    read_rate: npt.ArrayLike,
+    inval_rate: npt.ArrayLike,
+    ttl_s: float | None,
+    t_c: float,
+    elapsed_s: float,
+) -> FloatArray:
     """Per key, P(still resident ``elapsed_s`` after a steady-state start, untouched since).
 
     An untouched key that was resident at the start leaves when its idle time passes

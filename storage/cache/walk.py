@@ -34,7 +34,7 @@ Examples:
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = ["CacheLevelOps", "Invalidates", "fill", "invalidate", "lookup", "refused_levels"]
 
@@ -42,20 +42,20 @@ __all__ = ["CacheLevelOps", "Invalidates", "fill", "invalidate", "lookup", "refu
 class Invalidates(Protocol):
     """A level that can drop a key."""
 
-    def invalidate(self, key: Hashable) -> bool:
+    def invalidate(self, key: Any) -> bool:
         """Drop ``key``; True if it was resident."""
 
 
 class CacheLevelOps(Protocol):
     """What the walk needs of one level."""
 
-    def lookup(self, key: Hashable, now: float = 0.0) -> bool:
+    def lookup(self, key: Any, now: float = 0.0) -> bool:
         """True on a hit (and the level counts it and refreshes the entry)."""
 
-    def admit(self, key: Hashable, size: int = 1, now: float = 0.0) -> object:
+    def admit(self, key: Any, size: int = 1, now: float = 0.0) -> object:
         """Insert ``key`` (evicting as the level's policy says)."""
 
-    def invalidate(self, key: Hashable) -> bool:
+    def invalidate(self, key: Any) -> bool:
         """Drop ``key``; True if it was resident."""
 
 
@@ -70,8 +70,14 @@ def lookup(levels: Sequence[CacheLevelOps], key: Hashable, now: float) -> int:
     return -1
 
 
-def fill(levels: Sequence[CacheLevelOps], key: Hashable, size: int, now: float, hit: int,
-         store_ok: Sequence[bool]) -> int:
+def fill(
+    levels: Sequence[CacheLevelOps],
+    key: Hashable,
+    size: int,
+    now: float,
+    hit: int,
+    store_ok: Sequence[bool],
+) -> int:
     """Admit ``key`` into the levels above ``hit`` (every level when ``hit`` is -1).
 
     Args:

@@ -140,3 +140,47 @@ def test_audit_events_round_trip(catalog: Catalog) -> None:
 def test_bad_tier_is_refused(catalog: Catalog) -> None:
     with pytest.raises(InputError, match="tier 'lukewarm' is unknown"):
         catalog.record_access(DataKey("item_catalog", "sku-1"), "lukewarm", now_s=1.0)
+
+
+def test_drain_log_round_trip(catalog: Catalog) -> None:
+    a = catalog.record_drain(
+        region="eu-west",
+        stream="{gs:eu-west}:log",
+        first_id="1-0",
+        last_id="5-0",
+        records=4,
+        at_s=10.0,
+    )
+    b = catalog.record_drain(
+        region="us-east",
+        stream="{gs:us-east}:log",
+        first_id="2-0",
+        last_id="3-1",
+        records=2,
+        at_s=11.0,
+    )
+    c = catalog.record_drain(
+        region="eu-west",
+        stream="{gs:eu-west}:log",
+        first_id="5-1",
+        last_id="9-0",
+        records=0,
+        at_s=12.0,
+    )
+    assert a < b < c
+    assert [(d.region, d.last_id, d.records) for d in catalog.drains()] == [
+        ("eu-west", "5-0", 4),
+        ("us-east", "3-1", 2),
+        ("eu-west", "9-0", 0),
+    ]
+    assert [d.id for d in catalog.drains(region="eu-west")] == [a, c]
+    assert [d.id for d in catalog.drains(limit=1)] == [c]  # the newest, oldest first
+    with pytest.raises(InputError, match=r"records\(=-1\) must be an integer >= 0"):
+        catalog.record_drain(
+            region="eu-west", stream="s", first_id="1-0", last_id="1-0", records=-1, at_s=1.0
+        )
+    with pytest.raises(InputError, match="needs the stream and its first and last ids"):
+        catalog.record_drain(
+            region="eu-west", stream="s", first_id="", last_id="1-0", records=1, at_s=1.0
+        )
+    assert len(catalog.drains()) == 3

@@ -75,6 +75,18 @@ def test_append_then_read_and_scan(make: Factory) -> None:
     assert sorted(s.scan("user_features")) == [("eu:1", b"a"), ("eu:2", b"b")]
 
 
+def test_history_keeps_every_value_of_one_key_oldest_first(make: Factory) -> None:
+    s = make("eu-west")
+    k, other = _key("interactions", n=7), _key("interactions", n=8)
+    s.append([(k, b"e1"), (other, b"x")], date="2024-05-01")
+    s.append([(k, b"e2")], date="2024-05-02")
+    s.append([(k, b"e3")], date="2024-05-01")
+    assert s.history(k) == [b"e1", b"e2", b"e3"]
+    assert s.history(other) == [b"x"]
+    assert s.history(_key("interactions", n=9)) == []
+    assert make("eu-central").history(k) == []  # regions are separate
+
+
 def test_newest_value_wins_and_scan_by_date(make: Factory) -> None:
     s = make("eu-west")
     k = _key("sessions")

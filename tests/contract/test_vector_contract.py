@@ -114,3 +114,27 @@ def test_residency_is_followed_exactly(
         with pytest.raises(ResidencyError, match=f"may not be stored in '{region}'"):
             s.upsert([DataKey("item_embeddings", f"ok-{uid}"), key], np.vstack([_vec(1), _vec(2)]))
         assert s.count() == before
+
+
+def test_scan_returns_every_embedding_of_a_class_with_its_attributes(
+    stores: dict[str, VectorStore],
+) -> None:
+    s = stores["eu-central"]
+    keys = [DataKey("item_embeddings", f"scan-{i}") for i in range(7)]
+    vecs = np.vstack([_vec(100 + i) for i in range(7)])
+    s.upsert(keys, vecs, [{"category": "books", "rank": i} for i in range(7)])
+    s.upsert([DataKey("user_embeddings", UserKey("eu", 4242))], _vec(5))
+    got = {
+        owner: (vec, attrs)
+        for owner, vec, attrs in s.scan("item_embeddings", batch_size=3)
+        if owner.startswith("scan-")
+    }
+    assert sorted(got) == [f"scan-{i}" for i in range(7)]
+    for i in range(7):
+        vec, attrs = got[f"scan-{i}"]
+        assert np.allclose(vec, vecs[i], atol=1e-6)
+        assert attrs["category"] == "books" and attrs["rank"] == i
+    assert "eu:4242" in {owner for owner, _, _ in s.scan("user_embeddings")}
+    assert not any(o.startswith("scan-") for o, _, _ in stores["us-east"].scan("item_embeddings"))
+    with pytest.raises(InputError, match="data_class 'item_catalog' is not in the vector tier"):
+        next(iter(s.scan("item_catalog")))

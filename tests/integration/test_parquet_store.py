@@ -121,3 +121,20 @@ def test_bad_input_is_refused_and_nothing_written(
 def test_unusable_uri_is_a_backend_error() -> None:
     with pytest.raises(BackendError, match="cannot open cold-tier root 'nope://x'"):
         ParquetColdStore(ParquetColdStoreConfig(root="nope://x"), "eu-west", None)
+
+
+def test_reads_during_a_first_write_see_nothing_rather_than_fail(store: ParquetColdStore) -> None:
+    """A bucket whose only file is still being written (a hidden temp file) reads as empty."""
+    from geoshard.storage.keylayout import cold_bucket, cold_partition
+
+    key = _k(7)
+    leaf = Path(store.base) / cold_partition(
+        "eu-west", "interactions", bucket=cold_bucket("eu:7", 4), date="2024-05-01"
+    )
+    leaf.mkdir(parents=True)
+    (leaf / ".part-in-progress.parquet.tmp").write_bytes(b"PAR1 partial")
+    assert store.read(key) is None
+    assert store.history(key) == []
+    assert store.scan("interactions") == []
+    store.append([(key, b"e1")], date="2024-05-01")
+    assert store.history(key) == [b"e1"]

@@ -123,3 +123,33 @@ def test_standalone_durable_write_without_replicas_raises(redis_server: RedisSer
             store.put(DataKey("item_catalog", "sku-d"), b"v")
     finally:
         store.close()
+
+
+def test_a_cluster_in_a_given_dir_on_given_ports_keeps_the_dir(tmp_path: Any) -> None:
+    from geoshard.cluster.ports import PortAllocator
+
+    ports = PortAllocator()
+    wanted = [ports.take(f"node {i}", cluster_bus=True) for i in range(3)]
+    cluster = RedisClusterProcs(
+        primaries=3,
+        replicas_per_primary=0,
+        root=tmp_path / "rc",
+        ports=wanted,
+        extra_args=["--appendonly", "yes"],
+    )
+    try:
+        cluster.start()
+        assert [n.port for n in cluster.nodes] == wanted
+        assert all((tmp_path / "rc" / f"node-{i}").is_dir() for i in range(3))
+        client = cluster.nodes[0].client()
+        assert client.config_get("appendonly") == {"appendonly": "yes"}
+        client.close()
+    finally:
+        cluster.stop()
+    assert all(not n.running for n in cluster.nodes) or not cluster.nodes
+    assert (tmp_path / "rc" / "node-0" / "nodes.conf").is_file()  # kept: the caller's dir
+
+
+def test_ports_must_match_the_node_count() -> None:
+    with pytest.raises(ConfigError, match="ports gives 2 ports for 3 nodes; give one per node"):
+        RedisClusterProcs(primaries=3, replicas_per_primary=0, ports=[1, 2])

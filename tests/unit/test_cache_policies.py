@@ -21,21 +21,27 @@ ids = [c.name for c in ALL]
 
 @pytest.mark.parametrize("policy", ALL, ids=ids)
 def test_exactly_one_capacity(policy: type[CachePolicy]) -> None:
-    with pytest.raises(ConfigError, match="exactly one of capacity_items or capacity_bytes, "
-                                          r"not both \(got capacity_items=10, capacity_bytes=100\)"):
+    with pytest.raises(
+        ConfigError,
+        match="exactly one of capacity_items or capacity_bytes, "
+        r"not both \(got capacity_items=10, capacity_bytes=100\)",
+    ):
         policy(capacity_items=10, capacity_bytes=100)
     with pytest.raises(ConfigError, match="got neither"):
         policy()
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"capacity_items": 0}, r"capacity_items\(=0\) must be > 0\."),
-    ({"capacity_bytes": -5}, r"capacity_bytes\(=-5\) must be > 0\."),
-    ({"capacity_items": 2.5}, r"capacity_items\(=2\.5\) must be an integer > 0\."),
-    ({"capacity_items": True}, r"capacity_items\(=True\) must be an integer > 0\."),
-    ({"capacity_items": 3, "ttl_s": 0}, r"ttl_s\(=0\) must be > 0, or None for no expiry\."),
-    ({"capacity_items": 3, "ttl_s": float("nan")}, r"ttl_s\(=nan\) must be > 0"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"capacity_items": 0}, r"capacity_items\(=0\) must be > 0\."),
+        ({"capacity_bytes": -5}, r"capacity_bytes\(=-5\) must be > 0\."),
+        ({"capacity_items": 2.5}, r"capacity_items\(=2\.5\) must be an integer > 0\."),
+        ({"capacity_items": True}, r"capacity_items\(=True\) must be an integer > 0\."),
+        ({"capacity_items": 3, "ttl_s": 0}, r"ttl_s\(=0\) must be > 0, or None for no expiry\."),
+        ({"capacity_items": 3, "ttl_s": float("nan")}, r"ttl_s\(=nan\) must be > 0"),
+    ],
+)
 def test_bad_capacity_or_ttl(kwargs: dict[str, object], message: str) -> None:
     for policy in ALL:
         with pytest.raises(ConfigError, match=message):
@@ -43,12 +49,15 @@ def test_bad_capacity_or_ttl(kwargs: dict[str, object], message: str) -> None:
 
 
 def test_registry_and_make_policy() -> None:
-    assert POLICIES == {"lru": LRU, "fifo": FIFO, "sieve": Sieve}
+    assert {"lru": LRU, "fifo": FIFO, "sieve": Sieve} == POLICIES
     cache = make_policy("SIEVE", capacity_bytes=4096, ttl_s=60)
     assert isinstance(cache, Sieve) and cache.in_bytes and cache.capacity == 4096
     assert cache.ttl_s == 60.0
-    with pytest.raises(ConfigError, match=r"cache policy 'lur' is not known; did you mean "
-                                          r"'lru'\? \(known: fifo, lru, sieve\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"cache policy 'lur' is not known; did you mean "
+        r"'lru'\? \(known: fifo, lru, sieve\)",
+    ):
         make_policy("lur", capacity_items=10)
     with pytest.raises(ConfigError, match=r"cache policy 'arc' is not known \(known: "):
         make_policy("arc", capacity_items=10)
@@ -280,7 +289,10 @@ operations = st.lists(
     ops=operations,
 )
 def test_policies_equal_naive_reference_and_respect_capacity(
-    kind: str, slots: int, in_bytes: bool, ttl_s: float | None,
+    kind: str,
+    slots: int,
+    in_bytes: bool,
+    ttl_s: float | None,
     ops: list[tuple[str, int, int, float]],
 ) -> None:
     capacity = slots * 10 if in_bytes else slots
@@ -309,4 +321,8 @@ def test_policies_equal_naive_reference_and_respect_capacity(
         assert list(cache.keys()) == [e[0] for e in ref.queue]
     s = cache.stats
     assert (s.hits, s.misses, s.evictions, s.expirations) == (
-        ref.hits, ref.misses, ref.evictions, ref.expirations)
+        ref.hits,
+        ref.misses,
+        ref.evictions,
+        ref.expirations,
+    )

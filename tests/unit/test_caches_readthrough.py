@@ -31,12 +31,12 @@ class Clock:
 
 
 @pytest.fixture(scope="module")
-def spec(repo_root):  # type: ignore[no-untyped-def]
+def spec(repo_root):
     return load_spec(repo_root / "examples" / "local.yaml")
 
 
 @pytest.fixture(scope="module")
-def policy(spec) -> ResidencyPolicy:  # type: ignore[no-untyped-def]
+def policy(spec) -> ResidencyPolicy:
     return ResidencyPolicy.from_spec(spec)
 
 
@@ -44,10 +44,16 @@ def item(name: str) -> DataKey:
     return DataKey("item_catalog", name)
 
 
-def lru(n: int, ttl_s: float | None = None, clock: Clock | None = None,
-        name: str = "l1") -> LocalCache:
-    return LocalCache(name, make_policy("lru", capacity_items=n, ttl_s=ttl_s),
-                      region="us-east", residency=None, clock=clock or Clock())
+def lru(
+    n: int, ttl_s: float | None = None, clock: Clock | None = None, name: str = "l1"
+) -> LocalCache:
+    return LocalCache(
+        name,
+        make_policy("lru", capacity_items=n, ttl_s=ttl_s),
+        region="us-east",
+        residency=None,
+        clock=clock or Clock(),
+    )
 
 
 def test_n_concurrent_misses_on_one_key_cause_exactly_one_load() -> None:
@@ -118,14 +124,18 @@ def test_a_failed_load_reaches_every_waiter_and_is_not_cached() -> None:
 
 def test_a_waiter_gives_up_after_the_load_timeout() -> None:
     release = threading.Event()
-    reader = ReadThroughCache([lru(10)], loader=lambda k: (release.wait(5), b"v")[1],
-                              load_timeout_s=0.05)
+    reader = ReadThroughCache(
+        [lru(10)], loader=lambda k: (release.wait(5), b"v")[1], load_timeout_s=0.05
+    )
     leader = threading.Thread(target=reader.get, args=(item("k"),))
     leader.start()
     time.sleep(0.05)
     try:
-        with pytest.raises(BackendError, match=r"waited 0\.05 s for another request's load "
-                                               r"of item_catalog:k"):
+        with pytest.raises(
+            BackendError,
+            match=r"waited 0\.05 s for another request's load "
+            r"of item_catalog:k",
+        ):
             reader.get(item("k"))
     finally:
         release.set()
@@ -189,8 +199,9 @@ class _WriteDuringGet(LocalCache):
 def test_a_write_after_an_l2_hit_keeps_the_old_value_out_of_l1(write_at: str) -> None:
     tier: dict[DataKey, bytes] = {item("k"): b"old"}
     l1 = lru(10)
-    l2 = _WriteDuringGet("l2", make_policy("lru", capacity_items=10), region="us-east",
-                         residency=None, clock=Clock())
+    l2 = _WriteDuringGet(
+        "l2", make_policy("lru", capacity_items=10), region="us-east", residency=None, clock=Clock()
+    )
     reader = ReadThroughCache([l1, l2], loader=tier.get, writer=tier.__setitem__)
     l2.put(item("k"), b"old")
     if write_at != "none":
@@ -206,7 +217,7 @@ def test_a_write_after_an_l2_hit_keeps_the_old_value_out_of_l1(write_at: str) ->
 class _SlowInvalidate(LocalCache):
     """An L2 whose invalidation blocks until released, counting the callers inside it."""
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.release = threading.Event()
         self.inside = threading.Semaphore(0)
@@ -219,8 +230,9 @@ class _SlowInvalidate(LocalCache):
 
 def test_a_read_during_two_overlapping_invalidations_keeps_its_copy_out_of_l1() -> None:
     l1 = lru(10)
-    l2 = _SlowInvalidate("l2", make_policy("lru", capacity_items=10), region="us-east",
-                         residency=None, clock=Clock())
+    l2 = _SlowInvalidate(
+        "l2", make_policy("lru", capacity_items=10), region="us-east", residency=None, clock=Clock()
+    )
     reader = ReadThroughCache([l1, l2], loader=lambda k: b"new")
     l2.put(item("k"), b"old")
     writers = [threading.Thread(target=reader.invalidate, args=(item("k"),)) for _ in range(2)]
@@ -230,7 +242,7 @@ def test_a_read_during_two_overlapping_invalidations_keeps_its_copy_out_of_l1() 
         for _ in writers:  # both writers have cleared L1 and wait inside L2's invalidation
             assert l2.inside.acquire(timeout=5)
         assert reader.get(item("k")) == b"old"  # L2 still holds it: a read may return it
-        assert l1.get(item("k")) is None        # but must not leave it in L1
+        assert l1.get(item("k")) is None  # but must not leave it in L1
     finally:
         l2.release.set()
         for w in writers:
@@ -280,8 +292,7 @@ def test_keyed_hit_accounting_across_l1_l2_regional() -> None:
     assert s.hits == (1, 1, 2)
     assert reader.loads == 3 and s.origin_requests == 3
     # The pure hierarchy the simulator uses decides exactly the same on the same keys.
-    oracle = CacheHierarchy([LRU(capacity_items=1), LRU(capacity_items=2),
-                             LRU(capacity_items=10)])
+    oracle = CacheHierarchy([LRU(capacity_items=1), LRU(capacity_items=2), LRU(capacity_items=10)])
     for k in trace:
         oracle.access(item(k))
     assert oracle.stats == s
@@ -289,11 +300,11 @@ def test_keyed_hit_accounting_across_l1_l2_regional() -> None:
 
 def test_personal_data_is_not_cached_outside_its_jurisdiction(policy: ResidencyPolicy) -> None:
     eu_user = DataKey("user_features", UserKey("eu", 42))
-    l1 = LocalCache("l1", make_policy("lru", capacity_items=10), region="us-east",
-                    residency=policy)
+    l1 = LocalCache("l1", make_policy("lru", capacity_items=10), region="us-east", residency=policy)
     l2_store = MemoryHotStore("us-east", policy)
-    reader = ReadThroughCache([l1, StoreCache("l2", l2_store, ttl_s=60)],
-                              loader=lambda k: b"secret")
+    reader = ReadThroughCache(
+        [l1, StoreCache("l2", l2_store, ttl_s=60)], loader=lambda k: b"secret"
+    )
     # The shared walk's rule: a fill that residency forbids is skipped and counted as a
     # refusal (the simulator does the same); nothing is cached in us-east.
     assert reader.get(eu_user) == b"secret"
@@ -305,29 +316,35 @@ def test_personal_data_is_not_cached_outside_its_jurisdiction(policy: ResidencyP
     with pytest.raises(ResidencyError, match=r"may not be stored in 'us-east'"):
         StoreCache("l2", l2_store, ttl_s=60).put(eu_user, b"secret")
     assert len(l2_store) == 0
-    eu_l1 = LocalCache("l1", make_policy("lru", capacity_items=10), region="eu-west",
-                       residency=policy)
+    eu_l1 = LocalCache(
+        "l1", make_policy("lru", capacity_items=10), region="eu-west", residency=policy
+    )
     eu_l1.put(eu_user, b"ok")
     assert eu_l1.get(eu_user) == b"ok"
 
 
 def test_local_cache_refuses_bad_payloads_and_respects_byte_capacity() -> None:
-    cache = LocalCache("l1", make_policy("lru", capacity_bytes=10), region="us-east",
-                       residency=None)
+    cache = LocalCache(
+        "l1", make_policy("lru", capacity_bytes=10), region="us-east", residency=None
+    )
     with pytest.raises(InputError, match=r"value of type int is not bytes"):
         cache.put(item("k"), 5)  # type: ignore[arg-type]
     cache.put(item("a"), b"123456")
     cache.put(item("b"), b"12345")  # evicts a
     cache.put(item("huge"), b"x" * 11)  # larger than the cache: not admitted
-    assert (cache.get(item("a")), cache.get(item("b")), cache.get(item("huge"))) == \
-        (None, b"12345", None)
+    assert (cache.get(item("a")), cache.get(item("b")), cache.get(item("huge"))) == (
+        None,
+        b"12345",
+        None,
+    )
     assert len(cache) == 1
 
 
-def test_levels_are_built_from_the_spec(spec, policy: ResidencyPolicy) -> None:  # type: ignore[no-untyped-def]
+def test_levels_are_built_from_the_spec(spec, policy: ResidencyPolicy) -> None:
     l2_store = MemoryHotStore("eu-west", policy)
-    levels = build_cache_levels(spec.caches, region="eu-west", residency=policy,
-                                stores={"l2": l2_store})
+    levels = build_cache_levels(
+        spec.caches, region="eu-west", residency=policy, stores={"l2": l2_store}
+    )
     assert [lv.name for lv in levels] == ["l1", "l2", "regional"]
     l1, l2, regional = levels
     assert isinstance(l1, LocalCache) and l1.policy.capacity == 2000 and l1.policy.ttl_s == 30
@@ -335,13 +352,14 @@ def test_levels_are_built_from_the_spec(spec, policy: ResidencyPolicy) -> None: 
     assert isinstance(regional, LocalCache) and type(regional.policy).__name__ == "Sieve"
     assert regional.policy.capacity == 50000
     with pytest.raises(ConfigError, match=r"the l1 cache is in-process"):
-        build_cache_levels(spec.caches, region="eu-west", residency=policy,
-                           stores={"l1": l2_store})
+        build_cache_levels(spec.caches, region="eu-west", residency=policy, stores={"l1": l2_store})
     only_l1 = spec.caches.model_copy(update={"l2": None, "regional": None})
-    with pytest.raises(ConfigError, match=r"stores given for cache levels the spec does not "
-                                          r"configure: l2"):
-        build_cache_levels(only_l1, region="eu-west", residency=policy,
-                           stores={"l2": l2_store})
+    with pytest.raises(
+        ConfigError,
+        match=r"stores given for cache levels the spec does not "
+        r"configure: l2",
+    ):
+        build_cache_levels(only_l1, region="eu-west", residency=policy, stores={"l2": l2_store})
 
 
 def test_bad_reader_configs() -> None:

@@ -18,10 +18,14 @@ runner = CliRunner()
 
 
 def test_every_command_goes_through_the_error_decorator() -> None:
-    commands = {c.name or c.callback.__name__: c.callback for c in app.registered_commands}
+    commands = {
+        c.name or getattr(c.callback, "__name__", ""): c.callback for c in app.registered_commands
+    }
     assert set(commands) >= {"validate", "schema", "route", "rebalance", "terraform", "simulate"}
     for name, callback in commands.items():
-        assert getattr(callback, "handles_errors", False), f"{name} is not wrapped by handles_errors"
+        assert getattr(callback, "handles_errors", False), (
+            f"{name} is not wrapped by handles_errors"
+        )
 
 
 def test_config_error_with_json_prints_an_error_object_on_stdout(tmp_path: Path) -> None:
@@ -73,12 +77,17 @@ def test_interrupt_exits_130_with_a_word_on_stderr(monkeypatch: pytest.MonkeyPat
     assert json.loads(res.stdout)["error"]["category"] == "interrupted"
 
 
-@pytest.mark.parametrize("args", [["schema"], ["validate", LOCAL, "--json"],
-                                  ["route", LOCAL, "--user", "eu:42"]])
+@pytest.mark.parametrize(
+    "args", [["schema"], ["validate", LOCAL, "--json"], ["route", LOCAL, "--user", "eu:42"]]
+)
 def test_closed_stdout_ends_quietly_with_the_commands_own_result(args: list[str]) -> None:
     # the reader closes the pipe before the command writes (the import alone takes longer)
-    proc = subprocess.Popen([sys.executable, "-m", "geoshard.cli", *args], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "geoshard.cli", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout is not None
     proc.stdout.close()
     _, stderr = proc.communicate(timeout=120)
@@ -88,13 +97,34 @@ def test_closed_stdout_ends_quietly_with_the_commands_own_result(args: list[str]
 
 def test_simulate_with_a_closed_stdout_keeps_its_verdict(tmp_path: Path) -> None:
     # global.yaml at this scale passes its SLOs: exit 0, where rich's own handling gave 1
-    args = [sys.executable, "-m", "geoshard.cli", "simulate", str(REPO / "examples" / "global.yaml"),
-            "--scale", "0.01", "--duration", "5", "--warmup", "1"]
-    full = subprocess.run([*args, "--out", str(tmp_path / "a")], cwd=REPO, check=False,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+    args = [
+        sys.executable,
+        "-m",
+        "geoshard.cli",
+        "simulate",
+        str(REPO / "examples" / "global.yaml"),
+        "--scale",
+        "0.01",
+        "--duration",
+        "5",
+        "--warmup",
+        "1",
+    ]
+    full = subprocess.run(
+        [*args, "--out", str(tmp_path / "a")],
+        cwd=REPO,
+        check=False,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        timeout=120,
+    )
     assert full.returncode == 0, full.stderr.decode()
-    proc = subprocess.Popen([*args, "--out", str(tmp_path / "b")], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [*args, "--out", str(tmp_path / "b")],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout is not None
     proc.stdout.close()
     _, stderr = proc.communicate(timeout=120)

@@ -16,19 +16,36 @@ from geoshard.spec import load_spec
 from geoshard.storage.memory import MemoryHotStore
 
 
-@pytest.mark.parametrize(("data_class", "owner", "match"), [
-    ("user_features", "eu:42", r"owner 'eu:42' of personal data class 'user_features' must be a "
-                               r"UserKey; use DataKey\('user_features', UserKey.parse\('eu:42'\)\)"),
-    ("interactions", 42, "owner 42 of personal data class 'interactions' must be a UserKey"),
-    ("sessions", None, "owner None of personal data class 'sessions' must be a UserKey"),
-    ("item_catalg", "sku-1", "data class 'item_catalg' is unknown; did you mean 'item_catalog'"),
-    ("nonsense_class", "sku-1", "data class 'nonsense_class' is unknown; use one of"),
-    ("item_catalog", "no spaces", "item id 'no spaces' is malformed"),
-    ("item_catalog", "eu:42", "item id 'eu:42' is malformed"),
-    ("item_embeddings", "x" * 129, "is malformed; use 1 to 128 characters"),
-    ("item_catalog", 7, "item id 7 is malformed"),
-    ("aggregates", UserKey("eu", 1), "data class 'aggregates' is not personal, but its owner eu:1"),
-])
+@pytest.mark.parametrize(
+    ("data_class", "owner", "match"),
+    [
+        (
+            "user_features",
+            "eu:42",
+            (
+                r"owner 'eu:42' of personal data class 'user_features' must be a "
+                r"UserKey; use DataKey\('user_features', UserKey.parse\('eu:42'\)\)"
+            ),
+        ),
+        ("interactions", 42, "owner 42 of personal data class 'interactions' must be a UserKey"),
+        ("sessions", None, "owner None of personal data class 'sessions' must be a UserKey"),
+        (
+            "item_catalg",
+            "sku-1",
+            "data class 'item_catalg' is unknown; did you mean 'item_catalog'",
+        ),
+        ("nonsense_class", "sku-1", "data class 'nonsense_class' is unknown; use one of"),
+        ("item_catalog", "no spaces", "item id 'no spaces' is malformed"),
+        ("item_catalog", "eu:42", "item id 'eu:42' is malformed"),
+        ("item_embeddings", "x" * 129, "is malformed; use 1 to 128 characters"),
+        ("item_catalog", 7, "item id 7 is malformed"),
+        (
+            "aggregates",
+            UserKey("eu", 1),
+            "data class 'aggregates' is not personal, but its owner eu:1",
+        ),
+    ],
+)
 def test_malformed_data_keys_are_refused_naming_the_value(data_class, owner, match) -> None:
     with pytest.raises(InputError, match=match):
         DataKey(data_class, owner)
@@ -48,6 +65,6 @@ def test_eu_personal_data_cannot_reach_a_us_store_in_any_form(repo_root) -> None
     for owner in ("eu:42", 42):
         with pytest.raises(InputError):
             store.put(DataKey("user_features", owner), b"x")  # type: ignore[arg-type]
-    with pytest.raises(Exception, match="residency|not allowed"):
+    with pytest.raises(Exception, match=r"residency|not allowed"):
         store.put(DataKey("user_features", UserKey("eu", 42)), b"x")
     assert store.get(DataKey("aggregates", "probe")) is None and len(store) == 0

@@ -14,9 +14,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-ROOTS = {"core": "geoshard", "regions": "geoshard.regions", "shards": "geoshard.shards",
-         "cluster": "geoshard.cluster", "storage": "geoshard.storage", "sim": "geoshard.sim",
-         "cli": "geoshard.cli"}
+ROOTS = {
+    "core": "geoshard",
+    "regions": "geoshard.regions",
+    "shards": "geoshard.shards",
+    "cluster": "geoshard.cluster",
+    "storage": "geoshard.storage",
+    "sim": "geoshard.sim",
+    "cli": "geoshard.cli",
+}
 
 # (layer number, name, module prefixes); the longest matching prefix decides
 LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
@@ -45,14 +51,16 @@ def source_modules() -> dict[str, Path]:
     found: dict[str, Path] = {}
     for folder, package in ROOTS.items():
         for path in sorted((REPO / folder).rglob("*.py")):
-            parts = [p for p in path.relative_to(REPO / folder).with_suffix("").parts
-                     if p != "__init__"]
+            parts = [
+                p for p in path.relative_to(REPO / folder).with_suffix("").parts if p != "__init__"
+            ]
             found[".".join([package, *parts])] = path
     return found
 
 
-def imported_modules(module: str, is_package: bool, source: str,
-                     known: set[str]) -> list[tuple[int, str]]:
+def imported_modules(
+    module: str, is_package: bool, source: str, known: set[str]
+) -> list[tuple[int, str]]:
     """``(line, module)`` for every geoshard module that ``source`` imports."""
     out: list[tuple[int, str]] = []
     package = module if is_package else module.rpartition(".")[0]
@@ -80,13 +88,16 @@ def upward_imports(modules: dict[str, Path], sources: dict[str, str]) -> list[st
     problems = []
     for module, path in modules.items():
         mine, my_name = layer_of(module)
-        for line, target in imported_modules(module, path.name == "__init__.py",
-                                             sources[module], known):
+        for line, target in imported_modules(
+            module, path.name == "__init__.py", sources[module], known
+        ):
             theirs, their_name = layer_of(target)
             if theirs > mine:
                 rel = path.relative_to(REPO) if path.is_relative_to(REPO) else path
-                problems.append(f"{rel}:{line}: {module} (layer {mine}, {my_name}) imports "
-                                f"{target} (layer {theirs}, {their_name})")
+                problems.append(
+                    f"{rel}:{line}: {module} (layer {mine}, {my_name}) imports "
+                    f"{target} (layer {theirs}, {their_name})"
+                )
     return problems
 
 
@@ -102,20 +113,36 @@ def test_every_module_has_a_layer() -> None:
         layer_of(module)
 
 
-@pytest.mark.parametrize(("module", "source", "expected"), [
-    ("geoshard.spec", "def f():\n    from geoshard.cli import main\n",
-     "core/spec.py:2: geoshard.spec (layer 0, spec/errors/keys) imports geoshard.cli (layer 4, cli)"),
-    ("geoshard.sim.run", "from ..cli import main\n",
-     "geoshard.sim.run (layer 3, sim and cluster) imports geoshard.cli (layer 4, cli)"),
-    ("geoshard.cluster.routing", "import geoshard.storage.base\n",
-     "imports geoshard.storage.base (layer 2, storage)"),
-    ("geoshard.storage.caches", "from geoshard.sim import report\n",
-     "imports geoshard.sim.report (layer 3, sim and cluster)"),
-])
-def test_an_upward_import_is_reported_with_its_place(module: str, source: str,
-                                                     expected: str) -> None:
+@pytest.mark.parametrize(
+    ("module", "source", "expected"),
+    [
+        (
+            "geoshard.spec",
+            "def f():\n    from geoshard.cli import main\n",
+            "core/spec.py:2: geoshard.spec (layer 0, spec/errors/keys) imports geoshard.cli (layer 4, cli)",
+        ),
+        (
+            "geoshard.sim.run",
+            "from ..cli import main\n",
+            "geoshard.sim.run (layer 3, sim and cluster) imports geoshard.cli (layer 4, cli)",
+        ),
+        (
+            "geoshard.cluster.routing",
+            "import geoshard.storage.base\n",
+            "imports geoshard.storage.base (layer 2, storage)",
+        ),
+        (
+            "geoshard.storage.caches",
+            "from geoshard.sim import report\n",
+            "imports geoshard.sim.report (layer 3, sim and cluster)",
+        ),
+    ],
+)
+def test_an_upward_import_is_reported_with_its_place(
+    module: str, source: str, expected: str
+) -> None:
     modules = source_modules()
-    sources = {m: "" for m in modules}
+    sources = dict.fromkeys(modules, "")
     sources[module] = source
     problems = upward_imports(modules, sources)
     assert len(problems) == 1 and expected in problems[0], problems
@@ -123,7 +150,7 @@ def test_an_upward_import_is_reported_with_its_place(module: str, source: str,
 
 def test_downward_and_same_layer_imports_pass() -> None:
     modules = source_modules()
-    sources = {m: "" for m in modules}
+    sources = dict.fromkeys(modules, "")
     sources["geoshard.cli.app"] = "from geoshard.sim.run import simulate_spec\n"
     sources["geoshard.sim.engine"] = "from geoshard.cluster.routing import Router\n"
     sources["geoshard.cluster.routing"] = "from geoshard.shards import HashRing\n"

@@ -5,9 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-ROOTS = {"core": "geoshard", "cluster": "geoshard.cluster", "shards": "geoshard.shards",
-         "regions": "geoshard.regions", "storage": "geoshard.storage", "sim": "geoshard.sim",
-         "cli": "geoshard.cli"}
+ROOTS = {
+    "core": "geoshard",
+    "cluster": "geoshard.cluster",
+    "shards": "geoshard.shards",
+    "regions": "geoshard.regions",
+    "storage": "geoshard.storage",
+    "sim": "geoshard.sim",
+    "cli": "geoshard.cli",
+}
 
 
 def _source_modules() -> set[str]:

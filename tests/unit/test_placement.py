@@ -33,11 +33,14 @@ def test_replicas_take_one_node_per_region_in_ring_order(placement: Placement) -
 
 def test_fewer_regions_than_replicas_fill_in_ring_order(placement: Placement) -> None:
     allowed = {"eu-west", "eu-central"}
-    for key in ["user:1", "user:2", 77]:
+    keys: list[int | str] = ["user:1", "user:2", 77]
+    for key in keys:
         replicas = placement.replicas(key, 4, allowed)
         walked = [n for n in placement.ring.walk(key) if placement.node_region[n] in allowed]
-        distinct = [walked[0], next(n for n in walked
-                                    if placement.node_region[n] != placement.node_region[walked[0]])]
+        distinct = [
+            walked[0],
+            next(n for n in walked if placement.node_region[n] != placement.node_region[walked[0]]),
+        ]
         assert replicas[:2] == distinct
         assert replicas[2:] == [n for n in walked if n not in distinct][:2]
 
@@ -48,8 +51,9 @@ def test_down_nodes_are_skipped_and_the_next_node_takes_over(placement: Placemen
     after = placement.replicas(key, 2, {"eu-west", "us-east"}, down={before[0]})
     assert before[0] not in after
     assert before[1] in after
-    assert placement.node_region[after[after.index(before[1]) ^ 1]] == \
-        placement.node_region[before[0]]
+    assert (
+        placement.node_region[after[after.index(before[1]) ^ 1]] == placement.node_region[before[0]]
+    )
 
 
 def test_no_healthy_node_gives_an_empty_list(placement: Placement) -> None:
@@ -70,11 +74,13 @@ def test_failover_order_is_replicas_then_the_rest_in_ring_order(placement: Place
 
 def test_bad_placement_input(placement: Placement) -> None:
     ring = HashRing(["a", "b", "c"], vnodes=4)
-    with pytest.raises(ConfigError,
-                       match=r"node_region has no region for ring node\(s\) 'b', 'c'"):
+    with pytest.raises(ConfigError, match=r"node_region has no region for ring node\(s\) 'b', 'c'"):
         Placement(ring, {"a": "eu"})
-    with pytest.raises(ConfigError, match=r"region 'eu-wset' is not known to this placement; "
-                                          r"did you mean 'eu-west'\?"):
+    with pytest.raises(
+        ConfigError,
+        match=r"region 'eu-wset' is not known to this placement; "
+        r"did you mean 'eu-west'\?",
+    ):
         placement.replicas(1, 2, {"eu-wset"})
     with pytest.raises(ConfigError, match=r"allowed_regions\(='eu-west'\) must be a collection"):
         placement.replicas(1, 2, "eu-west")
@@ -96,9 +102,10 @@ def test_regions_without_nodes_are_accepted_when_declared() -> None:
 
 @st.composite
 def scenarios(draw: st.DrawFn) -> tuple[Placement, int | str, int, set[str], set[str]]:
-    regions = REGIONS[:draw(st.integers(1, len(REGIONS)))]
-    names = draw(st.lists(st.text("abcdefgh", min_size=1, max_size=4), min_size=1,
-                          max_size=12, unique=True))
+    regions = REGIONS[: draw(st.integers(1, len(REGIONS)))]
+    names = draw(
+        st.lists(st.text("abcdefgh", min_size=1, max_size=4), min_size=1, max_size=12, unique=True)
+    )
     node_region = {n: draw(st.sampled_from(regions)) for n in names}
     weights = {n: draw(st.sampled_from([0.5, 1.0, 2.0])) for n in names}
     ring = HashRing(weights, vnodes=draw(st.integers(1, 24)))
@@ -112,7 +119,8 @@ def scenarios(draw: st.DrawFn) -> tuple[Placement, int | str, int, set[str], set
 @settings(max_examples=300, deadline=None)
 @given(scenarios())
 def test_placement_invariants(
-        scenario: tuple[Placement, int | str, int, set[str], set[str]]) -> None:
+    scenario: tuple[Placement, int | str, int, set[str], set[str]],
+) -> None:
     placement, key, r, allowed, down = scenario
     region_of = placement.node_region
     replicas = placement.replicas(key, r, allowed, down)
@@ -127,5 +135,23 @@ def test_placement_invariants(
     assert len({region_of[n] for n in replicas}) == min(r, len(healthy_regions))
 
     order = placement.failover_order(key, r, allowed, down)
-    assert order[:len(replicas)] == replicas
+    assert order[: len(replicas)] == replicas
     assert sorted(order) == sorted(eligible)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.data())
+def test_replica_codes_precomputed_for_every_point_match_the_walk(data) -> None:
+    regions = REGIONS[: data.draw(st.integers(2, 5))]
+    per = data.draw(st.integers(1, 4))
+    node_region = {f"{region}-{i}": region for region in regions for i in range(per)}
+    pl = Placement(HashRing(list(node_region), vnodes=data.draw(st.integers(1, 16))), node_region)
+    allowed = frozenset(data.draw(st.sets(st.sampled_from(regions), min_size=1)))
+    dead = frozenset(data.draw(st.sets(st.sampled_from(sorted(node_region)), max_size=3)))
+    r = data.draw(st.integers(1, 3))
+    keys = list(range(300))
+    if not any(node_region[n] in allowed and n not in dead for n in node_region):
+        return
+    codes, sets = pl.replica_codes(keys, r, allowed, dead)
+    for k, c in zip(keys, codes.tolist(), strict=True):
+        assert sets[c] == tuple(pl.replicas(k, r, set(allowed), set(dead))), (k, r)

@@ -27,8 +27,11 @@ def test_batch_form_keeps_order(shards: ItemShardMap) -> None:
 
 
 def test_missing_attribute_names_it_and_suggests(shards: ItemShardMap) -> None:
-    with pytest.raises(InputError, match=r"item has no attribute 'category' \(it has "
-                                         r"\['categry', 'id'\]\); did you mean 'categry'\?"):
+    with pytest.raises(
+        InputError,
+        match=r"item has no attribute 'category' \(it has "
+        r"\['categry', 'id'\]\); did you mean 'categry'\?",
+    ):
         shards.shard_for({"id": 3, "categry": "books"})
     with pytest.raises(InputError, match=r"item #1: item has no attribute 'category'"):
         shards.shards_for([{"category": "books"}, {"id": 2}])
@@ -36,12 +39,18 @@ def test_missing_attribute_names_it_and_suggests(shards: ItemShardMap) -> None:
         shards.shard_for({"category": None})
 
 
-@pytest.mark.parametrize("args, match", [
-    (("", {}, "s0"), r"attribute\(=''\) must be a non-empty str"),
-    (("category", {}, ""), r"default_shard\(=''\) must be a non-empty str"),
-    (("category", {7: "s1"}, "s0"), r"value 7 in value_to_shard must be a str; write it as '7'"),
-    (("category", {"books": None}, "s0"), r"shard\(=None\) for value 'books' must be"),
-])
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (("", {}, "s0"), r"attribute\(=''\) must be a non-empty str"),
+        (("category", {}, ""), r"default_shard\(=''\) must be a non-empty str"),
+        (
+            ("category", {7: "s1"}, "s0"),
+            r"value 7 in value_to_shard must be a str; write it as '7'",
+        ),
+        (("category", {"books": None}, "s0"), r"shard\(=None\) for value 'books' must be"),
+    ],
+)
 def test_bad_config(args: tuple[object, object, object], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         ItemShardMap(*args)  # type: ignore[arg-type]

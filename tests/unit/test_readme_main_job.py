@@ -27,14 +27,20 @@ def test_readme_command_a_simulates_global_and_passes(tmp_path) -> None:
     # the README says, with the run directory moved into the test's temp dir
     proc = subprocess.run(
         [sys.executable, "-m", "geoshard.cli", *args, "--out", str(tmp_path / "run")],
-        cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     out = proc.stdout
     assert proc.returncode == 0, f"exit {proc.returncode}\n{out[-3000:]}\n{proc.stderr[-2000:]}"
-    first = out.splitlines()[0]
-    assert first.startswith("global seed 1, scale 0.001,"), first  # says what scale it simulated
-    assert "  - scale 0.001: requests are simulated for a fraction 0.001" in out
+    lines = out.splitlines()
+    assert lines[0].startswith("VERDICT: PASSED"), lines[0]  # the verdict comes first
+    scale = args[args.index("--scale") + 1]
+    assert lines[1].startswith(f"global seed 1, scale {scale},"), lines[1]
+    assert f"  - scale {scale} (a faithful slice): every node of every pool" in out
     assert "residency audit:" in out and " 0 violation(s)" in out
-    assert "SLO passed" in out
-    assert "region_outage eu-west" in out
+    assert "warm start:" in out
     assert (tmp_path / "run" / "result.json").is_file()
     assert (tmp_path / "run" / "report.html").is_file()

@@ -68,7 +68,7 @@ def test_batch_hash_equals_single_hash() -> None:
 
 
 KNOWN_RING = ["node-a", "node-b", "node-c", "node-d"]
-KNOWN_OWNERS = {
+KNOWN_OWNERS: dict[int | str, str] = {
     0: "node-c",
     1: "node-b",
     42: "node-d",
@@ -106,8 +106,14 @@ def test_owners_are_stable_across_processes_with_another_hash_seed() -> None:
     ring = HashRing([f"node-{i}" for i in range(16)])
     keys: list[int | str] = list(range(500)) + [f"user:{i}" for i in range(500)]
     env = {**os.environ, "PYTHONHASHSEED": "123"}
-    out = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True,
-                         text=True, check=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     assert json.loads(out.stdout) == [ring.owner(k) for k in keys]
 
 
@@ -120,7 +126,8 @@ def ring() -> HashRing:
 
 
 def test_walk_yields_every_node_once_starting_at_the_owner(ring: HashRing) -> None:
-    for key in [0, 7, "user:3", 2**63]:
+    keys: list[int | str] = [0, 7, "user:3", 2**63]
+    for key in keys:
         walked = list(ring.walk(key))
         assert walked[0] == ring.owner(key)
         assert sorted(walked) == list(ring.nodes)
@@ -199,11 +206,10 @@ def test_assign_bounded_sends_spilled_keys_clockwise_to_a_node_with_room() -> No
     for k, got, first in zip(keys, result.node_index, result.primary_index, strict=True):
         if got != first:
             walked = list(ring.walk(k))
-            skipped = walked[:walked.index(ring.nodes[got])]
+            skipped = walked[: walked.index(ring.nodes[got])]
             assert ring.nodes[first] == skipped[0]
             full.update(skipped)
-    assert all(result.loads[ring.index_of(n)] == result.capacities[ring.index_of(n)]
-               for n in full)
+    assert all(result.loads[ring.index_of(n)] == result.capacities[ring.index_of(n)] for n in full)
 
 
 def test_weighted_capacities_are_exact_decimals() -> None:
@@ -217,28 +223,39 @@ def test_weighted_capacities_are_exact_decimals() -> None:
 # -- bad input ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("vnodes, match", [
-    (0, r"vnodes\(=0\) must be > 0\."),
-    (-3, r"vnodes\(=-3\) must be > 0\."),
-    (2.5, r"vnodes\(=2\.5\) must be an int > 0\."),
-    (True, r"vnodes\(=True\) must be an int > 0\."),
-])
+@pytest.mark.parametrize(
+    ("vnodes", "match"),
+    [
+        (0, r"vnodes\(=0\) must be > 0\."),
+        (-3, r"vnodes\(=-3\) must be > 0\."),
+        (2.5, r"vnodes\(=2\.5\) must be an int > 0\."),
+        (True, r"vnodes\(=True\) must be an int > 0\."),
+    ],
+)
 def test_bad_vnodes(vnodes: object, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         HashRing(["a"], vnodes=vnodes)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("weight, match", [
-    (-1.0, r"weight\(=-1\.0\) of node 'a' must be a finite number > 0"),
-    (math.nan, r"weight\(=nan\) of node 'a' must be a finite number > 0"),
-    (math.inf, r"weight\(=inf\) of node 'a' must be a finite number > 0"),
-    (0, (r"weight\(=0\) of node 'a' must be a finite number > 0; to drain a node use "
-         r"without_node\('a'\)")),
-    ("2", r"weight\(='2'\) of node 'a' must be a number > 0"),
-])
+@pytest.mark.parametrize(
+    ("weight", "match"),
+    [
+        (-1.0, r"weight\(=-1\.0\) of node 'a' must be a finite number > 0"),
+        (math.nan, r"weight\(=nan\) of node 'a' must be a finite number > 0"),
+        (math.inf, r"weight\(=inf\) of node 'a' must be a finite number > 0"),
+        (
+            0,
+            (
+                r"weight\(=0\) of node 'a' must be a finite number > 0; to drain a node use "
+                r"without_node\('a'\)"
+            ),
+        ),
+        ("2", r"weight\(='2'\) of node 'a' must be a number > 0"),
+    ],
+)
 def test_bad_weight(weight: object, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
-        HashRing({"a": weight, "b": 1.0})  # type: ignore[dict-item]
+        HashRing({"a": weight, "b": 1.0})
     with pytest.raises(ConfigError, match=match):
         HashRing(["b"]).with_node("a", weight)  # type: ignore[arg-type]
 
@@ -262,21 +279,25 @@ def test_bad_node_sets() -> None:
 
 def test_unknown_node_suggests_the_closest_name() -> None:
     ring = HashRing(["eu-west-1", "us-east-1"], vnodes=4)
-    with pytest.raises(ConfigError,
-                       match=r"node 'eu-wset-1' is not on the ring; did you mean 'eu-west-1'\?"):
+    with pytest.raises(
+        ConfigError, match=r"node 'eu-wset-1' is not on the ring; did you mean 'eu-west-1'\?"
+    ):
         ring.without_node("eu-wset-1")
     with pytest.raises(ConfigError, match=r"node 'zzz' is not on the ring$"):
         ring.index_of("zzz")
 
 
-@pytest.mark.parametrize("key, match", [
-    (1.5, r"key 1\.5 has type float; keys must be int \(0 <= key < 2\*\*64\) or str"),
-    (-1, r"key -1 is out of range; int keys must satisfy 0 <= key < 2\*\*64"),
-    (2**64, r"key 18446744073709551616 is out of range"),
-    (b"user", r"key b'user' has type bytes"),
-    (True, r"key True has type bool"),
-    (None, r"key None has type NoneType"),
-])
+@pytest.mark.parametrize(
+    ("key", "match"),
+    [
+        (1.5, r"key 1\.5 has type float; keys must be int \(0 <= key < 2\*\*64\) or str"),
+        (-1, r"key -1 is out of range; int keys must satisfy 0 <= key < 2\*\*64"),
+        (2**64, r"key 18446744073709551616 is out of range"),
+        (b"user", r"key b'user' has type bytes"),
+        (True, r"key True has type bool"),
+        (None, r"key None has type NoneType"),
+    ],
+)
 def test_bad_keys_name_the_value(key: object, match: str) -> None:
     ring = HashRing(["a", "b"], vnodes=4)
     with pytest.raises(InputError, match=match):
@@ -285,12 +306,15 @@ def test_bad_keys_name_the_value(key: object, match: str) -> None:
         ring.owners_batch([0, key, 1])  # type: ignore[list-item]
 
 
-@pytest.mark.parametrize("keys, match", [
-    (np.array([1, -5, 2]), r"key -5 is out of range"),
-    (np.array([0.5, 1.0]), r"key 0\.5 has type float"),
-    (np.array([b"a"]), r"key b'a' has type bytes"),
-    (np.array([True]), r"key True has type bool"),
-])
+@pytest.mark.parametrize(
+    ("keys", "match"),
+    [
+        (np.array([1, -5, 2]), r"key -5 is out of range"),
+        (np.array([0.5, 1.0]), r"key 0\.5 has type float"),
+        (np.array([b"a"]), r"key b'a' has type bytes"),
+        (np.array([True]), r"key True has type bool"),
+    ],
+)
 def test_bad_key_arrays_name_the_first_bad_value(keys: np.ndarray, match: str) -> None:
     with pytest.raises(InputError, match=match):
         HashRing(["a"], vnodes=4).owners_batch(keys)
@@ -314,8 +338,15 @@ def test_batch_lookup_is_exact_at_points_and_bucket_edges(vnodes: int) -> None:
     shift, _ = ring._bucket_table()
     edges = np.arange(1 << (64 - shift), dtype=np.uint64) << np.uint64(shift)
     with np.errstate(over="ignore"):
-        probes = np.concatenate([points, points - np.uint64(1), points + np.uint64(1),
-                                 edges, edges - np.uint64(1),
-                                 np.array([0, 2**64 - 1], dtype=np.uint64)])
+        probes = np.concatenate(
+            [
+                points,
+                points - np.uint64(1),
+                points + np.uint64(1),
+                edges,
+                edges - np.uint64(1),
+                np.array([0, 2**64 - 1], dtype=np.uint64),
+            ]
+        )
     expected = ring._point_node[np.searchsorted(points, probes) % len(points)]
     assert (ring.owners_of_hashes(probes) == expected).all()

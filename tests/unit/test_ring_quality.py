@@ -60,17 +60,19 @@ def _max_over_mean(ring: HashRing, hashes: np.ndarray) -> float:
     return float(loads.max() / loads.mean())
 
 
-def test_median_max_over_mean_at_default_vnodes(name_sets: list[list[str]],
-                                                int_hashes: np.ndarray,
-                                                str_hashes: np.ndarray) -> None:
+def test_median_max_over_mean_at_default_vnodes(
+    name_sets: list[list[str]], int_hashes: np.ndarray, str_hashes: np.ndarray
+) -> None:
     int_ratios, str_ratios = [], []
     for names in name_sets:
         ring = HashRing(names[:NODES])
         int_ratios.append(_max_over_mean(ring, int_hashes))
         str_ratios.append(_max_over_mean(ring, str_hashes))
-    print(f"\nvnodes={DEFAULT_VNODES}: max/mean over {SETS} sets, int keys median "
-          f"{median(int_ratios):.4f} worst {max(int_ratios):.4f}; str keys median "
-          f"{median(str_ratios):.4f} worst {max(str_ratios):.4f}")
+    print(
+        f"\nvnodes={DEFAULT_VNODES}: max/mean over {SETS} sets, int keys median "
+        f"{median(int_ratios):.4f} worst {max(int_ratios):.4f}; str keys median "
+        f"{median(str_ratios):.4f} worst {max(str_ratios):.4f}"
+    )
     assert median(int_ratios) <= 1.05
     assert median(str_ratios) <= 1.05
 
@@ -86,9 +88,11 @@ def test_bounded_loads_cap_every_set(name_sets: list[list[str]], vnodes: int) ->
         assert result.max_over_mean <= 1.05, names
         spills.append(result.spill_fraction)
         ratios.append(result.max_over_mean)
-    print(f"\nbounded eps=0.05, vnodes={vnodes}, {SETS} sets: max/mean worst "
-          f"{max(ratios):.4f}; spill median {100 * median(spills):.3f} % "
-          f"worst {100 * max(spills):.3f} %")
+    print(
+        f"\nbounded eps=0.05, vnodes={vnodes}, {SETS} sets: max/mean worst "
+        f"{max(ratios):.4f}; spill median {100 * median(spills):.3f} % "
+        f"worst {100 * max(spills):.3f} %"
+    )
 
 
 def test_adding_a_17th_node_moves_about_one_seventeenth(name_sets: list[list[str]]) -> None:
@@ -103,5 +107,7 @@ def test_adding_a_17th_node_moves_about_one_seventeenth(name_sets: list[list[str
         assert {dst for _, dst in plan.moves} == {names[NODES]}
         assert plan.ratio_to_ideal <= 1.10, names
         ratios.append(plan.ratio_to_ideal)
-    print(f"\nadd 17th node over {SETS} sets: moved/ideal median {median(ratios):.4f} "
-          f"worst {max(ratios):.4f}")
+    print(
+        f"\nadd 17th node over {SETS} sets: moved/ideal median {median(ratios):.4f} "
+        f"worst {max(ratios):.4f}"
+    )

@@ -44,8 +44,9 @@ def test_unchanged_ring_moves_nothing(ring: HashRing) -> None:
 
 def test_reweighting_moves_keys_only_to_the_heavier_node(ring: HashRing) -> None:
     plan = plan_rebalance(ring, ring.with_weight("node-0", 2.0), KEYS)
-    assert plan.ideal_fraction == pytest.approx(ideal_moved_fraction(
-        ring.weights, {**ring.weights, "node-0": 2.0}))
+    assert plan.ideal_fraction == pytest.approx(
+        ideal_moved_fraction(ring.weights, {**ring.weights, "node-0": 2.0})
+    )
     assert {dst for _, dst in plan.moves} == {"node-0"}
     assert plan.moved_between_kept_nodes == plan.moved_keys  # both ends are kept nodes
 
@@ -59,8 +60,7 @@ def test_string_keys_are_planned_too(ring: HashRing) -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(st.integers(2, 10), st.integers(0, 9), st.booleans())
-def test_join_or_leave_never_moves_keys_between_kept_nodes(n: int, which: int,
-                                                           join: bool) -> None:
+def test_join_or_leave_never_moves_keys_between_kept_nodes(n: int, which: int, join: bool) -> None:
     old = HashRing([f"n{i}" for i in range(n)], vnodes=32)
     new = old.with_node(f"n{n}") if join else old.without_node(f"n{which % n}")
     plan = plan_rebalance(old, new, KEYS[:5000])

@@ -23,15 +23,17 @@ def pair(repo_root) -> Spec:
 
 
 def _faulted(spec: Spec, **event: Any) -> Spec:
-    return spec.model_copy(update={"faults": Faults(detection_delay_s=DETECT_S,
-                                                    events=[Fault(**event)])})
+    return spec.model_copy(
+        update={"faults": Faults(detection_delay_s=DETECT_S, events=[Fault(**event)])}
+    )
 
 
 def _api(spec: Spec, region: str, servers: int, workers: int) -> Spec:
     regions = dict(spec.regions)
     reg = regions[region]
-    regions[region] = reg.model_copy(update={"api": reg.api.model_copy(
-        update={"servers": servers, "workers": workers})})
+    regions[region] = reg.model_copy(
+        update={"api": reg.api.model_copy(update={"servers": servers, "workers": workers})}
+    )
     return spec.model_copy(update={"regions": regions})
 
 
@@ -44,8 +46,9 @@ def _errors_by_second(ts: list[dict[str, Any]]) -> dict[int, int]:
 
 
 def test_a_crashed_node_fails_requests_only_until_the_router_notices(pair) -> None:
-    result, ts = _run(_faulted(pair, kind="node_crash", target="us-east/hot-1", at_s=3,
-                               duration_s=6))
+    result, ts = _run(
+        _faulted(pair, kind="node_crash", target="us-east/hot-1", at_s=3, duration_s=6)
+    )
     err = _errors_by_second(ts)
     # the node dies at 3 s; the router sees it at 5 s and fails over to the replica in
     # us-west; the node is back at 9 s (the router learns it at 11 s, no errors then)
@@ -61,8 +64,9 @@ def test_a_crashed_node_fails_requests_only_until_the_router_notices(pair) -> No
 
 
 def test_a_partition_fails_cross_region_writes_until_detected_and_never_reads(pair) -> None:
-    result, ts = _run(_faulted(pair, kind="partition", between=["us-east", "us-west"], at_s=3,
-                               duration_s=6))
+    result, ts = _run(
+        _faulted(pair, kind="partition", between=["us-east", "us-west"], at_s=3, duration_s=6)
+    )
     req = result["metrics"]["requests"]
     # reads go to the replica in the entry region: the cut never reaches them
     assert req["feature_read"]["all"]["failed"] == 0
@@ -73,14 +77,19 @@ def test_a_partition_fails_cross_region_writes_until_detected_and_never_reads(pa
     assert all(err[s] == 0 for s in err if s not in (2, 3, 4)), err
     base, _ = _run(pair)
     # once known, the write goes to the primary's replica on this side: in-region, faster
-    assert req["interaction_write"]["all"]["p50_ms"] < base["metrics"]["requests"][
-        "interaction_write"]["all"]["p50_ms"]
+    assert (
+        req["interaction_write"]["all"]["p50_ms"]
+        < base["metrics"]["requests"]["interaction_write"]["all"]["p50_ms"]
+    )
 
 
 def test_a_latency_spike_adds_its_delay_to_every_hop_touching_the_region(pair) -> None:
     extra = 40.0
-    spiked, _ = _run(_faulted(pair, kind="latency_spike", target="us-west", at_s=0,
-                              duration_s=12, extra_ms=extra))
+    spiked, _ = _run(
+        _faulted(
+            pair, kind="latency_spike", target="us-west", at_s=0, duration_s=12, extra_ms=extra
+        )
+    )
     base, _ = _run(pair)
     s = spiked["metrics"]["requests"]["feature_read"]
     b = base["metrics"]["requests"]["feature_read"]

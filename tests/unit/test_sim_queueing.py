@@ -23,8 +23,20 @@ runner = CliRunner()
 
 
 def _sim(repo_root, tmp_path, name: str, duration: str) -> dict:
-    res = runner.invoke(app, ["simulate", str(repo_root / f"examples/validation/{name}.yaml"),
-                              "--duration", duration, "--seed", "1", "--out", str(tmp_path), "--json"])
+    res = runner.invoke(
+        app,
+        [
+            "simulate",
+            str(repo_root / f"examples/validation/{name}.yaml"),
+            "--duration",
+            duration,
+            "--seed",
+            "1",
+            "--out",
+            str(tmp_path),
+            "--json",
+        ],
+    )
     assert res.exit_code in (0, 1), res.output
     return json.loads(res.stdout)["metrics"]
 

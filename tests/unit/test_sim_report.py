@@ -21,16 +21,25 @@ from geoshard.sim.run import simulate_spec, write_run
 from geoshard.spec import load_spec
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-REPORT_FILES = ("result.json", "timeseries.csv", "requests.csv", "nodes.csv", "caches.csv",
-                *PLOTS, "report.html")
+REPORT_FILES = (
+    "result.json",
+    "timeseries.csv",
+    "requests.csv",
+    "nodes.csv",
+    "caches.csv",
+    *PLOTS,
+    "report.html",
+)
 
 
 @pytest.fixture(scope="module")
-def run(repo_root: Path, tmp_path_factory: pytest.TempPathFactory
-        ) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
+def run(
+    repo_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
     """One short simulation of examples/local.yaml, written with write_run."""
-    result, ts = simulate_spec(load_spec(repo_root / "examples/local.yaml"), seed=1,
-                               duration_s=5, scale=1.0)
+    result, ts = simulate_spec(
+        load_spec(repo_root / "examples/local.yaml"), seed=1, duration_s=5, scale=1.0
+    )
     d = write_run(tmp_path_factory.mktemp("run"), result, ts)
     return d, result, ts
 
@@ -86,7 +95,7 @@ def test_report_html_shows_residency_audit_and_slo_verdict(run) -> None:
     html = _html(d)
     res = result["metrics"]["residency"]
     v = res["violations"]
-    section = html[html.index('id="residency"'):html.index('id="requests"')]
+    section = html[html.index('id="residency"') : html.index('id="requests"')]
     assert f"{v:,} violation{'s' if v != 1 else ''}" in section
     assert f"{res['checks']:,} checks" in section
     verdict = "VERDICT: PASSED" if result["verdict"]["passed"] else "VERDICT: FAILED"
@@ -130,7 +139,10 @@ def test_nodes_and_caches_csv_match_result(run) -> None:
     for r in crows:
         c = caches[r["level"]]
         assert (int(r["hits"]), int(r["misses"]), float(r["hit_ratio"])) == (
-            c["hits"], c["misses"], c["hit_ratio"])
+            c["hits"],
+            c["misses"],
+            c["hit_ratio"],
+        )
 
 
 def test_result_carries_a_cdf_through_the_reported_quantiles(run) -> None:
@@ -194,26 +206,51 @@ def test_failed_verdict_renders_the_failures_and_the_same_cells_red(run, tmp_pat
     row["p99_ms"] = 180.0
     pool = next(iter(r["metrics"]["nodes"]))
     r["metrics"]["nodes"][pool]["peak_offered_load"] = 0.97
-    r["verdict"] = {"passed": False, "failures": [
-        {"kind": "latency", "name": "recommend/eu-west", "region": "eu-west", "value": 180.0,
-         "limit": 100.0, "message": "recommend in eu-west: p99 180 ms > 100 ms"},
-        {"kind": "capacity", "name": pool, "region": pool.split("/")[0], "value": 0.97,
-         "limit": 0.85, "message": f"{pool} runs at 97.0% offered load"},
-        {"kind": "residency", "name": "residency", "region": "", "value": 2, "limit": 0,
-         "message": "residency: 2 violation(s)"}]}
-    r["metrics"]["residency"] = {"checks": 1234, "violations": 2, "examples": [
-        "t=1.250s read eu user_features in us-east"]}
+    r["verdict"] = {
+        "passed": False,
+        "failures": [
+            {
+                "kind": "latency",
+                "name": "recommend/eu-west",
+                "region": "eu-west",
+                "value": 180.0,
+                "limit": 100.0,
+                "message": "recommend in eu-west: p99 180 ms > 100 ms",
+            },
+            {
+                "kind": "capacity",
+                "name": pool,
+                "region": pool.split("/")[0],
+                "value": 0.97,
+                "limit": 0.85,
+                "message": f"{pool} runs at 97.0% offered load",
+            },
+            {
+                "kind": "residency",
+                "name": "residency",
+                "region": "",
+                "value": 2,
+                "limit": 0,
+                "message": "residency: 2 violation(s)",
+            },
+        ],
+    }
+    r["metrics"]["residency"] = {
+        "checks": 1234,
+        "violations": 2,
+        "examples": ["t=1.250s read eu user_features in us-east"],
+    }
     write_report(tmp_path, r, ts)
     html = _html(tmp_path)
-    banner = html[html.index('id="slo-verdict"'):html.index('id="residency"')]
+    banner = html[html.index('id="slo-verdict"') : html.index('id="residency"')]
     assert "VERDICT: FAILED" in banner and "(3 failures)" in banner
     assert "<li>recommend in eu-west: p99 180 ms &gt; 100 ms</li>" in banner
     assert "<li>residency: 2 violation(s)</li>" in banner
     # banner and cells agree: the failing row's p99 cell is red, a passing row's is not
-    requests = html[html.index('id="requests"'):html.index('id="counts"')]
+    requests = html[html.index('id="requests"') : html.index('id="counts"')]
     assert '<td class="bad">180</td>' in requests
     assert requests.count('class="bad"') == 1
-    nodes = html[html.index('id="nodes"'):html.index('id="assumptions"')]
+    nodes = html[html.index('id="nodes"') : html.index('id="assumptions"')]
     assert '<td class="bad">97.0 %</td>' in nodes
     assert "2 violations</strong> in 1,234 checks" in html
     assert "t=1.250s read eu user_features in us-east" in html
@@ -225,9 +262,19 @@ def test_html_special_characters_are_escaped(run, tmp_path: Path) -> None:
     evil = '<script>alert("x")</script> & <b>co</b>'
     r["spec_name"] = evil
     r["assumptions"] = [*r["assumptions"], "a < b & c > d"]
-    r["verdict"] = {"passed": False, "failures": [
-        {"kind": "latency", "name": "x", "region": "", "value": 1, "limit": 0,
-         "message": '<img src="http://x">'}]}
+    r["verdict"] = {
+        "passed": False,
+        "failures": [
+            {
+                "kind": "latency",
+                "name": "x",
+                "region": "",
+                "value": 1,
+                "limit": 0,
+                "message": '<img src="http://x">',
+            }
+        ],
+    }
     write_report(tmp_path, r, ts)
     html = _html(tmp_path)
     assert evil not in html and "<script" not in html and '<img src="http' not in html
@@ -242,13 +289,30 @@ def test_results_without_cdf_and_with_hundreds_of_nodes_still_render(run, tmp_pa
         for lat in per.values():
             lat.pop("cdf", None)
     node = next(iter(r["metrics"]["nodes"].values()))
-    r["metrics"]["nodes"] = {f"r{i % 6}/hot-{i}": {**node, "utilisation": round(i / 400, 4)}
-                             for i in range(300)}
-    r["faults"] = [{"kind": "latency_spike", "at_s": 1.0, "duration_s": 2.0, "end_s": 3.0,
-                    "target": "eu-west", "router_sees_at_s": None,
-                    "router_sees_end_at_s": None, "extra_ms": 50.0},
-                   {"kind": "region_outage", "at_s": 2.0, "duration_s": 2.0, "end_s": 4.0,
-                    "target": "us-east", "router_sees_at_s": 4.0, "router_sees_end_at_s": 6.0}]
+    r["metrics"]["nodes"] = {
+        f"r{i % 6}/hot-{i}": {**node, "utilisation": round(i / 400, 4)} for i in range(300)
+    }
+    r["faults"] = [
+        {
+            "kind": "latency_spike",
+            "at_s": 1.0,
+            "duration_s": 2.0,
+            "end_s": 3.0,
+            "target": "eu-west",
+            "router_sees_at_s": None,
+            "router_sees_end_at_s": None,
+            "extra_ms": 50.0,
+        },
+        {
+            "kind": "region_outage",
+            "at_s": 2.0,
+            "duration_s": 2.0,
+            "end_s": 4.0,
+            "target": "us-east",
+            "router_sees_at_s": 4.0,
+            "router_sees_end_at_s": 6.0,
+        },
+    ]
     write_report(tmp_path, r, ts)
     for name in PLOTS:
         assert (tmp_path / name).read_bytes().startswith(PNG_SIGNATURE)

@@ -21,8 +21,10 @@ def test_reads_stay_in_the_entry_region(repo_root) -> None:
 
 def test_writes_wait_for_the_in_region_replica_only(repo_root) -> None:
     spec = load_spec(repo_root / "examples/pair.yaml")
-    regions = {r: reg.model_copy(update={"hot": reg.hot.model_copy(update={"replicas": 0})})
-               for r, reg in spec.regions.items()}
+    regions = {
+        r: reg.model_copy(update={"hot": reg.hot.model_copy(update={"replicas": 0})})
+        for r, reg in spec.regions.items()
+    }
     no_replica = spec.model_copy(update={"regions": regions})
     with_wait = _req(spec, "interaction_write")["all"]
     without = _req(no_replica, "interaction_write")["all"]

@@ -32,7 +32,9 @@ def test_histogram_zero_and_merge() -> None:
     a.add(0.0)
     b.add(2.0)
     a.merge(b)
-    assert a.count == 2 and a.quantile(0.5) == 0.0 and a.quantile(1.0) == pytest.approx(2.0, rel=0.005)
+    assert (
+        a.count == 2 and a.quantile(0.5) == 0.0 and a.quantile(1.0) == pytest.approx(2.0, rel=0.005)
+    )
 
 
 def test_population_follows_zipf_and_scrambles_ids() -> None:
@@ -44,7 +46,9 @@ def test_population_follows_zipf_and_scrambles_ids() -> None:
     assert users.min() >= 0 and users.max() < 1000
     # rank 0 is not id 0 (hot users spread over the ring), and the permutation inverts
     assert int(pop.user_of_rank(0)) != 0
-    assert all(pop.rank_of(int(u)) == int(r) for u, r in zip(users[:500], ranks[:500]))
+    assert all(
+        pop.rank_of(int(u)) == int(r) for u, r in zip(users[:500], ranks[:500], strict=False)
+    )
 
 
 def test_population_tail_of_a_huge_population_stays_in_range() -> None:
@@ -53,8 +57,9 @@ def test_population_tail_of_a_huge_population_stays_in_range() -> None:
     assert users.min() >= 7 and users.max() < 50_000_007
 
 
-@pytest.mark.parametrize("n, scale", [(600_000_000, 0.01), (600_000_000, 0.001),
-                                      (100_000, 0.1), (50, 0.01)])
+@pytest.mark.parametrize(
+    ("n", "scale"), [(600_000_000, 0.01), (600_000_000, 0.001), (100_000, 0.1), (50, 0.01)]
+)
 def test_slice_simulates_exactly_the_scale_share_of_requests(n: int, scale: float) -> None:
     pop = Population("x", n, 0.8, offset=0, scale=scale, phase=0.37)
     # m x head share + sampled tail share = R: pools see R of the full traffic
@@ -63,7 +68,7 @@ def test_slice_simulates_exactly_the_scale_share_of_requests(n: int, scale: floa
     # the sampled tail carries R of the tail's requests (systematic sampling by rank)
     if pop.tail_keys:
         assert pop.tail_share == pytest.approx(scale * (1 - pop.head_share), rel=0.02)
-    users, head, ranks = pop.draw(np.random.default_rng(3), 50_000)
+    _users, head, ranks = pop.draw(np.random.default_rng(3), 50_000)
     assert ((ranks < pop.head) == head).all()
     stride = 1 / scale
     tail = ranks[~head]
@@ -105,9 +110,9 @@ def test_bulk_binning_equals_one_by_one_adds() -> None:
     bulk = [LogHistogram() for _ in range(7)]
     _bin_into(bulk, group, b, x)
     single = [LogHistogram() for _ in range(7)]
-    for g, v in zip(group.tolist(), x.tolist()):
+    for g, v in zip(group.tolist(), x.tolist(), strict=False):
         single[g].add(v)
-    for h1, h2 in zip(bulk, single):
+    for h1, h2 in zip(bulk, single, strict=False):
         assert h1.counts == h2.counts and h1.count == h2.count
         assert h1.total == pytest.approx(h2.total, rel=1e-12)
         assert h1.quantiles([0.5, 0.99]) == h2.quantiles([0.5, 0.99])

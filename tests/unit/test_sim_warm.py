@@ -20,24 +20,35 @@ from geoshard.spec import load_spec
 def _hits(result: dict[str, Any]) -> tuple[dict[str, float], float]:
     cs = result["metrics"]["caches"]
     lookups = cs["l1"]["hits"] + cs["l1"]["misses"]
-    return ({k: v["hit_ratio"] for k, v in cs.items()},
-            sum(v["hits"] for v in cs.values()) / lookups)
+    return (
+        {k: v["hit_ratio"] for k, v in cs.items()},
+        sum(v["hits"] for v in cs.values()) / lookups,
+    )
 
 
 @pytest.fixture(scope="module")
 def cold_steady_state(repo_root) -> tuple[dict[str, float], float]:
     spec = load_spec(repo_root / "examples/validation/warm.yaml")
-    result, _ = simulate_spec(spec, seed=1, duration_s=360.0, warmup_s=240.0,
-                              options=EngineOptions(warm_start=False), workers=1)
+    result, _ = simulate_spec(
+        spec,
+        seed=1,
+        duration_s=360.0,
+        warmup_s=240.0,
+        options=EngineOptions(warm_start=False),
+        workers=1,
+    )
     return _hits(result)
 
 
 def test_first_seconds_after_a_warm_start_match_a_long_cold_run(
-        repo_root, cold_steady_state) -> None:
+    repo_root, cold_steady_state
+) -> None:
     spec = load_spec(repo_root / "examples/validation/warm.yaml")
     levels, overall = cold_steady_state
-    runs = [_hits(simulate_spec(spec, seed=s, duration_s=10.0, warmup_s=0.0, workers=1)[0])
-            for s in (2, 3)]
+    runs = [
+        _hits(simulate_spec(spec, seed=s, duration_s=10.0, warmup_s=0.0, workers=1)[0])
+        for s in (2, 3)
+    ]
     warm_overall = sum(o for _, o in runs) / len(runs)
     # any level answered: within 1 point of the steady state from the first second
     assert warm_overall == pytest.approx(overall, abs=0.01), (runs, cold_steady_state)
@@ -48,8 +59,14 @@ def test_first_seconds_after_a_warm_start_match_a_long_cold_run(
 
 def test_a_cold_start_measures_a_warm_up(repo_root, cold_steady_state) -> None:
     spec = load_spec(repo_root / "examples/validation/warm.yaml")
-    result, _ = simulate_spec(spec, seed=2, duration_s=10.0, warmup_s=0.0,
-                              options=EngineOptions(warm_start=False), workers=1)
+    result, _ = simulate_spec(
+        spec,
+        seed=2,
+        duration_s=10.0,
+        warmup_s=0.0,
+        options=EngineOptions(warm_start=False),
+        workers=1,
+    )
     _, cold_first = _hits(result)
     # the check above can fail: empty caches start far below their steady state
     assert cold_first < cold_steady_state[1] - 0.05
@@ -61,8 +78,9 @@ def test_the_calibration_replay_corrects_the_model_and_is_reported(repo_root) ->
     model = result["metrics"]["cache_model"]["r1"]
     assert model["regional"]["calibrated"] and model["l2"]["calibrated"]
     assert any("calibrat" in a for a in result["assumptions"])
-    plain, _ = simulate_spec(spec, seed=2, duration_s=5.0, workers=1,
-                             options=EngineOptions(calibrate=False))
+    plain, _ = simulate_spec(
+        spec, seed=2, duration_s=5.0, workers=1, options=EngineOptions(calibrate=False)
+    )
     uncal = plain["metrics"]["cache_model"]["r1"]["regional"]
     assert not uncal["calibrated"]
     # inclusive levels of comparable size: the model alone overstates the regional level

@@ -1,0 +1,1 @@
+"""The region API (FastAPI): :mod:`geoshard.cluster.api.app` builds it, uvicorn serves it."""
