@@ -11,7 +11,6 @@ output path, checked before any work.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
@@ -19,8 +18,9 @@ from typing import Annotated, Any
 
 import typer
 
-from geoshard.cli.handling import handles_errors, silence_stdout
+from geoshard.cli.handling import handles_errors, print_result
 from geoshard.cli.preflight import check_output_dir
+from geoshard.cli.progress import phase_bars
 
 __all__ = ["plan"]
 
@@ -235,9 +235,6 @@ def _plan(
     out: Path | None,
     json_out: bool,
 ) -> int:
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from geoshard.errors import ConfigError, did_you_mean
     from geoshard.sim.plan_report import write_plan
     from geoshard.sim.planner import PlanSettings, auto_scale, family_z
@@ -279,24 +276,7 @@ def _plan(
         seed=seed,
         beta=beta,
     )
-    err = Console(stderr=True, highlight=False)
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=err,
-        disable=not sys.stderr.isatty(),
-        transient=True,
-    )
-    tasks: dict[str, Any] = {}
-
-    def on_progress(phase: str, done: int, total: int) -> None:
-        if phase not in tasks:
-            tasks[phase] = progress.add_task(phase, total=total)
-        progress.update(tasks[phase], completed=done, total=total)
-
-    with progress:
+    with phase_bars() as on_progress:
         result = run_plan(
             s, space, settings, workers=workers, ray_address=ray_address, on_progress=on_progress
         )
@@ -309,18 +289,7 @@ def _plan(
             f"({exc.strerror or exc}); free space or choose another --out"
         ) from None
     code = 0 if result["chosen"] else 1
-    try:
-        if json_out:
-            sys.stdout.write(json.dumps(_finite(result), indent=2, sort_keys=True) + "\n")
-        else:
-            _render(result, run_dir, paths)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        silence_stdout()
-    except SystemExit as exc:  # rich answers a closed stdout with SystemExit(1)
-        if not isinstance(exc.__context__, BrokenPipeError):
-            raise
-        silence_stdout()
+    print_result(_finite(result), lambda: _render(result, run_dir, paths), json_out)
     return code
 
 
