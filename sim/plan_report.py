@@ -162,7 +162,10 @@ def _pareto_png(plan: dict[str, Any]) -> bytes:
     ax.set_ylabel("worst predicted P99 / target")
     ax.set_title(f"{plan['spec_name']}: {len(cands)} candidates screened")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="best")
+    else:  # every candidate overloads some pool: no finite P99 to plot
+        ax.text(0.5, 0.5, "no candidate with a finite P99", ha="center", transform=ax.transAxes)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})

@@ -239,9 +239,14 @@ def violations(
                         p.region,
                         p.load,
                         ceiling,
-                        f"{name} at {_pct(p.load)} offered load"
-                        + (f" (+{_pct(m)} sampling margin)" if m else "")
-                        + f" > {_pct(ceiling)} in {sc}",
+                        (
+                            f"{name} has no server left in {sc} ({p.arrivals_per_s:,.0f} "
+                            "requests/s); it needs at least one more node"
+                            if p.servers < 1
+                            else f"{name} at {_pct(p.load)} offered load"
+                            + (f" (+{_pct(m)} sampling margin)" if m else "")
+                            + f" > {_pct(ceiling)} in {sc}"
+                        ),
                     )
                 )
             elif settings.beta is not None:
