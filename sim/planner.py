@@ -50,6 +50,7 @@ default, a cluster by address), with the same answer (:mod:`geoshard.sim.tasks`)
 
 from __future__ import annotations
 
+import copy
 import heapq
 import itertools
 import math
@@ -74,6 +75,7 @@ __all__ = [
     "Violation",
     "auto_scale",
     "confirm_task",
+    "deterministic_part",
     "family_z",
     "margin",
     "plan",
@@ -1298,6 +1300,21 @@ def _plan(
             "tasks": len(combos),
         },
     }
+
+
+def deterministic_part(doc: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a plan without what varies between runs of the same spec and seed (wall
+    times, the executor): serial and Ray plans must agree on the rest, byte for byte."""
+    out = copy.deepcopy(doc)
+    out.pop("timing", None)
+    out.pop("executor", None)
+    out.pop("machine", None)
+    runs = [r for cf in out["confirmation"] for r in cf["runs"]]
+    if out["tightened"]:
+        runs += out["tightened"]["runs"]
+    for r in runs:
+        r.pop("wall_s", None)
+    return out
 
 
 def _hit(analysis: Analysis, level: str) -> float:
