@@ -443,7 +443,10 @@ def _write_scenarios(
     for name, sc in scen.items():
         f = sdir / f"{_slug(name)}.yaml"
         _dump(f, scenario_spec(new, sc, st["duration_s"], crashed if sc.minus_one else {}))
-        cmds.append(f"geoshard simulate {f} {flags} --seed {st['seed']}   # {name}: passes")
+        claim = (
+            "passes" if plan["chosen"]["confirmed"] else "not simulated by the plan (--confirm 0)"
+        )
+        cmds.append(f"geoshard simulate {f} {flags} --seed {st['seed']}   # {name}: {claim}")
     failed = [b for b in plan.get("one_below") or [] if b["failed"]]
     if failed:
         bdir = out_dir / "one-below"

@@ -83,6 +83,7 @@ __all__ = [
     "screen_task",
     "tighten",
     "trimmable",
+    "verify_one_below",
     "violations",
 ]
 
@@ -951,29 +952,6 @@ def crashed_nodes(model: AnalyticModel, sizing: Sizing) -> dict[str, str]:
 # --------------------------------------------------------------------------- the plan
 
 
-def _confirm_jobs(
-    spec: Spec,
-    model: AnalyticModel,
-    sizing: Sizing,
-    scenarios: Sequence[Scenario],
-    settings: PlanSettings,
-) -> list[tuple[Any, ...]]:
-    cjson = sizing.apply(spec).model_dump_json()
-    crashed = crashed_nodes(model, sizing)
-    return [
-        (
-            cjson,
-            sc,
-            crashed if sc.minus_one else {},
-            settings.seed + k,
-            settings.scale,
-            settings.duration_s,
-        )
-        for sc in scenarios
-        for k in range(settings.replications)
-    ]
-
-
 def trimmable(
     sizing: Sizing, analysis: Analysis, space: SearchSpace, settings: PlanSettings
 ) -> list[tuple[str, Scenario]]:
@@ -1021,6 +999,29 @@ def _blames(run: dict[str, Any], pool: str) -> list[str]:
     return [f for f in run["failures"] if f.startswith(pool + " ") or (" in " + region + ":") in f]
 
 
+def _sim_jobs(
+    spec: Spec,
+    model: AnalyticModel,
+    sizing: Sizing,
+    scenarios: Sequence[Scenario],
+    settings: PlanSettings,
+    seeds: Sequence[int],
+) -> list[tuple[Any, ...]]:
+    sjson = sizing.apply(spec).model_dump_json()
+    crashed = crashed_nodes(model, sizing)
+    return [
+        (sjson, sc, crashed if sc.minus_one else {}, seed, settings.scale, settings.duration_s)
+        for sc in scenarios
+        for seed in seeds
+    ]
+
+
+def _count(sizing: Sizing, pool: str) -> int:
+    region, kind = pool.split("/")
+    s = sizing.get(region)
+    return s.api_servers if kind == "api" else s.warm_nodes
+
+
 def tighten(
     spec: Spec,
     model: AnalyticModel,
@@ -1034,43 +1035,39 @@ def tighten(
     """Take nodes off the confirmed plan's API and warm pools while the simulator accepts it.
 
     The sampling margin keeps a pool a little under what one confirmation run would
-    accept; here every pool that might do with one node fewer is simulated so, all at once,
-    in its busiest scenario (``replications`` runs): a pool whose runs all pass loses the
-    node and is tried again; a pool whose runs fail keeps it, and that failing run is the
-    evidence that the plan's count is needed. Returns the tightened sizing (the caller
-    confirms it in every scenario) and the evidence per pool.
+    accept. Rounds alternate between the API pools and the warm pools: in a round every
+    open pool of that kind, one per region, has one node fewer in a single trial topology,
+    simulated in each of those pools' busiest scenarios (``replications`` runs). A pool
+    whose runs show no failure of its own (its capacity, or a latency row of its region)
+    loses the node and stays open; a pool with such a failure keeps it and closes. Since a
+    round changes one pool per region, a region's failure is its one pool's. Returns the
+    tightened sizing (the caller confirms it in every scenario, then checks every kept
+    count alone with :func:`verify_one_below`) and the evidence per pool.
     """
     analysis = model.evaluate(sizing, scenarios)
     open_ = dict(trimmable(sizing, analysis, space, settings))
     evidence: dict[str, dict[str, Any]] = {}
-    for _round in range(4):
+    seeds = [settings.seed + k for k in range(settings.replications)]
+    for _round in range(8):
         if not open_:
             break
+        kind = ("api", "warm")[_round % 2]
+        mine = {p: sc for p, sc in open_.items() if p.endswith("/" + kind)}
+        if not mine:
+            continue
         trial = sizing
-        for pool in open_:
+        for pool in mine:
             trial = _minus(trial, pool)
-        by_sc: dict[str, Scenario] = {sc.name: sc for sc in open_.values()}
-        tjson = trial.apply(spec).model_dump_json()
-        crashed = crashed_nodes(model, trial)
-        jobs = [
-            (
-                tjson,
-                sc,
-                crashed if sc.minus_one else {},
-                settings.seed + k,
-                settings.scale,
-                settings.duration_s,
-            )
-            for sc in by_sc.values()
-            for k in range(settings.replications)
-        ]
-        runs = runner.map(confirm_task, jobs, progress)
-        for pool, sc in list(open_.items()):
-            mine = [r for r in runs if r["scenario"] == sc.name]
-            blamed = [(r, _blames(r, pool)) for r in mine]
+        by_sc = list({sc.name: sc for sc in mine.values()}.values())
+        runs = runner.map(
+            confirm_task,
+            _sim_jobs(spec, model, trial, by_sc, settings, seeds),
+            progress,
+        )
+        for pool, sc in mine.items():
+            blamed = [(r, _blames(r, pool)) for r in runs if r["scenario"] == sc.name]
             failed = [(r, b) for r, b in blamed if b]
-            region, kind = pool.split("/")
-            n = sizing.get(region).api_servers if kind == "api" else sizing.get(region).warm_nodes
+            n = _count(sizing, pool)
             if failed:
                 r, b = failed[0]
                 evidence[pool] = {
@@ -1081,26 +1078,71 @@ def tighten(
                     "seed": r["seed"],
                     "failed": True,
                     "failure": b[0],
+                    "together": sorted(set(mine) - {pool}),
                 }
                 del open_[pool]
-            else:
-                sizing = _minus(sizing, pool)
-                evidence[pool] = {
-                    "pool": pool,
-                    "nodes": n - 1,
-                    "one_below": n - 1,
-                    "scenario": sc.name,
-                    "seed": None,
-                    "failed": False,
-                    "failure": f"{n - 1} passed every run; the node was taken off",
-                }
-                if (
-                    float(n - 2)
-                    not in space.values(f"{kind}.{'servers' if kind == 'api' else 'nodes'}")
-                    or n - 2 - (1 if sc.minus_one else 0) < 1
-                ):
-                    del open_[pool]
+                continue
+            sizing = _minus(sizing, pool)
+            evidence[pool] = {
+                "pool": pool,
+                "nodes": n - 1,
+                "one_below": n - 1,
+                "scenario": sc.name,
+                "seed": None,
+                "failed": False,
+                "failure": f"{n - 1} passed every run; the node was taken off",
+                "together": [],
+            }
+            dim = "api.servers" if kind == "api" else "warm.nodes"
+            if float(n - 2) not in space.values(dim) or n - 2 - (1 if sc.minus_one else 0) < 1:
+                del open_[pool]
     return sizing, [evidence[k] for k in sorted(evidence)]
+
+
+def verify_one_below(
+    spec: Spec,
+    model: AnalyticModel,
+    sizing: Sizing,
+    evidence: list[dict[str, Any]],
+    scenarios: Sequence[Scenario],
+    settings: PlanSettings,
+    runner: Runner,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """Check every kept count alone: the final plan with only that pool one node fewer, in
+    the scenario and with the seed of the run that failed (one run each, at once).
+
+    A count whose lone run also fails is shown to be needed (``verified``); one whose lone
+    run passes failed only together with other regions' pools, and says so (its node is
+    kept: one passing run is not a confirmation). Updates ``evidence`` in place.
+    """
+    by_name = {sc.name: sc for sc in scenarios}
+    todo = [e for e in evidence if e["failed"] and _count(sizing, e["pool"]) == e["nodes"]]
+    jobs = [
+        _sim_jobs(
+            spec,
+            model,
+            _minus(sizing, e["pool"]),
+            [by_name[e["scenario"]]],
+            settings,
+            [e["seed"]],
+        )[0]
+        for e in todo
+    ]
+    runs = runner.map(confirm_task, jobs, progress)
+    for e, r in zip(todo, runs, strict=True):
+        own = _blames(r, e["pool"])
+        e["verified"] = bool(own or not r["passed"])
+        if own:
+            e["failure"] = own[0]
+        elif not r["passed"]:
+            e["failure"] = r["failures"][0]
+        else:
+            e["failed"] = False
+            e["failure"] = (
+                f"{e['one_below']} alone passed (seed {e['seed']}); it failed only with "
+                f"{', '.join(e['together'])} one fewer too, so the count stands"
+            )
 
 
 def plan(
@@ -1158,12 +1200,13 @@ def _plan(
     ranked = rank(candidates, settings.objective)
     front = pareto(candidates)
     confirmation: list[dict[str, Any]] = []
+    seeds = [settings.seed + k for k in range(settings.replications)]
     chosen: Candidate | None = None
     t1 = time.perf_counter()
     for k, c in enumerate(ranked[: settings.confirm]):
         runs = runner.map(
             confirm_task,
-            _confirm_jobs(spec, model, c.sizing, scenarios, settings),
+            _sim_jobs(spec, model, c.sizing, scenarios, settings, seeds),
             progress(f"confirm #{k + 1}"),
         )
         ok = all(r["passed"] for r in runs)
@@ -1200,7 +1243,7 @@ def _plan(
         if trimmed != chosen.sizing:
             runs = runner.map(
                 confirm_task,
-                _confirm_jobs(spec, model, trimmed, scenarios, settings),
+                _sim_jobs(spec, model, trimmed, scenarios, settings, seeds),
                 progress("confirm tightened"),
             )
             ok = all(r["passed"] for r in runs)
@@ -1220,6 +1263,17 @@ def _plan(
                             "; but the tightened plan failed a confirmation run, "
                             "so the confirmed count stands"
                         )
+        if final is not None:
+            verify_one_below(
+                spec,
+                model,
+                final,
+                evidence,
+                scenarios,
+                settings,
+                runner,
+                progress("one below alone"),
+            )
         timings["tighten_s"] = time.perf_counter() - t2
     chosen_out: dict[str, Any] | None = None
     if chosen is not None and final is not None:

@@ -178,6 +178,7 @@ def test_the_planned_spec_passes_simulate_and_one_node_fewer_fails(
     assert res.exit_code == 0, res.stdout[-2000:]
     (below,) = [b for b in doc["one_below"] if b["failed"]]
     assert below["pool"] == "r1/warm" and below["one_below"] == 1
+    assert below["verified"]  # the planned spec with only this pool one fewer failed too
     cmd = shlex.split(below["command"])
     res = runner.invoke(app, [*cmd[1:], "--out", str(Path(cmd[2]).parent / "run-bad")])
     assert res.exit_code == 1
