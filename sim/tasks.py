@@ -5,7 +5,7 @@ function (pure functions of their arguments: specs travel as JSON, every random 
 has an explicit seed). A :class:`Runner` runs them in this process (``workers=1``, or
 when Ray is not installed) or as Ray tasks: on a local Ray started on first use with
 ``workers`` CPUs (``0`` = every CPU) and shut down when the runner closes (one start for
-every phase of a plan, so workers keep what they cached), or on the cluster at
+every phase of a plan; each task in a fresh worker), or on the cluster at
 ``address``, which is left running. Results come back in the order of the arguments, so
 the caller's answer does not depend on which task finished first. This is the pattern of
 :mod:`geoshard.sim.parallel`, for any task function.
@@ -104,7 +104,10 @@ class Runner:
             self._started = True
         remote = self._remote.get(fn)
         if remote is None:
-            remote = self._remote[fn] = ray.remote(num_cpus=1)(fn)
+            # a fresh worker per task, as sim.parallel does: a worker kept for the next
+            # task kept the last one's heap too (two confirmation workers of the global
+            # plan grew to 9.5 GB each)
+            remote = self._remote[fn] = ray.remote(num_cpus=1, max_calls=1)(fn)
         futures = [remote.remote(*a) for a in args]
         index = {f: i for i, f in enumerate(futures)}
         results: list[Any] = [None] * total
