@@ -35,6 +35,7 @@ from geoshard.cli.handling import (
     handles_errors,
 )
 from geoshard.cli.load import load
+from geoshard.cli.plan import plan
 from geoshard.cli.simulate import simulate
 
 app = typer.Typer(
@@ -490,6 +491,7 @@ def terraform(
 
 
 app.command(name="simulate")(simulate)
+app.command(name="plan")(plan)
 app.command(name="up")(up)
 app.command(name="status")(status)
 app.command(name="seed")(seed)

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from geoshard.cli.handling import StdoutConsole, emit_json, handles_errors
 from geoshard.cli.preflight import check_output_dir
+from geoshard.cli.progress import phase_bars
 from geoshard.spec import MAX_LOCAL_PROCESSES
 
 __all__ = ["MAX_SEED_ITEMS", "MAX_SEED_USERS", "down", "seed", "status", "up"]
@@ -236,27 +237,11 @@ def seed(
     Examples:
         geoshard seed examples/local.yaml --dir /tmp/gs --users 1000 --items 10000
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     from geoshard.cluster.seed import seed_deployment
     from geoshard.cluster.state import StateDir
 
     sd = StateDir(_existing_dir(dir))
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        disable=not sys.stderr.isatty(),
-        transient=True,
-    )
-    tasks: dict[str, Any] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if stage not in tasks:
-            tasks[stage] = bar.add_task(stage, total=total)
-        bar.update(tasks[stage], completed=done, total=total)
-
-    with bar:
+    with phase_bars() as progress:
         res = seed_deployment(
             sd, users=users, items=items, spec_path=str(spec), seed=seed, progress=progress
         )

@@ -46,6 +46,7 @@ __all__ = [
     "emit_json",
     "error_document",
     "handles_errors",
+    "print_result",
     "silence_stdout",
 ]
 
@@ -89,6 +90,27 @@ def silence_stdout() -> None:
         os.close(devnull)
     except (OSError, ValueError):  # no real file descriptor (a test runner's buffer)
         pass
+
+
+def print_result(doc: Any, render: Callable[[], None], json_out: bool) -> None:
+    """Print a command's result on stdout: ``doc`` as JSON with ``--json``, else ``render()``.
+
+    The result is already decided (the caller's exit code stands): a reader that went away
+    ends the output quietly, whether the pipe closed under ``sys.stdout`` or under a rich
+    console (which answers a broken pipe with ``SystemExit(1)``).
+    """
+    try:
+        if json_out:
+            sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        else:
+            render()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        silence_stdout()
+    except SystemExit as exc:
+        if not isinstance(exc.__context__, BrokenPipeError):
+            raise
+        silence_stdout()
 
 
 def _fail(

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from geoshard.cli.handling import handles_errors, silence_stdout
+from geoshard.cli.handling import handles_errors, print_result
 from geoshard.cli.preflight import (
     DEFAULT_MAX_REQUESTS,
     MAX_DURATION_S,
@@ -129,7 +129,6 @@ def _simulate(
     workers: int,
     ray_address: str | None,
 ) -> int:
-    import json
 
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -175,18 +174,7 @@ def _simulate(
         ) from None
     code = 0 if result["verdict"]["passed"] else 1
     # the verdict stands whether or not anyone reads the rest of stdout
-    try:
-        if json_out:
-            sys.stdout.write(json.dumps(result, indent=2, sort_keys=True) + "\n")
-        else:
-            _render(result, run_dir)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        silence_stdout()
-    except SystemExit as exc:  # rich's Console answers a closed stdout with SystemExit(1)
-        if not isinstance(exc.__context__, BrokenPipeError):
-            raise
-        silence_stdout()
+    print_result(result, lambda: _render(result, run_dir), json_out)
     return code
 
 

@@ -404,6 +404,12 @@ class HashRing:
         """Read-only ``int32`` array: node index of each point, in ring order."""
         return self._point_node
 
+    @property
+    def points(self) -> np.ndarray:
+        """Read-only ``uint64`` array: the points (hash positions) in ring order; a key
+        hashing into ``(points[i - 1], points[i]]`` is owned by ``point_nodes[i]``."""
+        return self._points
+
     def assign_bounded(self, keys: Iterable[Key] | np.ndarray, eps: float) -> BoundedAssignment:
         """Assign keys with consistent hashing with bounded loads (capacity ``1 + eps``).
 

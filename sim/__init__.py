@@ -16,6 +16,17 @@ walk as the real deployment and replaces only time and I/O (see ``docs/simulator
 - :mod:`.verdict`: the honest SLO, capacity and residency verdict.
 - :mod:`.run`: :func:`simulate_spec` -> result.json object and time series; :func:`write_run`.
 - :mod:`.metrics`, :mod:`.report`: histograms; CSV, PNG and report.html.
+
+The planner (``geoshard plan``, ``docs/planning.md``):
+
+- :mod:`.queueing`: Erlang C, Allen-Cunneen, square-root staffing.
+- :mod:`.delays`: delay distributions on a grid (sums, mixtures, stage budgets).
+- :mod:`.ringload`: each hot node's share of the keys, from the real ring.
+- :mod:`.scenarios`: normal, region loss, n-1 and campaign scenarios, for model and simulator.
+- :mod:`.analytic`: the analytic model of a spec (load, caches, queueing, latency).
+- :mod:`.search`: the ``--search`` grammar; :mod:`.planner`: screen, confirm, tighten.
+- :mod:`.tasks`: independent tasks serially or on Ray; :mod:`.specedit`, :mod:`.plan_report`:
+  the planned spec, its diff and the plan directory; :mod:`.modelcheck`: model vs simulator.
 """
 
 from __future__ import annotations
