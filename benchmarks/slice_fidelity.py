@@ -145,7 +145,9 @@ def main() -> int:
     cmp = compare(full, part)
     head = (
         f"{args.spec.name}: scale 1 for {args.full_duration:g} s "
-        f"({full['metrics']['arrivals']:,} requests, {t1 - t0:.0f} s) against scale "
+        f"({full['metrics']['arrivals']:,} requests, "
+        f"{'from ' + str(args.full_result) if args.full_result else f'{t1 - t0:.0f} s'}) "
+        f"against scale "
         f"{args.scale:g} for {dur:g} s ({part['metrics']['arrivals']:,} requests, "
         f"{t2 - t1:.0f} s), seed {args.seed}"
     )
