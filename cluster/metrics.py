@@ -24,6 +24,7 @@ from prometheus_client import (
 )
 
 __all__ = [
+    "ADMISSION_REFUSED",
     "CACHE_HITS",
     "CACHE_LOOKUPS",
     "CONTENT_TYPE_LATEST",
@@ -69,6 +70,11 @@ STAGE_SECONDS = Histogram(
     "Recommend pipeline latency per stage",
     ["region", "stage"],
     buckets=_BUCKETS,
+)
+ADMISSION_REFUSED = Counter(
+    "geoshard_admission_refused_total",
+    "/v1 requests answered 503 at once because the API process was full",
+    ["region"],
 )
 DEGRADED = Counter(
     "geoshard_degraded_total",

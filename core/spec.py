@@ -769,6 +769,32 @@ class IngestSettings(_Model):
     )
 
 
+class AdmissionSettings(_Model):
+    """Admission control of each API process: a bound on the requests it serves at once.
+
+    A request over the bound, or arriving while the process's event loop runs more than
+    ``max_loop_lag_ms`` late, is answered 503 with ``Retry-After`` at once, before it is
+    parsed, so an overloaded API keeps the latency of what it admits and its memory
+    bounded instead of queueing without limit. Only ``/v1`` routes are counted; health,
+    metrics and the region-to-region routes are always admitted.
+    """
+
+    max_inflight: Int = Field(
+        default=8,
+        gt=0,
+        le=10_000,
+        description="/v1 requests one API process serves at once; the next gets 503",
+    )
+    max_loop_lag_ms: Float = Field(
+        default=5.0,
+        ge=0,
+        le=1000,
+        description="also refuse while the event loop runs this late (the process is "
+        "saturated), unless nothing is in flight; 0 = off",
+    )
+    retry_after_s: Float = Field(default=1.0, gt=0, le=MAX_S, description="Retry-After of a 503")
+
+
 class TieringSettings(_Model):
     """Background hot -> cold demotion (the storage tiering policy)."""
 
@@ -809,6 +835,7 @@ class Deploy(_Model):
         "shard exported from Milvus; 'milvus': a Milvus search per shard and request",
     )
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
     tiering: TieringSettings = Field(default_factory=TieringSettings)
 
 

@@ -16,11 +16,14 @@ entry is another region is forwarded there through the fault proxy.
 Errors are JSON ``{"error", "code", "field"}``: 400/413/415/422 for malformed requests
 (naming the field and the fix; nothing is written), 401 without the token, 403 for a
 residency refusal, 404 for an absent user or item, 429 with ``Retry-After`` when the
-ingestion buffer is full, 503 with ``Retry-After`` when no allowed region can serve now.
+ingestion buffer is full, 503 with ``Retry-After`` when no allowed region can serve now
+or when the process already serves ``deploy.admission.max_inflight`` requests
+(``overloaded``: see :class:`Admission`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import json
@@ -60,7 +63,7 @@ from geoshard.spec import load_spec
 from geoshard.storage.keylayout import parse_key_text
 from geoshard.storage.tiering import encode_embedding
 
-__all__ = ["build_app", "create_app"]
+__all__ = ["Admission", "build_app", "create_app"]
 
 _JSON = "application/json"
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -183,6 +186,81 @@ class _TooLarge(Exception):
     pass
 
 
+class Admission:
+    """Admission control of one API process (a pure ASGI middleware).
+
+    A ``/v1`` request is answered 503 ``overloaded`` with ``Retry-After`` straight from
+    the event loop, before its body is read or parsed, when
+
+    * ``limit`` requests are already in this process (``deploy.admission.max_inflight``),
+      or
+    * the event loop runs more than ``max_loop_lag_s`` late (measured every
+      ``sample_s``) and at least one request is in flight: the process is saturated, so
+      every request admitted now would wait behind the others.
+
+    A refusal costs a fraction of a millisecond of CPU, so the admitted requests keep
+    their latency and the process's memory stays bounded (a queue in front of the
+    thread pool would grow without limit instead). The second rule is the event-loop
+    delay test of Fastify's under-pressure and Node's toobusy: the in-flight bound alone
+    lets a CPU-bound process saturate, and then the refusals themselves wait in the
+    accept queue. ``/healthz``, ``/metrics`` and the region-to-region ``/internal``
+    routes are never refused for load (replication and failover reads must go on). The
+    counters live on the event loop, so no lock is needed.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        region: str,
+        limit: int,
+        retry_after_s: float,
+        max_loop_lag_s: float = 0.005,
+        sample_s: float = 0.005,
+    ) -> None:
+        self.app = app
+        self.region = region
+        self.limit = limit
+        self.inflight = 0
+        self.max_loop_lag_s = max_loop_lag_s
+        self.sample_s = sample_s
+        self.loop_lag_s = 0.0
+        self._sampler: asyncio.Task[None] | None = None
+        self._retry_after = str(max(1, math.ceil(retry_after_s)))
+
+    async def _sample_lag(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t0 = loop.time()
+            await asyncio.sleep(self.sample_s)
+            self.loop_lag_s = max(0.0, loop.time() - t0 - self.sample_s)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        if self._sampler is None and self.max_loop_lag_s > 0:
+            self._sampler = asyncio.get_running_loop().create_task(self._sample_lag())
+        if self.inflight >= self.limit or (
+            self.inflight > 0 and self.loop_lag_s > self.max_loop_lag_s
+        ):
+            m.ADMISSION_REFUSED.labels(self.region).inc()
+            await _error(
+                503,
+                "overloaded",
+                f"this API process is full ({self.inflight} requests in flight, bound "
+                f"{self.limit}; event loop {self.loop_lag_s * 1000:.1f} ms late): "
+                "retry after the Retry-After seconds, or add API servers "
+                "(deploy.admission sets the bounds)",
+                headers={"Retry-After": self._retry_after},
+            )(scope, receive, send)
+            return
+        self.inflight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.inflight -= 1
+
+
 # --------------------------------------------------------------------------- validation errors
 def _field(loc: tuple[Any, ...]) -> str:
     parts = [p for p in loc if p not in ("body", "query", "path", "header")]
@@ -299,6 +377,15 @@ def build_app(root: Path, region: str) -> FastAPI:
         ),
         lifespan=lifespan,
         responses=_ERRORS,
+    )
+    # the last added runs first: the Gate (401, 413, 415) then admission (503)
+    adm = spec.deploy.admission
+    app.add_middleware(
+        Admission,
+        region=region,
+        limit=adm.max_inflight,
+        retry_after_s=adm.retry_after_s,
+        max_loop_lag_s=adm.max_loop_lag_ms / 1000.0,
     )
     app.add_middleware(Gate, token=token, max_bytes=spec.deploy.max_body_bytes)
     _document_auth(app)
