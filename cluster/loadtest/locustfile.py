@@ -13,7 +13,9 @@ throughput). A request enters a region chosen by the spec's peak rates (its home
 region), for a user of that region's jurisdiction drawn from a Zipf law over
 ``population`` users, and is one of the spec's request types in the spec's mix. Requests
 are named ``<type>/<region>`` so the CSV gives one row per type and region, as the
-simulator's verdict judges them. Only loopback APIs are contacted.
+simulator's verdict judges them; a request the API refused for load (429 or 503) is
+counted as failed under ``refused:<type>/<region>``, so the latency of refusals is
+measured apart from that of admitted requests. Only loopback APIs are contacted.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import random
 import uuid
 from typing import Any
 
-from locust import HttpUser, constant_throughput, task
+from locust import FastHttpUser, constant_throughput, task
 
 
 @functools.cache
@@ -52,7 +54,7 @@ def _pick(cum: list[float], rng: random.Random) -> int:
     return bisect.bisect_left(cum, rng.random() * cum[-1])
 
 
-class GeoUser(HttpUser):
+class GeoUser(FastHttpUser):
     """One user of the spec's workload (see the module docstring)."""
 
     host = "http://127.0.0.1"
@@ -65,7 +67,7 @@ class GeoUser(HttpUser):
         """A random source per user and the bearer token."""
         cfg = config()
         self.rng = random.Random(f"{cfg['seed']}-{uuid.uuid4()}")
-        self.client.headers["Authorization"] = f"Bearer {cfg['token']}"
+        self.auth = {"Authorization": f"Bearer {cfg['token']}"}
 
     @task
     def request(self) -> None:
@@ -78,14 +80,41 @@ class GeoUser(HttpUser):
         base = cfg["apis"][region]
         name = f"{op}/{region}"
         if op == "feature_read":
-            with self.client.get(
-                f"{base}/v1/users/{user}/features", name=name, catch_response=True
-            ) as resp:
-                if resp.status_code == 404:
-                    resp.success()  # a user with no features: a correct answer
+            ctx = self.client.get(
+                f"{base}/v1/users/{user}/features",
+                name=name,
+                headers=self.auth,
+                catch_response=True,
+            )
         elif op == "recommend":
-            self.client.get(f"{base}/v1/recommend/{user}?k={cfg['k']}", name=name)
+            ctx = self.client.get(
+                f"{base}/v1/recommend/{user}?k={cfg['k']}",
+                name=name,
+                headers=self.auth,
+                catch_response=True,
+            )
         else:
             item = f"sku-{self.rng.randrange(max(1, int(cfg['items']))):07d}"
             ev = {"user_id": user, "item_id": item, "type": "click"}
-            self.client.post(f"{base}/v1/interactions", json={"interactions": [ev]}, name=name)
+            ctx = self.client.post(
+                f"{base}/v1/interactions",
+                json={"interactions": [ev]},
+                name=name,
+                headers=self.auth,
+                catch_response=True,
+            )
+        with ctx as resp:
+            if op == "feature_read" and resp.status_code == 404:
+                resp.success()  # a user with no features: a correct answer
+            elif resp.status_code in REFUSALS:
+                # load shed by the API (admission control or a full ingestion buffer):
+                # its own row, so its latency is measured apart from the admitted ones
+                resp.request_meta["name"] = f"{REFUSED_PREFIX}{name}"
+                resp.failure(f"refused {resp.status_code}")
+
+
+#: Answers that refuse load (with Retry-After): 429 full ingestion buffer, 503 overloaded
+#: or no region able to serve now.
+REFUSALS = (429, 503)
+#: The prefix of the Locust rows of refused requests (``refused:<type>/<region>``).
+REFUSED_PREFIX = "refused:"

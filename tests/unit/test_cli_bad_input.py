@@ -686,3 +686,19 @@ def test_terraform_refuses_what_the_module_would_reject(
         r"the Terraform variables would fail the validation of terraform/ .*\n.*" + f"({pattern})",
     )
     assert not target.exists()
+
+
+def test_load_names_an_unknown_region_before_looking_for_a_deployment(
+    tmp_path: Path, repo_root: Path
+) -> None:
+    _refused(
+        [
+            "load",
+            str(repo_root / "examples" / "local.yaml"),
+            "--dir",
+            str(tmp_path / "none"),
+            "--region",
+            "eu-wst",
+        ],
+        r"--region 'eu-wst' is not a region of 'local'; did you mean 'eu-west'\?",
+    )

@@ -43,3 +43,24 @@ def test_the_simulators_verdict_judges_the_rows(repo_root: Path) -> None:
     v = judge(spec, metrics)
     assert not v["passed"]
     assert any("recommend in eu-west: p99 150 ms > 100 ms" in f["message"] for f in v["failures"])
+
+
+def test_refused_rows_count_as_misses_and_their_latency_is_kept_apart() -> None:
+    from geoshard.cli.load import refusals_from_stats
+
+    rows = [
+        _row("feature_read/eu-west", 400, 0, [2, 3, 3, 4, 5, 6, 8, 9, 30, 40, 40]),
+        _row("refused:feature_read/eu-west", 600, 600, [1, 1, 1, 1, 2, 2, 3, 4, 7, 9, 9]),
+        _row("refused:recommend/us-east", 50, 50, [1, 1, 1, 1, 2, 2, 3, 5, 6, 6, 6]),
+    ]
+    m = metrics_from_stats(rows, {"feature_read": 60.0, "recommend": 100.0})
+    fr = m["feature_read"]["eu-west"]
+    # P99 is the admitted requests' own; the 600 refused are failed and missed
+    assert fr["count"] == 400 and fr["failed"] == 600 and fr["p99_ms"] == 9.0
+    assert fr["slo_attainment"] == 0.4
+    rc = m["recommend"]["us-east"]  # every request of the row was refused
+    assert rc["count"] == 0 and rc["failed"] == 50 and rc["slo_attainment"] == 0.0
+    r = refusals_from_stats(rows)
+    assert r["count"] == 650 and r["p99_ms"] == 5.0 and r["max_ms"] == 9.0
+    assert r["by_row"] == {"feature_read/eu-west": 600, "recommend/us-east": 50}
+    assert refusals_from_stats(rows[:1])["count"] == 0
