@@ -13,13 +13,16 @@ that higher is better, for example ``budget / measured``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -81,3 +84,27 @@ def parser(description: str) -> argparse.ArgumentParser:
 def log(msg: str) -> None:
     """Progress to stderr, never stdout (stdout carries the data)."""
     print(msg, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def own_deployment(
+    report: Report, spec: Path, *, api_workers: int, users: int, items: int
+) -> Iterator[Path]:
+    """``geoshard up`` of ``spec`` in a temp dir, seeded with ``users`` and ``items``; its
+    state dir; always stopped. ``up_s`` and ``seed_s`` go to the report."""
+    from geoshard.cluster.launcher import Launcher
+    from geoshard.cluster.seed import seed_deployment
+
+    with tempfile.TemporaryDirectory(prefix=f"bench-{report.benchmark}-dep-") as tmp:
+        root = Path(tmp) / "state"
+        launcher = Launcher(root, log=log)
+        try:
+            t = time.perf_counter()
+            launcher.up(spec, api_workers=api_workers)
+            report.metrics["up_s"] = round(time.perf_counter() - t, 1)
+            t = time.perf_counter()
+            seed_deployment(launcher.dir, users=users, items=items, progress=lambda s, d, n: None)
+            report.metrics["seed_s"] = round(time.perf_counter() - t, 1)
+            yield root
+        finally:
+            launcher.down()

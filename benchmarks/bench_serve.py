@@ -48,7 +48,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Report, log, parser
+from _common import Report, log, own_deployment, parser
 
 REPO = Path(__file__).resolve().parents[1]
 REGION = "eu-west"
@@ -166,19 +166,22 @@ def _wait_http(port: int, path: str, timeout_s: float = 60.0) -> None:
     raise SystemExit(f"nothing answered on 127.0.0.1:{port}{path} within {timeout_s} s")
 
 
-def start_reference(body: bytes, workers: int, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """The bare FastAPI app under uvicorn with ``workers`` workers, on a free port."""
+def start_app(
+    source: str, module: str, workers: int, tmp: Path, ready_path: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    """The FastAPI app ``app`` of Python ``source`` (written to ``tmp/<module>.py``) under
+    uvicorn with ``workers`` workers on a free loopback port, once ``ready_path``
+    answers."""
     from geoshard.cluster.ports import PortAllocator
 
-    (tmp / "bench_serve_ref.py").write_text(REFERENCE_APP)
-    (tmp / "bench_serve_ref.json").write_text(json.dumps(body.decode()))
+    (tmp / f"{module}.py").write_text(source)
     port = PortAllocator().take("reference")
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "uvicorn",
-            "bench_serve_ref:app",
+            f"{module}:app",
             "--app-dir",
             str(tmp),
             "--host",
@@ -195,8 +198,19 @@ def start_reference(body: bytes, workers: int, tmp: Path) -> tuple[subprocess.Po
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    _wait_http(port, "/v1/users/eu:0/features")
+    try:
+        _wait_http(port, ready_path)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
     return proc, port
+
+
+def start_reference(body: bytes, workers: int, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """The bare FastAPI app under uvicorn with ``workers`` workers, on a free port."""
+    (tmp / "bench_serve_ref.json").write_text(json.dumps(body.decode()))
+    return start_app(REFERENCE_APP, "bench_serve_ref", workers, tmp, "/v1/users/eu:0/features")
 
 
 def _cache_counts(port: int) -> dict[str, float]:
@@ -343,24 +357,14 @@ def main() -> int:
     if args.dir is not None:
         run(report, args, args.dir)
         return report.emit(args.json)
-    from geoshard.cluster.launcher import Launcher
-    from geoshard.cluster.seed import seed_deployment
-
-    with tempfile.TemporaryDirectory(prefix="bench-serve-dep-") as tmp:
-        root = Path(tmp) / "state"
-        launcher = Launcher(root, log=log)
-        try:
-            t = time.perf_counter()
-            launcher.up(REPO / "examples" / "local.yaml", api_workers=args.api_workers)
-            report.metrics["up_s"] = round(time.perf_counter() - t, 1)
-            t = time.perf_counter()
-            seed_deployment(
-                launcher.dir, users=args.users, items=args.items, progress=lambda s, d, n: None
-            )
-            report.metrics["seed_s"] = round(time.perf_counter() - t, 1)
-            run(report, args, root)
-        finally:
-            launcher.down()
+    with own_deployment(
+        report,
+        REPO / "examples" / "local.yaml",
+        api_workers=args.api_workers,
+        users=args.users,
+        items=args.items,
+    ) as root:
+        run(report, args, root)
     return report.emit(args.json)
 
 
