@@ -186,6 +186,10 @@ class _TooLarge(Exception):
     pass
 
 
+#: Weight of a new event-loop lag sample in the smoothed lag of :class:`Admission`.
+_LAG_ALPHA = 0.2
+
+
 class Admission:
     """Admission control of one API process (a pure ASGI middleware).
 
@@ -194,9 +198,9 @@ class Admission:
 
     * ``limit`` requests are already in this process (``deploy.admission.max_inflight``),
       or
-    * the event loop runs more than ``max_loop_lag_s`` late (measured every
-      ``sample_s``) and at least one request is in flight: the process is saturated, so
-      every request admitted now would wait behind the others.
+    * the event loop runs more than ``max_loop_lag_s`` late (sampled every ``sample_s``,
+      smoothed over about five samples) and at least one request is in flight: the
+      process is saturated, so every request admitted now would wait behind the others.
 
     A refusal costs a fraction of a millisecond of CPU, so the admitted requests keep
     their latency and the process's memory stays bounded (a queue in front of the
@@ -232,7 +236,10 @@ class Admission:
         while True:
             t0 = loop.time()
             await asyncio.sleep(self.sample_s)
-            self.loop_lag_s = max(0.0, loop.time() - t0 - self.sample_s)
+            lag = max(0.0, loop.time() - t0 - self.sample_s)
+            # smoothed (time constant ~5 samples): a burst that holds the loop once, such
+            # as a few large bodies parsed back to back, is not saturation
+            self.loop_lag_s += _LAG_ALPHA * (lag - self.loop_lag_s)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
