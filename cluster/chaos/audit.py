@@ -7,9 +7,11 @@ Redis Stream) or its Parquet files.
 
 :func:`residency_audit` walks everything a region keeps and checks every personal
 datum against the residency policy (``store``): every key of every hot-tier node
-(primaries and replicas), every cache server, every write-log entry, every user
+(primaries and replicas), every member of the region's access set (``{gs:r}:access``,
+key texts with user ids), every cache server, every write-log entry, every user
 embedding of the region's Milvus collection and every Parquet file under the region's
-cold root. Zero tolerance: one datum outside its allowed regions is a violation.
+cold root. The deployment's SQL catalog holds no user id (topology, drains), so it is
+not walked. Zero tolerance: one datum outside its allowed regions is a violation.
 
 Both are bounded: at most ``max_keys`` keys per node and ``max_entries`` log entries
 per region (a larger deployment is reported as not fully audited, never silently).
@@ -72,8 +74,8 @@ class AuditReport:
     """What :func:`residency_audit` checked and found.
 
     Attributes:
-        checked: personal data checked, per place (``hot``, ``cache``, ``stream``,
-            ``milvus``, ``parquet``).
+        checked: personal data checked, per place (``hot``, ``access``, ``cache``,
+            ``stream``, ``milvus``, ``parquet``).
         violations: one line per personal datum outside its allowed regions (the first
             100; ``violation_count`` has them all).
         violation_count: how many violations in total.
@@ -110,6 +112,17 @@ def _scan_keys(port: int, max_keys: int) -> Iterator[str]:
             yield raw.decode() if isinstance(raw, bytes) else str(raw)
             if n >= max_keys:
                 raise OverflowError(f"127.0.0.1:{port} holds more than {max_keys} keys")
+    finally:
+        client.close()
+
+
+def _zset_members(port: int, name: str, max_members: int) -> Iterator[str]:
+    client = redis_client(port, timeout_s=5.0)
+    try:
+        for n, (raw, _score) in enumerate(client.zscan_iter(name, count=1000), start=1):
+            yield raw.decode() if isinstance(raw, bytes) else str(raw)
+            if n >= max_members:
+                raise OverflowError(f"{name} on 127.0.0.1:{port} has over {max_members} members")
     finally:
         client.close()
 
@@ -160,6 +173,15 @@ def residency_audit(spec: Spec, state: DeploymentState) -> AuditReport:
                     key = parse_stored_key(name)
                     if key is not None:
                         rep.add(where, region, key, policy, f"127.0.0.1:{port}")
+                    elif name.startswith("{gs:") and name.endswith("}:access"):
+                        # the access times that drive demotion: members are key texts,
+                        # user ids included
+                        for member in _zset_members(port, name, MAX_KEYS_PER_NODE):
+                            try:
+                                key = parse_key_text(member)
+                            except GeoshardError:
+                                continue
+                            rep.add("access", region, key, policy, f"127.0.0.1:{port} {name}")
             except Exception as exc:  # noqa: BLE001 - reported: the audit is incomplete
                 rep.complete = False
                 rep.problems.append(f"{where} 127.0.0.1:{port} of {region}: {exc}")
@@ -217,6 +239,9 @@ class ReadBack:
 
     tokens: dict[str, dict[str, str]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    #: ledger interactions found more than once in one region's Parquet files (a batch
+    #: drained again after a crash before its cursor moved; readers dedupe by event id)
+    parquet_duplicates: int = 0
 
     def found_for(self, writes: Sequence[Write]) -> dict[str, set[str]]:
         """The ``found`` argument of :func:`~geoshard.cluster.chaos.ledger.check_set`: an
@@ -282,12 +307,17 @@ def read_back(spec: Spec, state: DeploymentState, writes: Sequence[Write], run_i
         except GeoshardError as exc:
             out.problems.append(f"write log of {region}: {exc}")
         st = state.regions[region]
+        in_parquet: set[str] = set()
         for path, _r, data_class in _parquet_files(st.cold_root):
             if data_class != "interactions":
                 continue
             for value in pq.read_table(path, columns=["value"]).column("value").to_pylist():
                 if value and run_id.encode() in value:
-                    _found_event(out, value, region, interactions)
+                    tok = _found_event(out, value, region, interactions)
+                    if tok is not None and tok in in_parquet:
+                        out.parquet_duplicates += 1
+                    elif tok is not None:
+                        in_parquet.add(tok)
     return out
 
 
@@ -300,13 +330,17 @@ def _feature_token(raw: bytes) -> str | None:
     return tok if isinstance(tok, str) else None
 
 
-def _found_event(out: ReadBack, value: bytes, region: str, interactions: dict[str, str]) -> None:
+def _found_event(
+    out: ReadBack, value: bytes, region: str, interactions: dict[str, str]
+) -> str | None:
+    """Record the event ``value`` holds; its event id (None when it is not an event)."""
     try:
         ev = json.loads(value)
         tok = str(ev["event_id"])
     except (ValueError, KeyError, TypeError):
-        return
+        return None
     key = interactions.get(tok)
     if key is None:
         key = f"interactions:{ev.get('user_id', '?')}"
     out.tokens.setdefault(key, {})[region] = tok
+    return tok

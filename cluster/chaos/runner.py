@@ -323,6 +323,7 @@ def run_chaos(
         "writes_indeterminate": feats.indeterminate + evs.indeterminate,
         "indeterminate_found": feats.recovered + evs.recovered,
         "unexpected_values": len(unexpected),
+        "parquet_duplicates": rb.parquet_duplicates,
         "not_yet_replicated": rb.not_replicated(
             [w for w in ws if w.kind == "feature"],
             {

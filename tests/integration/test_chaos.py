@@ -82,3 +82,36 @@ def test_load_runs_locust_headless_and_exits_with_the_verdict(
     assert {"feature_read", "recommend", "interaction_write"} <= set(doc["metrics"]["requests"])
     for name in ("locust_stats.csv", "report.html", "summary.json"):
         assert (tmp_path / "load" / name).is_file(), name
+    over = doc["overload"]
+    assert over["refused"]["count"] >= 0 and 0.0 <= over["refused_share"] <= 1.0
+    peak = over["api_rss_mib"]["peak"]
+    assert set(peak) == {"eu-central", "eu-west", "us-east"} and min(peak.values()) > 20
+
+
+def test_the_audit_finds_a_user_id_left_in_another_regions_access_set(
+    chaos_deployment: ChaosDeployment,
+) -> None:
+    """The access set holds key texts (user ids); an EU user's key in us-east's access
+    set is a violation the audit must see, read from Redis on every node."""
+    from geoshard.cluster.chaos.audit import residency_audit
+    from geoshard.cluster.regionlog import RegionLog
+    from geoshard.cluster.state import StateDir
+    from geoshard.cluster.stores import open_region
+    from geoshard.spec import load_spec
+
+    spec = load_spec(chaos_deployment.spec)
+    state = StateDir(chaos_deployment.root).read_state()
+    stray = "user_features:eu:424242"
+    stores = open_region(spec, state, "us-east", caches=False)
+    log = RegionLog(stores.hot, "us-east", wait_replicas=0)
+    try:
+        log.touch({stray: time.time()})
+        audit = residency_audit(spec, state)
+        assert audit.complete, audit.problems
+        assert audit.checked.get("access", 0) > 1  # the region's own keys too
+        found = [v for v in audit.violations if stray in v]
+        assert found and found[0].startswith("access ") and "in us-east" in found[0], found
+    finally:
+        log.forget([stray])
+        stores.close()
+    assert residency_audit(spec, state).violation_count == 0
