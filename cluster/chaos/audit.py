@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from geoshard.cluster.chaos.ledger import Write
 from geoshard.cluster.envelope import unwrap
 from geoshard.cluster.launcher import redis_client
@@ -117,8 +119,17 @@ def _scan_keys(port: int, max_keys: int) -> Iterator[str]:
 
 
 def _zset_members(port: int, name: str, max_members: int) -> Iterator[str]:
-    client = redis_client(port, timeout_s=5.0)
+    """The members of sorted set ``name`` on the cluster node at ``port``, a replica too
+    (``READONLY`` on the one connection, else a replica answers MOVED)."""
+    client = redis.Redis(
+        host="127.0.0.1",
+        port=port,
+        socket_timeout=5.0,
+        socket_connect_timeout=5.0,
+        single_connection_client=True,
+    )
     try:
+        client.execute_command("READONLY")
         for n, (raw, _score) in enumerate(client.zscan_iter(name, count=1000), start=1):
             yield raw.decode() if isinstance(raw, bytes) else str(raw)
             if n >= max_members:
