@@ -332,12 +332,16 @@ def test_interactions_are_acknowledged_when_durable_and_drained_to_parquet(dep: 
         "catalog", {"type": "sql", "url": dep.state.catalog_url}, region="eu-west", residency=None
     )
     try:
+        # each region's worker drains its own log on its own schedule: wait for both
+        # (asserting right after the sum was reached raced us-east's drain on a busy box)
         _eventually(
-            lambda: sum(d.records for d in cat.drains()) >= len(batch),
+            lambda: (
+                sum(d.records for d in cat.drains()) >= len(batch)
+                and {d.region for d in cat.drains()} >= {"eu-west", "us-east"}
+            ),
             15,
-            "the drains to be recorded",
+            "the drains of eu-west and us-east to be recorded",
         )
-        assert {d.region for d in cat.drains()} >= {"eu-west", "us-east"}
     finally:
         cat.close()
     for u in users:  # still readable once drained (from the cold tier)
