@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import hmac
 import json
 import math
@@ -365,6 +366,11 @@ def build_app(root: Path, region: str) -> FastAPI:
         svc = RegionService(spec, state_dir.read_state(), region, token)
         svc.start()
         holder["svc"] = svc
+        # everything loaded at start (item index, spec, clients) moves to the permanent
+        # generation: a full collection no longer walks it, which held the event loop
+        # (and so every refusal) for ~100 ms at a time under load
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
