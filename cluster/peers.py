@@ -21,6 +21,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from geoshard.cluster.admission import waiting_on_peer
 from geoshard.errors import BackendUnavailableError, ConfigError
 
 __all__ = ["PeerClient", "PeerResponse"]
@@ -96,9 +97,10 @@ class PeerClient:
         for attempt in (0, 1):
             conn, reused = self._take(region, timeout_s)
             try:
-                conn.request(method, path, body=body, headers=hdrs)
-                resp = conn.getresponse()
-                data = resp.read()
+                with waiting_on_peer():  # no CPU used here meanwhile: not in flight
+                    conn.request(method, path, body=body, headers=hdrs)
+                    resp = conn.getresponse()
+                    data = resp.read()
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
                 # a kept-alive connection the server closed meanwhile: one fresh attempt

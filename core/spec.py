@@ -780,17 +780,18 @@ class AdmissionSettings(_Model):
     """
 
     max_inflight: Int = Field(
-        default=8,
+        default=16,
         gt=0,
         le=10_000,
-        description="/v1 requests one API process serves at once; the next gets 503",
+        description="/v1 requests one API process works on at once (a request waiting "
+        "on another region does not count meanwhile); the next gets 503",
     )
     max_loop_lag_ms: Float = Field(
         default=5.0,
         ge=0,
         le=1000,
         description="also refuse while the event loop runs this late (the process is "
-        "saturated), unless nothing is in flight; 0 = off",
+        "saturated) and half of max_inflight is in flight; 0 = off",
     )
     retry_after_s: Float = Field(default=1.0, gt=0, le=MAX_S, description="Retry-After of a 503")
 

@@ -45,6 +45,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from geoshard import __version__
 from geoshard.cluster import metrics as m
+from geoshard.cluster.admission import CURRENT, Slots
 from geoshard.cluster.api.models import (
     ErrorOut,
     FeaturesIn,
@@ -200,8 +201,14 @@ class Admission:
     * ``limit`` requests are already in this process (``deploy.admission.max_inflight``),
       or
     * the event loop runs more than ``max_loop_lag_s`` late (sampled every ``sample_s``,
-      smoothed over about five samples) and at least one request is in flight: the
-      process is saturated, so every request admitted now would wait behind the others.
+      smoothed over about five samples) and at least half of ``limit`` is in flight:
+      the process is saturated, so every request admitted now would wait behind the
+      others.
+
+    A request waiting on another region (a forwarded request, a read of another
+    replica) gives its slot back while it waits (:func:`geoshard.cluster.admission.
+    waiting_on_peer`): it uses no CPU here, and ~100 ms cross-region calls would
+    otherwise fill a bound sized for CPU work at light load.
 
     A refusal costs a fraction of a millisecond of CPU, so the admitted requests keep
     their latency and the process's memory stays bounded (a queue in front of the
@@ -225,7 +232,12 @@ class Admission:
         self.app = app
         self.region = region
         self.limit = limit
-        self.inflight = 0
+        #: requests this process works on (a request waiting on another region gives its
+        #: slot back meanwhile: :mod:`geoshard.cluster.admission`)
+        self.slots = Slots()
+        #: the loop-lag rule applies from half the bound in flight: a late loop with
+        #: little in flight is the machine's CPU contention, not this process's load
+        self._busy = max(1, limit // 2)
         self.max_loop_lag_s = max_loop_lag_s
         self.sample_s = sample_s
         self.loop_lag_s = 0.0
@@ -248,9 +260,8 @@ class Admission:
             return
         if self._sampler is None and self.max_loop_lag_s > 0:
             self._sampler = asyncio.get_running_loop().create_task(self._sample_lag())
-        if self.inflight >= self.limit or (
-            self.inflight > 0 and self.loop_lag_s > self.max_loop_lag_s
-        ):
+        busy = self.inflight >= self._busy and self.loop_lag_s > self.max_loop_lag_s
+        if busy or not self.slots.take(self.limit):
             m.ADMISSION_REFUSED.labels(self.region).inc()
             await _error(
                 503,
@@ -262,11 +273,17 @@ class Admission:
                 headers={"Retry-After": self._retry_after},
             )(scope, receive, send)
             return
-        self.inflight += 1
+        token = CURRENT.set(self.slots)
         try:
             await self.app(scope, receive, send)
         finally:
-            self.inflight -= 1
+            CURRENT.reset(token)
+            self.slots.give_back()
+
+    @property
+    def inflight(self) -> int:
+        """Requests this process works on now."""
+        return self.slots.inflight
 
 
 # --------------------------------------------------------------------------- validation errors

@@ -103,16 +103,16 @@ def test_the_spec_bound_is_validated() -> None:
 
     from geoshard.spec import AdmissionSettings
 
-    assert AdmissionSettings().max_inflight == 8
+    assert AdmissionSettings().max_inflight == 16
     with pytest.raises(ValidationError, match="max_inflight"):
         AdmissionSettings(max_inflight=0)
 
 
-def test_a_late_event_loop_refuses_while_something_is_in_flight() -> None:
+def test_a_late_event_loop_refuses_from_half_the_bound_in_flight() -> None:
     async def scenario() -> None:
         inner = _Held()
         # no sampler (lag 0 disables it): the lag is set by hand
-        app = Admission(inner, region="r1", limit=100, retry_after_s=1.0, max_loop_lag_s=0.0)
+        app = Admission(inner, region="r1", limit=2, retry_after_s=1.0, max_loop_lag_s=0.0)
         app.max_loop_lag_s = 0.005
         app._sampler = asyncio.create_task(asyncio.sleep(0))  # counts as started
         app.loop_lag_s = 0.050
@@ -120,7 +120,7 @@ def test_a_late_event_loop_refuses_while_something_is_in_flight() -> None:
         while inner.entered < 1:
             await asyncio.sleep(0)
         # nothing was in flight, so the first was admitted despite the lag: progress
-        status, _h, body = await _call(app, "/v1/items/sku-2")
+        status, _h, body = await _call(app, "/v1/items/sku-2")  # 1 of 2 in flight: busy
         assert status == 503 and b"50.0 ms late" in body
         app.loop_lag_s = 0.001
         second = asyncio.create_task(_call(app, "/v1/items/sku-3"))
@@ -143,5 +143,53 @@ def test_the_sampler_measures_a_blocked_loop() -> None:
         # one 50 ms stall weighs a fifth in the smoothed lag: over a 5 ms bound, once
         assert 0.005 < app.loop_lag_s < 0.02
         app._sampler.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_a_late_event_loop_alone_does_not_refuse_a_lightly_loaded_process() -> None:
+    async def scenario() -> None:
+        inner = _Held()
+        app = Admission(inner, region="r1", limit=8, retry_after_s=1.0, max_loop_lag_s=0.0)
+        app.max_loop_lag_s = 0.005
+        app._sampler = asyncio.create_task(asyncio.sleep(0))
+        app.loop_lag_s = 0.050  # the machine is busy, this process is not
+        held = [asyncio.create_task(_call(app, f"/v1/items/sku-{i}")) for i in range(4)]
+        while inner.entered < 4:
+            await asyncio.sleep(0)
+        status, _h, _b = await _call(app, "/v1/items/sku-9")  # 4 of 8 in flight: busy now
+        assert status == 503
+        inner.release.set()
+        assert [r[0] for r in await asyncio.gather(*held)] == [200] * 4
+
+    asyncio.run(scenario())
+
+
+def test_a_request_waiting_on_another_region_gives_its_slot_back() -> None:
+    from geoshard.cluster.admission import waiting_on_peer
+
+    async def scenario() -> None:
+        release = asyncio.Event()
+        seen: list[int] = []
+
+        async def forwarding(scope: Any, receive: Any, send: Any) -> None:
+            # as a sync handler in anyio's worker thread, with the context copied
+            def wait_on_peer() -> None:
+                with waiting_on_peer():
+                    seen.append(app.inflight)
+                seen.append(app.inflight)
+
+            await asyncio.to_thread(wait_on_peer)
+            await release.wait()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        app = Admission(forwarding, region="r1", limit=1, retry_after_s=1.0, max_loop_lag_s=0.0)
+        first = asyncio.create_task(_call(app, "/v1/users/eu:1/features"))
+        while len(seen) < 2:
+            await asyncio.sleep(0.001)
+        assert seen == [0, 1]  # not counted while it waited, counted again after
+        release.set()
+        assert (await first)[0] == 200 and app.inflight == 0
 
     asyncio.run(scenario())
