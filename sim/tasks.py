@@ -34,6 +34,8 @@ __all__ = ["Runner", "TaskWorker", "ray_available", "rss_bytes", "run_tasks"]
 
 T = TypeVar("T")
 
+#: times a task whose worker died is run again on a fresh worker (Ray's default for tasks)
+TASK_RETRIES = 3
 #: the share of the memory Ray schedules on that the pool's workers may keep between tasks
 RSS_SHARE = 0.5
 
@@ -118,7 +120,8 @@ class Runner:
     ) -> list[T]:
         """``[fn(*a) for a in args]``, in the order of ``args``; ``on_done(done, total)``
         as tasks finish. On Ray, tasks start in the order of ``args``, one per idle
-        worker."""
+        worker; a task whose worker dies is run again on a fresh worker, up to
+        ``TASK_RETRIES`` times, then its error is raised."""
         total = len(args)
         if not self.use_ray or total == 0:
             out = []
@@ -135,16 +138,28 @@ class Runner:
         results: list[Any] = [None] * total
         running: dict[Any, tuple[int, int]] = {}  # future -> (task, worker slot)
         idle = list(range(len(self._pool)))
-        nxt = done = 0
+        todo = list(range(total))  # tasks not started, next first
+        deaths = [0] * total
+        done = 0
         while done < total:
-            while idle and nxt < total:
-                slot = idle.pop(0)
-                running[self._pool[slot].run.remote(fn, args[nxt])] = (nxt, slot)
-                nxt += 1
+            while idle and todo:
+                slot, i = idle.pop(0), todo.pop(0)
+                running[self._pool[slot].run.remote(fn, args[i])] = (i, slot)
             ready, _ = ray.wait(list(running), num_returns=1)
             for f in ready:
                 i, slot = running.pop(f)
-                results[i], rss = ray.get(f)
+                try:
+                    results[i], rss = ray.get(f)
+                except ray.exceptions.RayActorError:
+                    # the worker died (the OOM killer, a crash): run the task again on a
+                    # fresh one, as Ray retries a plain task
+                    deaths[i] += 1
+                    if deaths[i] > TASK_RETRIES:
+                        raise
+                    self._pool[slot] = self._new_worker()
+                    todo.insert(0, i)
+                    idle.append(slot)
+                    continue
                 if rss > self._rss_limit:
                     ray.kill(self._pool[slot])
                     self._pool[slot] = self._new_worker()

@@ -5,7 +5,8 @@ worker past its memory limit replaced by a fresh one.
 * On Ray: the same answers in the same order; the same few worker processes run every
   task (two workers for six tasks); with a memory limit every worker exceeds, each task
   gets a fresh process and each replaced worker is counted; an existing Ray is left
-  running.
+  running. A task whose worker dies is run again on a fresh worker, a few times, then
+  its error is raised; the runner still works.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ def test_ray_workers_are_reused_and_replaced_past_their_memory_limit() -> None:
         with Runner(workers=2, worker_rss_limit_bytes=1) as runner:
             pids = runner.map(os.getpid, [()] * 4)
             assert len(set(pids)) == 4 and runner.retired == 4
+        with Runner(workers=2) as runner:
+            with pytest.raises(ray.exceptions.RayActorError):
+                runner.map(os._exit, [(3,)])  # kills its worker every time it runs
+            assert runner.map(pow, [(3, 2)]) == [9]  # the dead worker was replaced
         assert ray.is_initialized()  # the runners did not start this Ray, so left it running
     finally:
         ray.shutdown()
