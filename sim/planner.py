@@ -1352,6 +1352,7 @@ def _plan(
             "workers": runner.workers,
             "address": runner.address,
             "tasks": len(combos),
+            "retired_workers": runner.retired,
         },
     }
 
