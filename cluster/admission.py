@@ -24,6 +24,7 @@ Examples:
     0
     >>> slots.inflight
     1
+    >>> CURRENT.reset(token)
 """
 
 from __future__ import annotations
