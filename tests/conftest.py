@@ -7,7 +7,10 @@ server kind, so each can grow on its own:
 * ``fixtures_pg``: a PostgreSQL server from ``initdb`` / ``pg_ctl`` in a temp dir.
 * ``fixtures_deploy``: a seeded local deployment (``geoshard up``) shared by a module.
 
-Every fixture picks free loopback ports and stops its processes even when a test fails.
+Every fixture picks free loopback ports and stops its processes even when a test fails,
+and when the run itself is stopped: SIGTERM (a CI timeout, ``kill``) is turned into
+``KeyboardInterrupt``, so pytest unwinds and runs every fixture's teardown instead of
+dying with its servers still running.
 """
 
 from __future__ import annotations
@@ -19,6 +22,19 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 pytest_plugins = ["fixtures_redis", "fixtures_pg", "fixtures_deploy"]
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}: stopping, the fixtures stop their servers")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM unwinds like Ctrl-C (see the module docstring)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
 
 
 @pytest.fixture(scope="session")
