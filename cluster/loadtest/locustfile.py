@@ -31,6 +31,13 @@ from typing import Any
 
 from locust import FastHttpUser, constant_throughput, task
 
+#: Answers that refuse load (with Retry-After): 429 full ingestion buffer, 503 overloaded
+#: or no region able to serve now.
+REFUSALS = (429, 503)
+#: The prefix of the Locust rows of refused requests (``refused:<type>/<region>``; the
+#: same constant as geoshard.cli.load's, kept here: this file imports only Locust).
+REFUSED_PREFIX = "refused:"
+
 
 @functools.cache
 def config() -> dict[str, Any]:
@@ -111,10 +118,3 @@ class GeoUser(FastHttpUser):
                 # its own row, so its latency is measured apart from the admitted ones
                 resp.request_meta["name"] = f"{REFUSED_PREFIX}{name}"
                 resp.failure(f"refused {resp.status_code}")
-
-
-#: Answers that refuse load (with Retry-After): 429 full ingestion buffer, 503 overloaded
-#: or no region able to serve now.
-REFUSALS = (429, 503)
-#: The prefix of the Locust rows of refused requests (``refused:<type>/<region>``).
-REFUSED_PREFIX = "refused:"

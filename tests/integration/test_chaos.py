@@ -83,7 +83,9 @@ def test_load_runs_locust_headless_and_exits_with_the_verdict(
     for name in ("locust_stats.csv", "report.html", "summary.json"):
         assert (tmp_path / "load" / name).is_file(), name
     over = doc["overload"]
-    assert over["refused"]["count"] >= 0 and 0.0 <= over["refused_share"] <= 1.0
+    refused = over["refused"]
+    assert refused["count"] == sum(refused["by_row"].values())
+    assert over["refused_share"] == round(refused["count"] / doc["metrics"]["total_requests"], 4)
     peak = over["api_rss_mib"]["peak"]
     assert set(peak) == {"eu-central", "eu-west", "us-east"} and min(peak.values()) > 20
 
