@@ -97,11 +97,15 @@ def populations(spec: Spec, scale: float, seed: int) -> dict[str, Population]:
     w = spec.workload
     out: dict[str, Population] = {}
     off = 0
+    # the head keeps every hot node's sampled load within 1 %: sized for the largest ring
+    nodes = max((r.hot.nodes for r in spec.regions.values()), default=1)
     for j in sorted(spec.jurisdictions):
         n = round(w.users * w.users_by_jurisdiction.get(j, 0.0))
         if n > 0:
             phase = float(stream(seed, f"phase:{j}").random())
-            out[j] = Population(j, n, w.zipf.users, offset=off, scale=scale, phase=phase)
+            out[j] = Population(
+                j, n, w.zipf.users, offset=off, scale=scale, phase=phase, nodes=nodes
+            )
         off += n
     return out
 

@@ -12,10 +12,19 @@ simulates an unbiased sample of a fraction ``R`` of all requests:
   with a seeded phase), with **all** of its requests: the caches see each sampled key at
   its full rate (SHARDS-style spatial sampling), so with capacities ``R x`` the tail's
   share they hold the same part of the key space as at full scale;
-* **head**: the ``H = ceil(16 / R)`` most popular users, whose single share would dwarf
-  the slice (and who would stay hot in every cache only at their full rate): each of
-  their requests is simulated with probability ``m``, and their cache lookups are decided
-  by the steady-state model's per-key hit probabilities (:mod:`geoshard.sim.warm`).
+* **head**: the ``H`` most popular users: each of their requests is simulated with
+  probability ``m``, and their cache lookups are decided by the steady-state model's
+  per-key hit probabilities (:mod:`geoshard.sim.warm`). ``H`` is the larger of
+  ``ceil(16 / R)`` (users whose single share would dwarf the slice, and who stay hot in
+  every cache only at their full rate) and the smallest head that keeps the **sampling
+  error of a hot node's load** under ``HEAD_NODE_ERROR`` (1 %, one standard deviation):
+  a node's load is the sum of the popularities of the users it owns, and sampling the
+  tail keeps each user with probability ``R``, so the relative error of a node's share
+  is ``sqrt(k (1 - R) / R x sum_{r >= H} p_r^2)`` for ``k`` nodes on the ring
+  (:func:`head_for_node_error`). With ``H = 16 / R`` alone, a 1 % slice of
+  ``examples/global.yaml`` had 3.4 % (up to 9 % on single nodes) because a few dozen
+  mid-popularity users carried much of each node's load; the head is then ~90,000
+  users of each jurisdiction.
 
 ``m`` is set so that the simulated share is exactly ``R`` in expectation
 (``m x head + sampled tail = R``). Pools keep every node and stretch service times by
@@ -39,12 +48,22 @@ import numpy as np
 
 from geoshard.errors import ConfigError
 
-__all__ = ["EXACT_RANKS", "HEAD_FACTOR", "Population", "zipf_normaliser"]
+__all__ = [
+    "EXACT_RANKS",
+    "HEAD_FACTOR",
+    "HEAD_NODE_ERROR",
+    "Population",
+    "head_for_node_error",
+    "zipf_normaliser",
+]
 
 #: ranks whose weights are summed and sampled exactly; beyond, a continuous approximation.
 EXACT_RANKS = 1 << 20
-#: the head of a scaled run: the ``HEAD_FACTOR / R`` most popular users.
+#: the head of a scaled run: at least the ``HEAD_FACTOR / R`` most popular users.
 HEAD_FACTOR = 16.0
+#: the head of a scaled run is large enough that sampling the tail changes a hot node's
+#: share of the load by at most this (relative, one standard deviation).
+HEAD_NODE_ERROR = 0.01
 
 
 def _power_integral(lo: float, hi: float, alpha: float) -> float:
@@ -71,6 +90,43 @@ def zipf_normaliser(n: int, alpha: float) -> float:
     if n > head:
         z += _power_integral(head + 0.5, n + 0.5, alpha)
     return z
+
+
+def head_for_node_error(
+    n: int, alpha: float, z: float, scale: float, nodes: int, error: float = HEAD_NODE_ERROR
+) -> int:
+    """The smallest head ``H`` for which sampling the tail at ``scale`` leaves each of
+    ``nodes`` ring nodes' share of the load within ``error`` (relative, one standard
+    deviation); at most ``min(n, EXACT_RANKS)``.
+
+    Each tail user is kept with probability ``R``, so a node owning a ``1 / k`` share of
+    the users has a load estimate with relative variance ``k (1 - R) / R x S(H)`` where
+    ``S(H) = sum_{r >= H} p_r^2`` (``p_r = (r + 1)^-alpha / z``), an integral here.
+
+    Examples:
+        >>> z = zipf_normaliser(600_000_000, 0.8)
+        >>> 80_000 < head_for_node_error(600_000_000, 0.8, z, 0.01, 48) < 110_000
+        True
+        >>> head_for_node_error(1000, 0.8, zipf_normaliser(1000, 0.8), 1.0, 48)
+        0
+    """
+    if scale >= 1 or nodes < 1 or error <= 0:
+        return 0
+    top = min(n, EXACT_RANKS)
+    budget = error * error * scale / ((1.0 - scale) * nodes) * z * z
+
+    def tail_sq(h: int) -> float:  # sum_{r >= h} (r + 1)^-2 alpha, continuous
+        return _power_integral(h + 0.5, n + 0.5, 2.0 * alpha)
+
+    if tail_sq(0) <= budget:
+        return 0
+    lo, hi = 0, top
+    if tail_sq(hi) > budget:
+        return top
+    while hi - lo > 1:  # tail_sq(lo) > budget >= tail_sq(hi)
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if tail_sq(mid) > budget else (lo, mid)
+    return hi
 
 
 class _PowerSampler:
@@ -127,7 +183,10 @@ class Population:
         offset: the first user id of this jurisdiction (ids are ``offset + [0, n)``).
         scale: the slice ``R`` in (0, 1].
         phase: the systematic sample's phase in [0, 1) (from the seed).
-        head_factor: the head is the ``head_factor / R`` most popular users (0: none).
+        head_factor: the head is at least the ``head_factor / R`` most popular users (0:
+            no head at all).
+        nodes: ring nodes sharing the jurisdiction's keys in one region (the head is
+            large enough for their loads, :func:`head_for_node_error`; 0: no such rule).
 
     Attributes:
         head: ``H``, the number of head ranks.
@@ -148,6 +207,7 @@ class Population:
         scale: float,
         phase: float,
         head_factor: float = HEAD_FACTOR,
+        nodes: int = 0,
     ) -> None:
         if n < 1:
             raise ConfigError(f"jurisdiction '{jurisdiction}' needs at least 1 user (got {n})")
@@ -157,6 +217,8 @@ class Population:
         self.scale = scale
         self.z = zipf_normaliser(n, alpha)
         h = 0 if scale >= 1 else min(n, math.ceil(head_factor / scale), EXACT_RANKS)
+        if head_factor > 0:
+            h = max(h, head_for_node_error(n, alpha, self.z, scale, nodes))
         self.head = h
         self._head = _PowerSampler(1.0, 1.0, h, alpha) if h else None
         head_mass = self._head.mass if self._head else 0.0

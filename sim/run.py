@@ -40,6 +40,7 @@ from .engine import EngineOptions, populations
 from .faults import Timeline
 from .metrics import RELATIVE_ERROR_BOUND, LogHistogram
 from .parallel import LEAD_S, Task, plan_tasks, simulate_parts
+from .population import HEAD_NODE_ERROR
 from .verdict import MIN_PHASE_S, judge, phases
 from .workload import expected_requests, rate_segments, start_of_day
 
@@ -122,8 +123,11 @@ def _scale_notes(spec: Spec, scale: float, seed: int) -> list[str]:
         ),
         (
             f"the slice's users: every {1 / scale:g}-th user by popularity (systematic sample) with "
-            f"all of their requests, plus the most popular users at their full rate for the "
-            f"caches ({heads}); cache capacities are the head's residents + {scale:g} x the rest, "
+            f"all of their requests, plus the most popular users, each of their requests "
+            f"simulated with the probability below and their cache lookups decided by the "
+            f"steady-state model; the head is large enough that sampling the rest changes a hot "
+            f"node's load by at most {HEAD_NODE_ERROR:.0%} (one standard deviation) "
+            f"({heads}); cache capacities are the head's residents + {scale:g} x the rest, "
             "so every cache holds the same share of its key space as at full scale (SHARDS-style "
             "spatial sampling); request counts are the slice's: x 1/scale for full-scale rates"
         ),

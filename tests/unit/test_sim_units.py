@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from geoshard.sim.metrics import RELATIVE_ERROR_BOUND, LogHistogram
-from geoshard.sim.population import Population
+from geoshard.sim.population import HEAD_NODE_ERROR, Population
+from geoshard.sim.ringload import RegionRing, head_hashes
 from geoshard.sim.workload import rate_segments, start_of_day
 from geoshard.spec import load_spec
 
@@ -75,6 +76,45 @@ def test_slice_simulates_exactly_the_scale_share_of_requests(n: int, scale: floa
     # every tail rank is one of the sampled ranks H + floor((k + phase) / R)
     k = np.round((tail - pop.head) / stride - 0.37)
     assert (pop.head + np.floor((k + 0.37) * stride) == tail).all()
+
+
+def _node_load_errors(pop: Population, ring: RegionRing) -> np.ndarray:
+    """Per node of ``ring``: the slice's expected share of the load (x 1/R) against the
+    full population's, as relative errors."""
+    names = list(ring.shares)
+    index = {n: i for i, n in enumerate(names)}
+
+    def node_ix(ranks: np.ndarray) -> np.ndarray:
+        nodes = ring.first_nodes(head_hashes(pop.user_of_rank(ranks)))
+        return np.array([index[n] for n in nodes])
+
+    # full: the first 2^20 ranks key by key, the rest by arc share (exact in expectation)
+    ranks = np.arange(min(pop.n, 1 << 20))
+    weights = pop.popularity(ranks)
+    at = node_ix(ranks)
+    full = np.bincount(at, weights=weights, minlength=len(names))
+    full += (1.0 - weights.sum()) * np.array([ring.shares[n] for n in names])
+    # the slice: the head thinned to m, and the sampled tail with all of its requests
+    h = pop.head
+    part = np.bincount(at[:h], weights=weights[:h], minlength=len(names)) * pop.materialize_head
+    tail = h + np.floor((np.arange(pop.tail_count) + pop._phase) * pop._stride).astype(np.int64)
+    part += np.bincount(node_ix(tail), weights=pop.popularity(tail), minlength=len(names))
+    return np.asarray(part / pop.scale / full - 1.0)
+
+
+def test_the_head_keeps_each_hot_nodes_sampled_load_within_its_bound() -> None:
+    # 16 hot nodes, a 1 % slice of 5M users: with only the 16 / R head, a node's load is
+    # the sum over a few sampled mid-popularity users and is off by several percent
+    ring = RegionRing.of("r", 16, {}, 256)
+    kw = {"offset": 0, "scale": 0.01, "phase": 0.37}
+    old = _node_load_errors(Population("x", 5_000_000, 0.8, **kw), ring)
+    new_pop = Population("x", 5_000_000, 0.8, nodes=16, **kw)
+    new = _node_load_errors(new_pop, ring)
+    rms_old, rms_new = float(np.sqrt((old**2).mean())), float(np.sqrt((new**2).mean()))
+    assert new_pop.head > 1600
+    assert rms_new <= 1.5 * HEAD_NODE_ERROR, (rms_old, rms_new)
+    assert rms_old >= 2 * rms_new, (rms_old, rms_new)
+    assert new_pop.sampled_share == pytest.approx(0.01, rel=1e-3)
 
 
 def test_start_of_day_defaults_to_the_busiest_diurnal_step(repo_root) -> None:
