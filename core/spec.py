@@ -775,8 +775,10 @@ class AdmissionSettings(_Model):
     A request over the bound, or arriving while the process's event loop runs more than
     ``max_loop_lag_ms`` late, is answered 503 with ``Retry-After`` at once, before it is
     parsed, so an overloaded API keeps the latency of what it admits and its memory
-    bounded instead of queueing without limit. Only ``/v1`` routes are counted; health,
-    metrics and the region-to-region routes are always admitted.
+    bounded instead of queueing without limit. The bound adapts between ``min_inflight``
+    and ``max_inflight`` to the time admitted requests take (``latency_share``). Only
+    ``/v1`` routes are counted; health, metrics and the region-to-region routes are
+    always admitted.
     """
 
     max_inflight: Int = Field(
@@ -794,6 +796,29 @@ class AdmissionSettings(_Model):
         "saturated) and half of max_inflight is in flight; 0 = off",
     )
     retry_after_s: Float = Field(default=1.0, gt=0, le=MAX_S, description="Retry-After of a 503")
+    min_inflight: Int = Field(
+        default=4,
+        gt=0,
+        le=10_000,
+        description="the adaptive bound never goes below this (at most max_inflight)",
+    )
+    latency_share: Float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="the in-flight bound shrinks while admitted requests spend more than "
+        "this share of their type's P50 target in the process, and grows back while they "
+        "take under half of it; 0 = a fixed bound of max_inflight",
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AdmissionSettings:
+        if self.min_inflight > self.max_inflight:
+            raise ValueError(
+                f"deploy.admission.min_inflight ({self.min_inflight}) is above "
+                f"max_inflight ({self.max_inflight}); lower it or raise max_inflight"
+            )
+        return self
 
 
 class TieringSettings(_Model):
