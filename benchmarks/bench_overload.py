@@ -204,6 +204,7 @@ def run(report: Report, args: argparse.Namespace, root: Path) -> None:
             "region": args.region,
             "api_workers": api.workers,
             "max_inflight_per_process": spec.deploy.admission.max_inflight,
+            "sustained_inflight_per_process": spec.deploy.admission.sustained_inflight,
             "max_loop_lag_ms": spec.deploy.admission.max_loop_lag_ms,
             "duration_s": args.duration,
         }

@@ -371,6 +371,7 @@ def load(
         ),
         "api_rss_mib": {"first": memory.first, "peak": memory.peak},
         "max_inflight_per_process": running.deploy.admission.max_inflight,
+        "sustained_inflight_per_process": running.deploy.admission.sustained_inflight,
     }
     verdict = judge(running, metrics)
     summary = {

@@ -775,8 +775,8 @@ class AdmissionSettings(_Model):
     A request over the bound, or arriving while the process's event loop runs more than
     ``max_loop_lag_ms`` late, is answered 503 with ``Retry-After`` at once, before it is
     parsed, so an overloaded API keeps the latency of what it admits and its memory
-    bounded instead of queueing without limit. The bound adapts between ``min_inflight``
-    and ``max_inflight`` to the time admitted requests take (``latency_share``). Only
+    bounded instead of queueing without limit. The bound is ``max_inflight`` for bursts
+    and ``sustained_inflight`` while the process stays saturated. Only
     ``/v1`` routes are counted; health, metrics and the region-to-region routes are
     always admitted.
     """
@@ -785,8 +785,8 @@ class AdmissionSettings(_Model):
         default=16,
         gt=0,
         le=10_000,
-        description="/v1 requests one API process works on at once (a request waiting "
-        "on another region does not count meanwhile); the next gets 503",
+        description="/v1 requests one API process works on at once while lightly used (a "
+        "request waiting on another region does not count meanwhile); the next gets 503",
     )
     max_loop_lag_ms: Float = Field(
         default=5.0,
@@ -796,26 +796,20 @@ class AdmissionSettings(_Model):
         "saturated) and half of max_inflight is in flight; 0 = off",
     )
     retry_after_s: Float = Field(default=1.0, gt=0, le=MAX_S, description="Retry-After of a 503")
-    min_inflight: Int = Field(
-        default=4,
+    sustained_inflight: Int = Field(
+        default=8,
         gt=0,
         le=10_000,
-        description="the adaptive bound never goes below this (at most max_inflight)",
-    )
-    latency_share: Float = Field(
-        default=0.5,
-        ge=0,
-        le=1,
-        description="the in-flight bound shrinks while admitted requests spend more than "
-        "this share of their type's P50 target in the process, and grows back while they "
-        "take under half of it; 0 = a fixed bound of max_inflight",
+        description="the bound while the process is saturated (its time-averaged in-flight "
+        "count over ~100 ms at 3/4 of this or more); max_inflight is for the bursts of a "
+        "lightly used process",
     )
 
     @model_validator(mode="after")
     def _bounds(self) -> AdmissionSettings:
-        if self.min_inflight > self.max_inflight:
+        if self.sustained_inflight > self.max_inflight:
             raise ValueError(
-                f"deploy.admission.min_inflight ({self.min_inflight}) is above "
+                f"deploy.admission.sustained_inflight ({self.sustained_inflight}) is above "
                 f"max_inflight ({self.max_inflight}); lower it or raise max_inflight"
             )
         return self

@@ -45,7 +45,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from geoshard import __version__
 from geoshard.cluster import metrics as m
-from geoshard.cluster.admission import CURRENT, AdaptiveLimit, Lease, Slots, request_type
+from geoshard.cluster.admission import CURRENT, AdaptiveLimit, Slots
 from geoshard.cluster.api.models import (
     ErrorOut,
     FeaturesIn,
@@ -199,11 +199,10 @@ class Admission:
     the event loop, before its body is read or parsed, when
 
     * the process's in-flight bound is reached. The bound adapts
-      (:class:`~geoshard.cluster.admission.AdaptiveLimit`) between ``min_limit`` and
-      ``limit`` (``deploy.admission.min_inflight`` and ``max_inflight``): it shrinks
-      while admitted requests spend more than their targets in the process (``targets``:
-      per request type, ``latency_share`` x its P50 target), and grows back while they
-      are fast and the bound is in use; or
+      (:class:`~geoshard.cluster.admission.AdaptiveLimit`): ``limit`` for the bursts of
+      a lightly used process, ``sustained_limit`` while the time-averaged in-flight count
+      says it is saturated (``deploy.admission.max_inflight`` and
+      ``sustained_inflight``); or
     * the event loop runs more than ``max_loop_lag_s`` late (sampled every ``sample_s``,
       smoothed over about five samples) and at least half of the bound is in flight:
       the process is saturated, so every request admitted now would wait behind the
@@ -212,8 +211,7 @@ class Admission:
     A request waiting on another region (a forwarded request, a read of another
     replica) gives its slot back while it waits (:func:`geoshard.cluster.admission.
     waiting_on_peer`): it uses no CPU here, and ~100 ms cross-region calls would
-    otherwise fill a bound sized for CPU work at light load; the wait is not counted in
-    its time either.
+    otherwise fill a bound sized for CPU work at light load.
 
     A refusal costs a fraction of a millisecond of CPU, so the admitted requests keep
     their latency and the process's memory stays bounded (a queue in front of the
@@ -233,17 +231,14 @@ class Admission:
         retry_after_s: float,
         max_loop_lag_s: float = 0.005,
         sample_s: float = 0.005,
-        min_limit: int | None = None,
-        targets: dict[str, float] | None = None,
+        sustained_limit: int | None = None,
     ) -> None:
         self.app = app
         self.region = region
         #: requests this process works on (a request waiting on another region gives its
         #: slot back meanwhile: :mod:`geoshard.cluster.admission`)
         self.slots = Slots()
-        self.limiter = AdaptiveLimit(limit, min(limit, min_limit or limit))
-        #: per request type, the time in the process an admitted request should stay under
-        self.targets = targets or {}
+        self.limiter = AdaptiveLimit(limit, min(limit, sustained_limit or limit))
         self.max_loop_lag_s = max_loop_lag_s
         self.sample_s = sample_s
         self.loop_lag_s = 0.0
@@ -271,6 +266,8 @@ class Admission:
             return
         if self._sampler is None and self.max_loop_lag_s > 0:
             self._sampler = asyncio.get_running_loop().create_task(self._sample_lag())
+        now = time.monotonic()
+        self.limiter.observe(self.slots.inflight, now)  # the average up to now
         limit = self.limiter.bound
         # the loop-lag rule applies from half the bound in flight: a late loop with little
         # in flight is the machine's CPU contention, not this process's load
@@ -287,18 +284,14 @@ class Admission:
                 headers={"Retry-After": self._retry_after},
             )(scope, receive, send)
             return
-        lease = Lease(self.slots, time.monotonic())
-        token = CURRENT.set(lease)
+        self.limiter.observe(self.slots.inflight, now)
+        token = CURRENT.set(self.slots)
         try:
             await self.app(scope, receive, send)
         finally:
             CURRENT.reset(token)
             self.slots.give_back()
-            target = self.targets.get(request_type(scope["method"], scope["path"]))
-            if target:
-                now = time.monotonic()
-                held = max(0.0, now - lease.t0 - lease.peer_s)
-                self.limiter.on_done(held, target, self.slots.inflight, now)
+            self.limiter.observe(self.slots.inflight, time.monotonic())
 
     @property
     def inflight(self) -> int:
@@ -436,12 +429,7 @@ def build_app(root: Path, region: str) -> FastAPI:
         limit=adm.max_inflight,
         retry_after_s=adm.retry_after_s,
         max_loop_lag_s=adm.max_loop_lag_ms / 1000.0,
-        min_limit=adm.min_inflight,
-        targets={
-            t: adm.latency_share * target.p50_ms / 1000.0 for t, target in spec.slo.latency.items()
-        }
-        if adm.latency_share > 0
-        else None,
+        sustained_limit=adm.sustained_inflight,
     )
     app.add_middleware(Gate, token=token, max_bytes=spec.deploy.max_body_bytes)
     _document_auth(app)

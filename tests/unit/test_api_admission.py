@@ -195,83 +195,30 @@ def test_a_request_waiting_on_another_region_gives_its_slot_back() -> None:
     asyncio.run(scenario())
 
 
-def test_slow_admitted_requests_shrink_the_bound_and_fast_ones_grow_it_back() -> None:
+def test_a_saturated_process_keeps_the_sustained_bound_and_a_burst_gets_the_larger() -> None:
     async def scenario() -> None:
-        delay = {"s": 0.03}
-
-        async def timed(scope: Any, receive: Any, send: Any) -> None:
-            await asyncio.sleep(delay["s"])
-            await send({"type": "http.response.start", "status": 200, "headers": []})
-            await send({"type": "http.response.body", "body": b"ok"})
-
+        inner = _Held()
         app = Admission(
-            timed,
-            region="r1",
-            limit=8,
-            retry_after_s=1.0,
-            max_loop_lag_s=0.0,
-            min_limit=2,
-            targets={"feature_read": 0.01},
+            inner, region="r1", limit=8, retry_after_s=1.0, max_loop_lag_s=0.0, sustained_limit=3
         )
-        app.limiter.cooldown_s = 0.0
+        app.limiter.tau_s = 0.02
+        # a burst into an idle process: up to the larger bound
+        burst = [asyncio.create_task(_call(app, f"/v1/items/sku-{i}")) for i in range(8)]
+        while inner.entered < 8:
+            await asyncio.sleep(0)
         assert app.limit == 8
-        # 8 at a time, each 3x its 10 ms target: a queue, so the bound comes down
-        for _ in range(4):
-            await asyncio.gather(*(_call(app, f"/v1/users/eu:{i}/features") for i in range(8)))
-        assert app.limit == 2
-        refused = [
-            s
-            for s, _h, _b in await asyncio.gather(
-                *(_call(app, f"/v1/users/eu:{i}/features") for i in range(4))
-            )
-        ]
-        assert sorted(refused) == [200, 200, 503, 503]
-        # quick again and using the bound: it grows back to the spec's maximum
-        delay["s"] = 0.0005
-        for _ in range(60):
-            await asyncio.gather(
-                *(_call(app, f"/v1/users/eu:{i}/features") for i in range(app.limit))
-            )
+        # held for 5 time constants: the time-averaged count says saturated
+        await asyncio.sleep(0.1)
+        status, _h, body = await _call(app, "/v1/items/sku-x")
+        assert app.limit == 3 and status == 503 and b"bound 3 of at most 8" in body
+        inner.release.set()
+        assert [r[0] for r in await asyncio.gather(*burst)] == [200] * 8
+        # idle again for 5 time constants: the burst bound is back
+        await asyncio.sleep(0.1)
+        app.limiter.observe(app.inflight, time.monotonic())
         assert app.limit == 8
-        # a route without a target (no SLO for its type) leaves the bound alone
-        app.targets = {}
-        delay["s"] = 0.05
-        await asyncio.gather(*(_call(app, f"/v1/users/eu:{i}/features") for i in range(8)))
-        assert app.limit == 8
-
-    asyncio.run(scenario())
-
-
-def test_time_waiting_on_another_region_is_not_counted_against_the_target() -> None:
-    from geoshard.cluster.admission import waiting_on_peer
-
-    async def scenario() -> None:
-        async def forwarding(scope: Any, receive: Any, send: Any) -> None:
-            def wait_on_peer() -> None:
-                with waiting_on_peer():
-                    time.sleep(0.05)  # a cross-region call: 5x the target, none of it here
-
-            await asyncio.to_thread(wait_on_peer)
-            await send({"type": "http.response.start", "status": 200, "headers": []})
-            await send({"type": "http.response.body", "body": b"ok"})
-
-        app = Admission(
-            forwarding,
-            region="r1",
-            limit=4,
-            retry_after_s=1.0,
-            max_loop_lag_s=0.0,
-            min_limit=1,
-            targets={"interaction_write": 0.01},
-        )
-        app.limiter.cooldown_s = 0.0
-        for _ in range(3):
-            await asyncio.gather(*(_call(app, "/v1/recommend/eu:1") for _ in range(4)))
-        assert app.limit == 4 and app.limiter.signal == 0.0  # recommend: no target here
-        app.targets = {"recommend": 0.01}
-        for _ in range(3):
-            await asyncio.gather(*(_call(app, "/v1/recommend/eu:1") for _ in range(4)))
-        assert app.limit == 4 and app.limiter.signal < 0.5
+        statuses = await asyncio.gather(*(_call(app, f"/v1/items/s{i}") for i in range(8)))
+        assert [s for s, _h, _b in statuses] == [200] * 8
 
     asyncio.run(scenario())
 
@@ -282,8 +229,8 @@ def test_the_adaptive_bounds_are_validated() -> None:
     from geoshard.spec import AdmissionSettings
 
     a = AdmissionSettings()
-    assert (a.min_inflight, a.max_inflight, a.latency_share) == (4, 16, 0.5)
-    with pytest.raises(ValidationError, match="min_inflight \\(20\\) is above max_inflight"):
-        AdmissionSettings(min_inflight=20)
-    with pytest.raises(ValidationError, match="latency_share"):
-        AdmissionSettings(latency_share=1.5)
+    assert (a.sustained_inflight, a.max_inflight) == (8, 16)
+    with pytest.raises(ValidationError, match="sustained_inflight \\(20\\) is above max_inflight"):
+        AdmissionSettings(sustained_inflight=20)
+    with pytest.raises(ValidationError, match="sustained_inflight"):
+        AdmissionSettings(sustained_inflight=0)
