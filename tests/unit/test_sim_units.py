@@ -106,9 +106,8 @@ def test_the_head_keeps_each_hot_nodes_sampled_load_within_its_bound() -> None:
     # 16 hot nodes, a 1 % slice of 5M users: with only the 16 / R head, a node's load is
     # the sum over a few sampled mid-popularity users and is off by several percent
     ring = RegionRing.of("r", 16, {}, 256)
-    kw = {"offset": 0, "scale": 0.01, "phase": 0.37}
-    old = _node_load_errors(Population("x", 5_000_000, 0.8, **kw), ring)
-    new_pop = Population("x", 5_000_000, 0.8, nodes=16, **kw)
+    old = _node_load_errors(Population("x", 5_000_000, 0.8, offset=0, scale=0.01, phase=0.37), ring)
+    new_pop = Population("x", 5_000_000, 0.8, offset=0, scale=0.01, phase=0.37, nodes=16)
     new = _node_load_errors(new_pop, ring)
     rms_old, rms_new = float(np.sqrt((old**2).mean())), float(np.sqrt((new**2).mean()))
     assert new_pop.head > 1600
