@@ -793,7 +793,7 @@ class AdmissionSettings(_Model):
         ge=0,
         le=1000,
         description="also refuse while the event loop runs this late (the process is "
-        "saturated) and half of max_inflight is in flight; 0 = off",
+        "saturated) and half of the bound is in flight; 0 = off",
     )
     retry_after_s: Float = Field(default=1.0, gt=0, le=MAX_S, description="Retry-After of a 503")
     sustained_inflight: Int = Field(
@@ -801,7 +801,7 @@ class AdmissionSettings(_Model):
         gt=0,
         le=10_000,
         description="the bound while the process is saturated (its time-averaged in-flight "
-        "count over ~100 ms at 3/4 of this or more); max_inflight is for the bursts of a "
+        "count over ~100 ms at half of this or more); max_inflight is for the bursts of a "
         "lightly used process",
     )
 
