@@ -40,6 +40,7 @@ from geoshard.spec import PERSONAL_CLASSES, Spec
 
 from .collect import SimResults, merge_results, shift_results
 from .engine import EngineOptions, Simulation
+from .tasks import init_ray
 from .workload import expected_requests, shifted
 
 __all__ = ["Task", "components", "plan_tasks", "simulate_parts", "slice_lead_s"]
@@ -295,15 +296,7 @@ def _ray(
 
     started = False
     if not ray.is_initialized():
-        kw: dict[str, Any] = {
-            "include_dashboard": False,
-            "log_to_driver": False,
-            "configure_logging": False,
-        }
-        if address:
-            ray.init(address=address, **kw)
-        else:
-            ray.init(num_cpus=workers, **kw)
+        init_ray(address, workers)
         started = True
     try:
         queue = Queue()

@@ -30,7 +30,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-__all__ = ["Runner", "TaskWorker", "ray_available", "rss_bytes", "run_tasks"]
+__all__ = ["Runner", "TaskWorker", "init_ray", "ray_available", "rss_bytes", "run_tasks"]
 
 T = TypeVar("T")
 
@@ -38,6 +38,8 @@ T = TypeVar("T")
 TASK_RETRIES = 3
 #: the share of the memory Ray schedules on that the pool's workers may keep between tasks
 RSS_SHARE = 0.5
+#: times a local Ray start is tried before its error is raised
+RAY_START_ATTEMPTS = 3
 
 
 def ray_available() -> bool:
@@ -59,6 +61,47 @@ def rss_bytes() -> int:
 
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return peak if sys.platform == "darwin" else peak * 1024
+
+
+def init_ray(address: str | None, num_cpus: int) -> None:
+    """Connect to the Ray cluster at ``address``, or start a local Ray with ``num_cpus``.
+
+    A local Ray's workers run at the driver's niceness (Ray's default is 15: on a shared
+    machine they would yield to everything else while the serial path runs at the
+    driver's priority), unless the user set ``RAY_worker_niceness``. Ray gives a local
+    node 30 s to register with its control store; on a loaded machine that can run out
+    (``The current node timed out during startup``), so a failed local start is cleaned
+    up and tried again, ``RAY_START_ATTEMPTS`` times in all, before its error is raised.
+    """
+    import ray
+
+    kw: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "configure_logging": False,
+    }
+    if address:
+        ray.init(address=address, **kw)
+        return
+    unset = "RAY_worker_niceness" not in os.environ
+    if unset:
+        os.environ["RAY_worker_niceness"] = "0"  # noqa: SIM112 - Ray config names are case-sensitive
+    try:
+        for attempt in range(1, RAY_START_ATTEMPTS + 1):
+            try:
+                ray.init(num_cpus=num_cpus, **kw)
+                return
+            except Exception as e:  # Ray raises a bare Exception for a start-up timeout
+                ray.shutdown()
+                if attempt == RAY_START_ATTEMPTS or "during startup" not in str(e):
+                    raise
+                print(
+                    f"geoshard: the local Ray did not start ({e}); trying again",
+                    file=sys.stderr,
+                )
+    finally:
+        if unset:
+            os.environ.pop("RAY_worker_niceness", None)
 
 
 class TaskWorker:
@@ -174,26 +217,7 @@ class Runner:
         import ray
 
         if not ray.is_initialized():
-            kw: dict[str, Any] = {
-                "include_dashboard": False,
-                "log_to_driver": False,
-                "configure_logging": False,
-            }
-            if self.address:
-                ray.init(address=self.address, **kw)
-            else:
-                # Ray runs its workers at niceness 15 by default: on a shared machine they
-                # would yield to everything else while the serial path runs at the
-                # driver's priority. The local Ray's workers get the driver's (unless the
-                # user set RAY_worker_niceness).
-                unset = "RAY_worker_niceness" not in os.environ
-                if unset:
-                    os.environ["RAY_worker_niceness"] = "0"  # noqa: SIM112 - Ray config names are case-sensitive
-                try:
-                    ray.init(num_cpus=self.workers or os.cpu_count() or 1, **kw)
-                finally:
-                    if unset:
-                        os.environ.pop("RAY_worker_niceness", None)
+            init_ray(self.address, self.workers or os.cpu_count() or 1)
             self._started = True
         if not self._size:
             resources = ray.cluster_resources()

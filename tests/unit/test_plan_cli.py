@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from geoshard.cli.app import app
 from geoshard.sim.planner import PlanSettings, deterministic_part, plan
 from geoshard.sim.search import parse_search
+from geoshard.sim.tasks import init_ray
 from geoshard.spec import load_spec, parse_spec
 
 runner = CliRunner()
@@ -221,7 +222,7 @@ def test_serial_and_local_ray_give_the_same_plan(repo_root: Path) -> None:
         headroom_levels=2,
     )
     serial = plan(spec, space, settings, workers=1)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    init_ray(None, 2)
     try:
         on_ray = plan(spec, space, settings, workers=2)
     finally:

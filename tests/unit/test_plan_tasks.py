@@ -15,7 +15,7 @@ import os
 
 import pytest
 
-from geoshard.sim.tasks import Runner, rss_bytes, run_tasks
+from geoshard.sim.tasks import RAY_START_ATTEMPTS, Runner, init_ray, rss_bytes, run_tasks
 
 
 def test_serial_tasks_answer_in_argument_order_with_progress() -> None:
@@ -31,7 +31,7 @@ def test_serial_tasks_answer_in_argument_order_with_progress() -> None:
 
 def test_ray_workers_are_reused_and_replaced_past_their_memory_limit() -> None:
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    init_ray(None, 2)
     try:
         with Runner(workers=2) as runner:
             seen: list[tuple[int, int]] = []
@@ -53,3 +53,37 @@ def test_ray_workers_are_reused_and_replaced_past_their_memory_limit() -> None:
         assert ray.is_initialized()  # the runners did not start this Ray, so left it running
     finally:
         ray.shutdown()
+
+
+def test_a_local_ray_that_times_out_at_start_is_tried_again_then_its_error_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ray = pytest.importorskip("ray")
+    calls: list[str] = []
+
+    def timing_out(**kw: object) -> None:
+        calls.append("init")
+        if calls.count("init") < failures:
+            raise Exception("The current node timed out during startup.")
+
+    monkeypatch.setattr(ray, "init", timing_out)
+    monkeypatch.setattr(ray, "shutdown", lambda: calls.append("shutdown"))
+    failures = RAY_START_ATTEMPTS  # the last attempt succeeds
+    init_ray(None, 2)
+    assert calls == ["init", "shutdown"] * (RAY_START_ATTEMPTS - 1) + ["init"]
+    calls.clear()
+    failures = RAY_START_ATTEMPTS + 1  # every attempt fails
+    with pytest.raises(Exception, match="during startup"):
+        init_ray(None, 2)
+    assert calls.count("init") == RAY_START_ATTEMPTS
+    calls.clear()
+
+    def refused(**kw: object) -> None:
+        calls.append("init")
+        raise ValueError("bad option")
+
+    monkeypatch.setattr(ray, "init", refused)
+    with pytest.raises(ValueError, match="bad option"):
+        init_ray(None, 2)
+    assert calls == ["init", "shutdown"]  # any other error is not retried
+    assert "RAY_worker_niceness" not in os.environ
