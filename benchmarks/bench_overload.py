@@ -13,19 +13,32 @@ the spec's request mix and Zipf users, all requests entering that region:
    by the same Locust at the same offered rate on the same cores: how fast a refusal
    can come back through this client on this machine.
 
-On a machine with two or more CPUs the region's API process tree is pinned to CPU 0 and
-everything else (the other processes of the deployment, Locust, this script) to the
-other CPUs, so that the API's capacity is one core and the client is not starved by the
-server it measures (``--no-pin`` keeps the scheduler's placement). Affinities are
-restored at the end.
+During phases 2 and 3 a light **probe** (``latency_probe.py``: one request at a time
+from the same mix, ``--probe-rate`` per second, ``nice -5`` where allowed) times the
+server's answers next to Locust. Locust at ~1,300-1,900 requests/s saturates its own
+core, so its latencies include its own queueing (the bare reference's refusal P99 was
+7-19 ms through it, 2-6 ms through the probe); the probe's do not. The latency targets
+(admitted P99 per type, refusal P99) are judged on the probe's figures; Locust's are
+reported beside them, with the same goals (``locust_*``).
 
-Ratios: ``admitted_p99_slo_<type>`` = SLO P99 / admitted P99 (goal 1.0);
+On a machine with two or more CPUs every thread of the region's API process tree is
+pinned to CPU 0, alone, and everything else (the other processes of the deployment,
+Locust at ``nice -5`` where allowed, this script) to the other CPUs, so that the API's
+capacity is one core and nothing else delays its event loop; the probe runs on the
+API's core (``--probe-cpu server``: on the client's, its own scheduling and packet work
+queue behind Locust and the backends; ``client`` puts it there). ``--no-pin`` keeps the
+scheduler's placement. Affinities are restored at the end.
+
+Ratios: ``admitted_p99_slo_<type>`` = SLO P99 / the probe's admitted P99 (goal 1.0);
 ``goodput_vs_capacity`` = admitted per second under overload / capacity (goal 0.9: the
-refusals must not starve the admitted work);
-``refusal_p99_10ms`` = 10 ms / refusal P99 (goal 1.0: the issue's target);
-``refusal_p99_vs_bare_fastapi_503`` = reference refusal P99 / ours (goal 0.5: within 2x of
-what a bare endpoint gets through the same client); ``api_memory_bounded`` = first RSS
-/ peak RSS (goal 0.8).
+refusals must not starve the admitted work); ``offered_vs_3x_capacity`` = offered per
+second / 3x capacity (goal 0.9: did the client reach the overload asked for);
+``refusal_p99_10ms`` = 10 ms / the probe's refusal P99 (goal 1.0: the issue's target);
+``refusal_p99_vs_bare_fastapi_503`` = the probe's reference refusal P99 / ours (goal 0.5:
+within 2x of a bare endpoint's); ``locust_admitted_p99_slo_<type>`` and
+``locust_refusal_p99_vs_bare_fastapi_503``, the same through Locust;
+``api_memory_bounded`` = first RSS / peak RSS (goal 0.8). ``api_cpu_busy_share`` is the
+API's CPU use over the overload phase (1.0 = its whole core).
 
 Without ``--dir`` it starts, seeds and stops its own deployment of
 ``examples/local.yaml`` (one API worker per region).
@@ -33,6 +46,8 @@ Without ``--dir`` it starts, seeds and stops its own deployment of
 Usage::
 
     python benchmarks/bench_overload.py --json [--dir DIR] [--region R] [--duration S]
+                                        [--probe-rate R] [--probe-cpu server|client]
+                                        [--users-seeded N] [--items-seeded N]
 """
 
 from __future__ import annotations
@@ -40,10 +55,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
+import os
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,15 +93,17 @@ REFUSING_APP = textwrap.dedent('''
 
 
 @contextlib.contextmanager
-def pinned(api_pid: int, other_pids: list[int], enabled: bool) -> Iterator[bool]:
-    """The API's process tree on CPU 0, the rest (and this process) on the other CPUs."""
+def pinned(api_pid: int, other_pids: list[int], enabled: bool) -> Iterator[list[int] | None]:
+    """The API's process tree on CPU 0, alone; the deployment's other processes and this
+    one (and so the load generator it starts) on the other CPUs. Yields the API's CPUs
+    (``None`` when not pinned)."""
     import psutil
 
     cpus = sorted(psutil.Process().cpu_affinity() or [])
     if not enabled or len(cpus) < 2:
-        yield False
+        yield None
         return
-    saved: dict[int, list[int]] = {}
+    saved: dict[int, list[int]] = {}  # affinity per thread id
 
     def tree(pid: int) -> list[psutil.Process]:
         try:
@@ -99,14 +118,98 @@ def pinned(api_pid: int, other_pids: list[int], enabled: bool) -> Iterator[bool]
     plan = [(p, cpus[:1]) for p in api] + [(p, cpus[1:]) for p in rest if p.pid not in api_pids]
     try:
         for proc, aff in plan:
+            # every thread: an affinity set on a pid binds only that thread, and the
+            # threads a process already runs (uvicorn's pool, Milvus's, Redis's) would
+            # stay on every CPU (the API's core was not its own before this)
             with contextlib.suppress(psutil.Error):
-                saved[proc.pid] = proc.cpu_affinity()
-                proc.cpu_affinity(aff)
-        yield True
+                for th in proc.threads():
+                    with contextlib.suppress(OSError):
+                        saved[th.id] = sorted(os.sched_getaffinity(th.id))
+                        os.sched_setaffinity(th.id, aff)
+        yield cpus[:1]
     finally:
-        for pid, aff in saved.items():
+        for tid, aff in saved.items():
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, aff)
+
+
+@contextlib.contextmanager
+def probing(
+    args: argparse.Namespace,
+    port: int,
+    token: str | None,
+    server_cpus: list[int] | None,
+    workload: list[str],
+) -> Iterator[dict[str, Any]]:
+    """``latency_probe.py`` against ``port`` during the load phase run inside the block
+    (from 2 s after its start to 2 s before its end), on ``server_cpus`` when given and
+    ``--probe-cpu server``; its result lands in the dict yielded once the block is over.
+    ``workload``: the probe's ``--mix``, ``--jurisdiction``, ``--users``... flags."""
+    import json
+
+    argv = [
+        sys.executable,
+        str(Path(__file__).with_name("latency_probe.py")),
+        str(port),
+        "--delay",
+        "2",
+        "--duration",
+        str(max(1, args.duration - 4)),
+        "--rate",
+        str(args.probe_rate),
+        *workload,
+    ]
+    if token:
+        argv += ["--token", token]
+    on_server = server_cpus is not None and args.probe_cpu == "server"
+    out: dict[str, Any] = {}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    try:
+        if on_server:
+            # on the server's core, beside the server alone, not on the client's with
+            # Locust and the rest of the deployment, where its own scheduling and packet
+            # work queue behind them (README); --probe-cpu client keeps it there
+            import psutil
+
+            psutil.Process(proc.pid).cpu_affinity(server_cpus)
+        yield out
+        stdout, _ = proc.communicate(timeout=args.duration + 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if proc.returncode != 0:
+        raise SystemExit(f"the latency probe failed (exit {proc.returncode})")
+    out.update(json.loads(stdout))
+    out["cpu"] = "server" if on_server else "client"
+
+
+def _probe_workload(spec: Any, region: str, users: int, items: int) -> list[str]:
+    """The probe's flags for the spec's mix and ``region``'s users."""
+    mix = ",".join(f"{t}={share}" for t, share in spec.workload.mix.items() if share > 0)
+    j = spec.regions[region].jurisdiction
+    return ["--mix", mix, "--jurisdiction", j, "--users", str(users), "--items", str(items)]
+
+
+def _raise_priority() -> None:
+    """In a child before exec: ``nice -5`` where allowed (the load generator shares its
+    CPU with the deployment's other processes and must still reach 3x)."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, -5)
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its children."""
+    import psutil
+
+    total = 0.0
+    with contextlib.suppress(psutil.Error):
+        root = psutil.Process(pid)
+        for proc in [root, *root.children(recursive=True)]:
             with contextlib.suppress(psutil.Error):
-                psutil.Process(pid).cpu_affinity(aff)
+                t = proc.cpu_times()
+                total += t.user + t.system
+    return total
 
 
 def _load(args: argparse.Namespace, root: Path, users: int, rate: float, out: Path) -> Any:
@@ -132,7 +235,14 @@ def _load(args: argparse.Namespace, root: Path, users: int, rate: float, out: Pa
         str(out),
         "--json",
     ]
-    res = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=600)
+    res = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+        preexec_fn=_raise_priority,
+    )
     if res.returncode not in (0, 1):
         raise SystemExit(f"geoshard load failed (exit {res.returncode}):\n{res.stderr[-2000:]}")
     return json.loads(res.stdout)
@@ -150,7 +260,9 @@ def _admitted(summary: dict[str, Any]) -> tuple[int, dict[str, float]]:
     return n, p99
 
 
-def _reference(args: argparse.Namespace, rate: float, users: int, tmp: Path) -> dict[str, Any]:
+def _reference(
+    args: argparse.Namespace, rate: float, users: int, tmp: Path, workload: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The same Locust, at ``rate``, against a bare FastAPI app that refuses everything."""
     from bench_serve import start_app
 
@@ -158,7 +270,7 @@ def _reference(args: argparse.Namespace, rate: float, users: int, tmp: Path) -> 
 
     proc, port = start_app(REFUSING_APP, "bench_overload_ref", 1, tmp, "/healthz")
     try:
-        with pinned(proc.pid, [], not args.no_pin):
+        with pinned(proc.pid, [], not args.no_pin) as server_cpus:
             cfg = {
                 "token": "reference",
                 "apis": {args.region: f"http://127.0.0.1:{port}"},
@@ -173,8 +285,9 @@ def _reference(args: argparse.Namespace, rate: float, users: int, tmp: Path) -> 
             }
             run_dir = tmp / "reference"
             run_dir.mkdir()
-            rows = run_locust(cfg, run_dir, users=users, duration=args.duration)
-        return refusals_from_stats(rows)
+            with probing(args, port, None, server_cpus, workload) as probe_out:
+                rows = run_locust(cfg, run_dir, users=users, duration=args.duration)
+        return refusals_from_stats(rows), probe_out
     finally:
         proc.terminate()
         try:
@@ -211,8 +324,8 @@ def run(report: Report, args: argparse.Namespace, root: Path) -> None:
     )
     with tempfile.TemporaryDirectory(prefix="bench-overload-") as tmp_s:
         tmp = Path(tmp_s)
-        with pinned(api.process.pid, others, not args.no_pin) as is_pinned:
-            report.metrics["pinned"] = is_pinned
+        with pinned(api.process.pid, others, not args.no_pin) as server_cpus:
+            report.metrics["pinned"] = server_cpus is not None
             log(f"capacity: closed loop, {args.users} users")
             cap = _load(args, root, args.users, 100_000.0, tmp / "capacity")
             answered, _ = _admitted(cap)
@@ -222,9 +335,20 @@ def run(report: Report, args: argparse.Namespace, root: Path) -> None:
             log(
                 f"overload: {rate:.0f}/s offered (3x {capacity:.0f}/s), {args.overload_users} users"
             )
-            over = _load(args, root, args.overload_users, rate, tmp / "overload")
+            cpu0, t0 = _tree_cpu_s(api.process.pid), time.monotonic()
+            workload = _probe_workload(spec, args.region, args.users_seeded, args.items_seeded)
+            with probing(args, api.port, sd.read_token(), server_cpus, workload) as probe_out:
+                over = _load(args, root, args.overload_users, rate, tmp / "overload")
+            # the API's CPU over the phase (Locust's start and stop included)
+            report.metrics["api_cpu_busy_share"] = round(
+                (_tree_cpu_s(api.process.pid) - cpu0) / (time.monotonic() - t0), 3
+            )
         n_ok, p99 = _admitted(over)
-        ref = _reference(args, rate, args.overload_users, tmp)
+        ref, ref_probe_out = _reference(args, rate, args.overload_users, tmp, workload)
+    no_refusal = {"count": 0, "p50_ms": None, "p99_ms": None}
+    probe = probe_out["refused"] or no_refusal
+    ref_probe = ref_probe_out["refused"] or no_refusal
+    probe_p99 = {t: float(v["p99_ms"]) for t, v in probe_out["admitted"].items()}
     o = over["overload"]
     refused = o["refused"]
     offered = over["metrics"]["total_requests"]
@@ -242,20 +366,47 @@ def run(report: Report, args: argparse.Namespace, root: Path) -> None:
             "reference_refusal_p50_ms": ref["p50_ms"],
             "reference_refusal_p99_ms": ref["p99_ms"],
             "reference_refused": ref["count"],
+            "probe_nice": probe_out["nice"],
+            "probe_cpu": probe_out["cpu"],
+            "probe_refused": probe["count"],
+            "probe_refusal_p50_ms": probe["p50_ms"],
+            "probe_refusal_p99_ms": probe["p99_ms"],
+            "probe_admitted": sum(int(v["count"]) for v in probe_out["admitted"].values()),
+            "probe_admitted_p99_ms": probe_p99,
+            "reference_probe_refused": ref_probe["count"],
+            "reference_probe_refusal_p50_ms": ref_probe["p50_ms"],
+            "reference_probe_refusal_p99_ms": ref_probe["p99_ms"],
             "api_rss_first_mib": first,
             "api_rss_peak_mib": peak,
         }
     )
-    for t, v in sorted(p99.items()):
+    # the admitted P99s are judged on the probe's timings, like the refusals; Locust's,
+    # which include its own queueing, are reported beside them with the same goal
+    for t, v in sorted(probe_p99.items()):
         target = spec.slo.latency[t].p99_ms
         report.ratio(f"admitted_p99_slo_{t}", target / max(v, 1e-9), 1.0)
+    for t, v in sorted(p99.items()):
+        target = spec.slo.latency[t].p99_ms
+        report.ratio(f"locust_admitted_p99_slo_{t}", target / max(v, 1e-9), 1.0)
+    # did the client offer the 3x it was asked to?
+    report.ratio("offered_vs_3x_capacity", offered / args.duration / max(rate, 1e-9), 0.9)
     # goodput: an admission rule that refuses too eagerly serves less under overload
     # than at capacity (seen with a 1 ms loop-lag bound: a quarter of capacity)
     report.ratio("goodput_vs_capacity", n_ok / args.duration / max(capacity, 1e-9), 0.9)
-    ours = float(refused["p99_ms"] or 0.0)
+    # the issue's 10 ms is the server's answer time: timed by the probe, which does not
+    # queue behind its own CPU as the saturated Locust does (both are reported)
+    ours = float(probe["p99_ms"] or 0.0)
     report.ratio("refusal_p99_10ms", 10.0 / max(ours, 1e-9), 1.0)
     report.ratio(
-        "refusal_p99_vs_bare_fastapi_503", float(ref["p99_ms"] or 0.0) / max(ours, 1e-9), 0.5
+        "refusal_p99_vs_bare_fastapi_503",
+        float(ref_probe["p99_ms"] or 0.0) / max(ours, 1e-9),
+        0.5,
+    )
+    locust = float(refused["p99_ms"] or 0.0)
+    report.ratio(
+        "locust_refusal_p99_vs_bare_fastapi_503",
+        float(ref["p99_ms"] or 0.0) / max(locust, 1e-9),
+        0.5,
     )
     report.ratio("api_memory_bounded", first / max(peak, 1e-9), 0.8)
 
@@ -269,6 +420,19 @@ def main() -> int:
     p.add_argument("--users", type=int, default=24, help="closed-loop users (capacity)")
     p.add_argument("--overload-users", type=int, default=60, help="open-loop users (3x)")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    p.add_argument(
+        "--probe-rate", type=float, default=150.0, help="requests/s of the refusal probe"
+    )
+    p.add_argument(
+        "--users-seeded", type=int, default=300, help="users seeded (the probe draws from them)"
+    )
+    p.add_argument("--items-seeded", type=int, default=1000, help="items seeded")
+    p.add_argument(
+        "--probe-cpu",
+        choices=("server", "client"),
+        default="server",
+        help="run the probe on the server's CPU (default) or with Locust on the others",
+    )
     args = p.parse_args()
     if args.quick:
         args.duration = 8
@@ -276,7 +440,9 @@ def main() -> int:
     if args.dir is not None:
         run(report, args, args.dir)
         return report.emit(args.json)
-    with own_deployment(report, args.spec, api_workers=1, users=300, items=1000) as root:
+    with own_deployment(
+        report, args.spec, api_workers=1, users=args.users_seeded, items=args.items_seeded
+    ) as root:
         run(report, args, root)
     return report.emit(args.json)
 
