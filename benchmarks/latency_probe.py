@@ -33,6 +33,9 @@ import random
 import time
 from dataclasses import dataclass
 
+#: The request types the probe can send.
+TYPES = ("feature_read", "recommend", "interaction_write")
+
 
 @dataclass(frozen=True)
 class Workload:
@@ -76,7 +79,12 @@ def parse_mix(text: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for part in text.split(","):
         name, _, share = part.partition("=")
-        out[name.strip()] = float(share)
+        try:
+            out[name.strip()] = float(share)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{part!r} is not type=share (for example feature_read=0.5)"
+            ) from None
     return out
 
 
@@ -188,6 +196,14 @@ def main() -> int:
     )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
+    unknown = sorted(set(args.mix) - set(TYPES))
+    if unknown or not args.mix or min(args.mix.values()) < 0 or sum(args.mix.values()) <= 0:
+        p.error(
+            f"--mix: {', '.join(unknown) or 'the shares'} invalid; use type=share,... with "
+            f"types among {', '.join(TYPES)} and shares >= 0, not all 0"
+        )
+    if args.rate <= 0 or args.duration <= 0 or args.users < 1 or args.items < 1:
+        p.error("--rate and --duration must be > 0, --users and --items >= 1")
     work = Workload(args.mix, args.jurisdiction, args.users, args.items, args.k)
     nice = 0
     with contextlib.suppress(OSError):  # raising the priority needs privileges
