@@ -31,12 +31,22 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from geoshard.cluster.regionlog import RegionLog
 from geoshard.errors import BackendUnavailableError, CapacityError, GeoshardError
-from geoshard.keys import UserKey
+from geoshard.keys import DataKey, UserKey
+from geoshard.storage.base import ColdStore
+from geoshard.storage.keylayout import key_text
 
-__all__ = ["LANES", "BufferFullError", "IngestBuffer", "Interaction", "interaction_fields"]
+__all__ = [
+    "LANES",
+    "BufferFullError",
+    "IngestBuffer",
+    "Interaction",
+    "interaction_fields",
+    "interaction_history",
+]
 
 #: Interaction types in priority order: a purchase is flushed before a click, a click
 #: before a view.
@@ -84,6 +94,40 @@ def interaction_fields(it: Interaction, targets: Sequence[str]) -> dict[str, str
         "value": json.dumps(it.to_json(), separators=(",", ":")),
         "targets": ",".join(targets),
     }
+
+
+def interaction_history(
+    log: RegionLog, cold: ColdStore, key: DataKey, limit: int = 1000
+) -> list[dict[str, Any]]:
+    """The interactions of ``key``'s owner held in a region: drained (the cold tier) and
+    not yet drained (the write log after the drain cursor); each event once, the newest
+    ``limit``, oldest first.
+
+    The region worker drains concurrently (cold append, then cursor, then trim), so the
+    reads go cursor, then log, then cold: an entry drained after the cursor was read is
+    either still in the log or, once trimmed, already in the cold tier when it is read.
+    (Cold before cursor loses every entry drained in between: acknowledged writes that
+    a read does not show.)
+    """
+    cursor = log.cursor("drain")
+    want = key_text(key).encode()
+    pending: list[dict[str, Any]] = []
+    while True:
+        rows = log.read(cursor, count=5000)
+        for sid, fields in rows:
+            if fields.get(b"kind") == b"interaction" and fields.get(b"key") == want:
+                pending.append(json.loads(fields[b"value"]))
+            cursor = sid
+        if len(rows) < 5000:
+            break
+    out: dict[str, dict[str, Any]] = {}
+    for raw in cold.history(key):
+        ev = json.loads(raw)
+        out.setdefault(ev["event_id"], ev)
+    for ev in pending:
+        out.setdefault(ev["event_id"], ev)
+    events = sorted(out.values(), key=lambda e: (e["ts"], e["event_id"]))
+    return events[-limit:] if limit > 0 else []
 
 
 @dataclass

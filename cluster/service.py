@@ -49,7 +49,12 @@ from geoshard.cluster import metrics as m
 from geoshard.cluster.access import AccessTracker
 from geoshard.cluster.envelope import ABSENT, new_version, unwrap, wrap
 from geoshard.cluster.health import HealthMonitor
-from geoshard.cluster.ingest import BufferFullError, IngestBuffer, Interaction
+from geoshard.cluster.ingest import (
+    BufferFullError,
+    IngestBuffer,
+    Interaction,
+    interaction_history,
+)
 from geoshard.cluster.itemindex import ItemIndex, current_version
 from geoshard.cluster.peers import PeerClient
 from geoshard.cluster.pipeline import RecommendPipeline, RecommendResult
@@ -802,23 +807,7 @@ class RegionService:
         """
         key = DataKey("interactions", user)
         self.residency.check(user.jurisdiction, "interactions", self.region, "store")
-        out: dict[str, dict[str, Any]] = {}
-        for raw in self.stores.cold.history(key):
-            ev = json.loads(raw)
-            out.setdefault(ev["event_id"], ev)
-        cursor = self.log.cursor("drain")
-        want = key_text(key).encode()
-        while True:
-            rows = self.log.read(cursor, count=5000)
-            for sid, fields in rows:
-                if fields.get(b"kind") == b"interaction" and fields.get(b"key") == want:
-                    ev = json.loads(fields[b"value"])
-                    out.setdefault(ev["event_id"], ev)
-                cursor = sid
-            if len(rows) < 5000:
-                break
-        events = sorted(out.values(), key=lambda e: (e["ts"], e["event_id"]))
-        return events[-HISTORY_LIMIT:]
+        return interaction_history(self.log, self.stores.cold, key, HISTORY_LIMIT)
 
     # ------------------------------------------------------------------ status
     def healthz(self) -> dict[str, Any]:
