@@ -436,6 +436,33 @@ def main() -> int:
     args = p.parse_args()
     if args.quick:
         args.duration = 8
+    # checked before anything starts: each is a usage error (exit 2), not a failed run
+    if args.duration < 5:
+        p.error(f"--duration {args.duration}: each phase needs at least 5 s; use --duration 15")
+    for flag, value in (
+        ("--users", args.users),
+        ("--overload-users", args.overload_users),
+        ("--users-seeded", args.users_seeded),
+        ("--items-seeded", args.items_seeded),
+    ):
+        if value < 1:
+            p.error(f"{flag} {value}: must be at least 1")
+    if not 0 < args.probe_rate <= 1000:
+        p.error(f"--probe-rate {args.probe_rate:g}: use a rate in (0, 1000] requests/s")
+    if args.dir is None and not args.spec.is_file():
+        p.error(f"--spec {args.spec}: no such file; use a spec such as examples/local.yaml")
+    if args.dir is not None and not args.dir.is_dir():
+        p.error(f"--dir {args.dir}: no such directory; start one with geoshard up, or omit --dir")
+    if args.dir is None:
+        from geoshard.errors import GeoshardError
+        from geoshard.spec import load_spec
+
+        try:
+            regions = list(load_spec(args.spec).regions)
+        except GeoshardError as exc:
+            p.error(f"--spec {args.spec}: {exc}")
+        if args.region not in regions:
+            p.error(f"--region {args.region}: not in {args.spec.name}; use one of {regions}")
     report = Report("overload")
     if args.dir is not None:
         run(report, args, args.dir)
