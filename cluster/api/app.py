@@ -244,6 +244,11 @@ class Admission:
         self.loop_lag_s = 0.0
         self._sampler: asyncio.Task[None] | None = None
         self._retry_after = str(max(1, math.ceil(retry_after_s)))
+        self._refusal_headers = [
+            (b"content-type", _JSON.encode()),
+            (b"retry-after", self._retry_after.encode()),
+        ]
+        self._refused = m.ADMISSION_REFUSED.labels(region)
 
     @property
     def limit(self) -> int:
@@ -273,16 +278,7 @@ class Admission:
         # in flight is the machine's CPU contention, not this process's load
         busy = self.inflight >= max(1, limit // 2) and self.loop_lag_s > self.max_loop_lag_s
         if busy or not self.slots.take(limit):
-            m.ADMISSION_REFUSED.labels(self.region).inc()
-            await _error(
-                503,
-                "overloaded",
-                f"this API process is full ({self.inflight} requests in flight, bound "
-                f"{limit} of at most {self.limiter.max_limit}; event loop "
-                f"{self.loop_lag_s * 1000:.1f} ms late): retry after the Retry-After "
-                "seconds, or add API servers (deploy.admission sets the bounds)",
-                headers={"Retry-After": self._retry_after},
-            )(scope, receive, send)
+            await self._refuse(limit, send)
             return
         self.limiter.observe(self.slots.inflight, now)
         token = CURRENT.set(self.slots)
@@ -297,6 +293,32 @@ class Admission:
     def inflight(self) -> int:
         """Requests this process works on now."""
         return self.slots.inflight
+
+    async def _refuse(self, limit: int, send: Send) -> None:
+        """The 503 ``overloaded`` answer, sent as two raw ASGI messages: the same body
+        as every other error (``error``, ``code``, ``field``), without building a
+        Response (refusals are the cheap path under overload: every microsecond spent
+        here is taken from the admitted requests)."""
+        self._refused.inc()
+        body = json.dumps(
+            {
+                "error": f"this API process is full ({self.inflight} requests in flight, "
+                f"bound {limit} of at most {self.limiter.max_limit}; event loop "
+                f"{self.loop_lag_s * 1000:.1f} ms late): retry after the Retry-After "
+                "seconds, or add API servers (deploy.admission sets the bounds)",
+                "code": "overloaded",
+                "field": None,
+            },
+            separators=(",", ":"),
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [*self._refusal_headers, (b"content-length", b"%d" % len(body))],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
 
 # --------------------------------------------------------------------------- validation errors
