@@ -8,7 +8,7 @@ on a fixed schedule, at a raised priority where allowed (``nice -5``), drawn fro
 same request mix as the load (feature reads, recommends, interaction writes of
 uniformly drawn users), and times each answer with ``perf_counter``: what it sees is
 the server's answer time plus a loopback round trip. ``bench_overload.py`` runs it next
-to Locust, against our API and against the bare reference alike.
+to the load (wrk or Locust), against our API and against the bare reference alike.
 
 Prints one JSON object: ``nice`` (the priority it ran at); ``types``: per request
 type, per status (``"200"``, ``"503"``, an exception's name) the count and the
@@ -47,8 +47,11 @@ class Workload:
     items: int = 1000
     k: int = 20
 
-    def request(self, rng: random.Random) -> tuple[str, str, str, bytes | None]:
-        """``(type, method, path, body)`` of one request drawn from the mix.
+    def request(
+        self, rng: random.Random, user_index: int | None = None
+    ) -> tuple[str, str, str, bytes | None]:
+        """``(type, method, path, body)`` of one request drawn from the mix, for user
+        ``user_index`` (default: drawn uniformly from ``users``).
 
         Examples:
             >>> w = Workload({"recommend": 1.0}, users=1)
@@ -57,7 +60,8 @@ class Workload:
         """
         kinds = list(self.mix)
         op = rng.choices(kinds, weights=[self.mix[t] for t in kinds])[0]
-        user = f"{self.jurisdiction}:{rng.randrange(self.users)}"
+        index = rng.randrange(self.users) if user_index is None else user_index
+        user = f"{self.jurisdiction}:{index}"
         if op == "feature_read":
             return op, "GET", f"/v1/users/{user}/features", None
         if op == "recommend":

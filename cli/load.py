@@ -140,7 +140,7 @@ def refusals_from_stats(rows: list[dict[str, str]]) -> dict[str, Any]:
     }
 
 
-class _MemorySampler:
+class MemorySampler:
     """The resident memory of every region's API process tree (uvicorn and its workers),
     sampled once a second in a thread while Locust runs: first sample and peak, MiB."""
 
@@ -176,7 +176,7 @@ class _MemorySampler:
             for region, mib in self.sample().items():
                 self.peak[region] = max(self.peak.get(region, 0.0), mib)
 
-    def __enter__(self) -> _MemorySampler:
+    def __enter__(self) -> MemorySampler:
         self.first = self.sample()
         self.peak = dict(self.first)
         self._thread.start()
@@ -348,7 +348,7 @@ def load(
         for r, st in state.regions.items()
         if st.api is not None and st.api.process is not None
     }
-    with _MemorySampler(api_pids) as memory:
+    with MemorySampler(api_pids) as memory:
         rows = run_locust(cfg, run_dir, users=users, duration=duration, processes=processes)
     targets = {t: lat.p99_ms for t, lat in running.slo.latency.items()}
     requests = metrics_from_stats(rows, targets)

@@ -7,6 +7,7 @@ import http.server
 import importlib.util
 import json
 import random
+import shutil
 import sys
 import threading
 from collections import Counter
@@ -120,3 +121,61 @@ def test_probe_times_a_real_server(lp: ModuleType, half_refusing_server: int) ->
     assert out["refused"]["count"] in (total // 2, (total + 1) // 2)
     assert sum(v["count"] for v in out["admitted"].values()) == total - out["refused"]["count"]
     assert all(v["max_ms"] < 1000 for v in out["admitted"].values())
+
+
+@pytest.fixture(scope="module")
+def bench(repo_root: Path, lp: ModuleType) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "bench_overload", repo_root / "benchmarks" / "bench_overload.py"
+    )
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_wrk_request_file_has_the_mix_and_zipf_users(
+    bench: ModuleType, repo_root: Path, tmp_path: Path
+) -> None:
+    from geoshard.spec import load_spec
+
+    spec = load_spec(repo_root / "examples" / "local.yaml")
+    path = tmp_path / "requests.tsv"
+    bench.write_requests(path, spec, "eu-west", 300, 1000, 6000)
+    rows = [line.split("\t") for line in path.read_text().splitlines()]
+    assert len(rows) == 6000 and all(len(r) == 3 for r in rows)
+    posts = [r for r in rows if r[0] == "POST"]
+    assert all(r[1] == "/v1/interactions" and json.loads(r[2])["interactions"] for r in posts)
+    assert all(r[2] == "" for r in rows if r[0] == "GET")
+    share = len(posts) / len(rows)
+    assert abs(share - spec.workload.mix["interaction_write"]) < 0.03
+    users: Counter[str] = Counter()
+    for r in rows:
+        if r[0] == "GET":
+            users[r[1].split("/")[3].split("?")[0]] += 1
+    assert all(u.startswith("eu:") for u in users)
+    # Zipf: the first id is the most drawn, far above a uniform draw's 1/300
+    assert users.most_common(1)[0][0] == "eu:0"
+    assert users["eu:0"] / sum(users.values()) > 5 / 300
+
+
+@pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="wrk is not installed (apt-get install -y wrk)"
+)
+def test_wrk_counts_answers_by_status_and_paces_its_connections(
+    bench: ModuleType, repo_root: Path, tmp_path: Path, half_refusing_server: int
+) -> None:
+    import argparse
+
+    from geoshard.spec import load_spec
+
+    spec = load_spec(repo_root / "examples" / "local.yaml")
+    path = tmp_path / "requests.tsv"
+    bench.write_requests(path, spec, "eu-west", 300, 1000, 500)
+    args = argparse.Namespace(duration=2)
+    out = bench.run_wrk(args, half_refusing_server, "tok", path, 4, 40.0)
+    # 4 connections paced to 40/s together, for 2 s: ~80 requests
+    assert 40 <= out["requests"] <= 120, out
+    assert out["ok"] + out["r503"] == out["requests"] and out["r5xx"] == out["r4xx"] == 0
+    assert abs(out["ok"] - out["r503"]) <= 4  # the server refuses every other request
+    assert out["mean_delay_ms"] == pytest.approx(1e3 * 4 / 40.0 - 2.0)
