@@ -156,6 +156,7 @@ def probing(
     ``workload``: the probe's ``--mix``, ``--jurisdiction``, ``--users``... flags."""
     import json
 
+    seconds = max(1, args.duration - 4)
     argv = [
         sys.executable,
         str(Path(__file__).with_name("latency_probe.py")),
@@ -163,7 +164,7 @@ def probing(
         "--delay",
         "2",
         "--duration",
-        str(max(1, args.duration - 4)),
+        str(seconds),
         "--rate",
         str(args.probe_rate),
         *workload,
@@ -191,6 +192,7 @@ def probing(
         raise SystemExit(f"the latency probe failed (exit {proc.returncode})")
     out.update(json.loads(stdout))
     out["cpu"] = "server" if on_server else "client"
+    out["seconds"] = seconds
 
 
 def _probe_workload(spec: Any, region: str, users: int, items: int) -> list[str]:
@@ -345,10 +347,10 @@ def run_wrk(
     return out
 
 
-def _probe_answered(args: argparse.Namespace, probe_out: dict[str, Any]) -> float:
+def _probe_answered(probe_out: dict[str, Any]) -> float:
     """The probe's admitted answers per second."""
     n = sum(int(v["count"]) for v in probe_out["admitted"].values())
-    return n / max(1, args.duration - 4)
+    return n / probe_out["seconds"]
 
 
 def _answered(counts: dict[str, Any]) -> int:
@@ -430,7 +432,7 @@ def run_wrk_phases(
             with probing(args, port, token, server_cpus, workload) as cap_probe_out:
                 cap = run_wrk(args, port, token, requests, conns, None)
             # the probe's answers count: it is part of the load in every phase
-            capacity = _answered(cap) / cap["seconds"] + _probe_answered(args, cap_probe_out)
+            capacity = _answered(cap) / cap["seconds"] + _probe_answered(cap_probe_out)
             rate = 3.0 * capacity
             wrk_rate = max(rate - args.probe_rate, 0.1 * rate)  # the probe sends the rest
             log(
@@ -453,7 +455,7 @@ def run_wrk_phases(
         ):
             ref = run_wrk(args, ref_port, "reference", requests, args.connections, wrk_rate)
     offered = over["requests"] / over["seconds"] + args.probe_rate
-    admitted = _answered(over) / over["seconds"] + _probe_answered(args, probe_out)
+    admitted = _answered(over) / over["seconds"] + _probe_answered(probe_out)
     report.metrics.update(
         {
             "capacity_per_s": round(capacity, 1),
