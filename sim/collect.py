@@ -339,9 +339,11 @@ class Collector:
             elif reason == "no_region":
                 c.no_allowed_region += 1
 
-    def flush(self) -> None:
-        """Bin the buffered answers into the histograms, SLO counts and time series."""
-        if not self._buf:
+    def flush(self, min_rows: int = 1) -> None:
+        """Bin the buffered answers into the histograms, SLO counts and time series, once
+        there are ``min_rows`` or more (each binning has a fixed cost of a few dozen array
+        operations, so a run at a few hundred answers a second bins every few seconds)."""
+        if len(self._buf) < max(min_rows, 1):
             return
         rows = np.array(self._buf, dtype=np.float64)  # (n, 4), converted in C
         self._buf.clear()

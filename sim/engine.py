@@ -77,6 +77,8 @@ from .workload import RegionArrivals, mix_vector, rate_segments
 __all__ = ["EngineOptions", "Simulation", "populations", "stream"]
 
 _FR, _REC, _WR = 0, 1, 2  # indices into REQUEST_TYPES
+# answers and waits are buffered and binned in batches of at least this many (a few MB)
+_FLUSH_ROWS = 32768
 _OPS = ("read", "read", "write")
 _DC = ("user_features", "user_features", "interactions")
 
@@ -1165,8 +1167,8 @@ class Simulation:
             for p in pools:  # bounded memory: apply the deferred joins that are due
                 if p.deferred:
                     p.apply_deferred(now)
-                p.flush_waits()
-            self.collector.flush()  # and bin the second's answers
+                p.flush_waits(_FLUSH_ROWS)
+            self.collector.flush(_FLUSH_ROWS)  # bin the buffered answers (bounded memory)
             for m in models:  # the warm start's residency decays with time
                 m.advance(sec + 0.5)
             if on_second is not None:

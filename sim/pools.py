@@ -227,9 +227,12 @@ class Pool:
         """The sum of the real waits of measured joins (exact)."""
         return self.waits.total + float(sum(self._buf))
 
-    def flush_waits(self) -> None:
-        """Bin the buffered waits (the engine calls it every simulated second)."""
-        self._flush_waits()
+    def flush_waits(self, min_rows: int = 0) -> None:
+        """Bin the buffered waits once there are ``min_rows`` or more (0: always; the engine
+        calls it every simulated second with a bound that keeps the buffer's memory small
+        and each binning large enough to be cheap)."""
+        if len(self._buf) >= min_rows:
+            self._flush_waits()
 
     def _flush_waits(self) -> None:
         if self._buf:

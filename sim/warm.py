@@ -30,6 +30,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,7 +133,7 @@ class LevelModel:
         head_residents: expected resident head keys of the slice (for the slice capacity).
         table: per jurisdiction, a ``[class x time]`` table of P(resident) of an untouched key.
         current: per jurisdiction, the table's column at the current time (see
-            :meth:`CacheModel.advance`), as a list for the oracles' lookups.
+            :meth:`CacheModel.advance`), as an array of floats for the oracles' lookups.
         hit0: per jurisdiction, per class, the steady-state hit probability of a lookup
             that reaches this level (the slice's head users are decided by it).
         calibrated: True when a keyed replay corrected the model (:meth:`CacheModel.calibrate`).
@@ -148,8 +149,11 @@ class LevelModel:
     table: dict[str, np.ndarray]
     hit0: dict[str, list[float]]
     calibrated: bool = False
-    current: dict[str, list[float]] = field(default_factory=dict)
+    current: dict[str, array[float]] = field(default_factory=dict)
     decay_factor: np.ndarray | None = None
+    # the tables by time step (``[time x class]``, contiguous), made at the first advance
+    # after a table changes: a step's column is then one copy, not thousands of floats
+    _by_step: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def slice_capacity(self, scale: float) -> float:
         """The capacity of this level in a slice: ``R x`` what the tail users hold at full
@@ -339,7 +343,10 @@ class CacheModel:
         k = min(int(now_s / self.grid_step + 0.5), len(self.grid) - 1)
         for lm in self.levels.values():
             for j, tab in lm.table.items():
-                lm.current[j] = tab[:, k].tolist()
+                made = lm._by_step.get(j)
+                if made is None or made[0] is not tab:
+                    made = lm._by_step[j] = (tab, np.ascontiguousarray(tab.T, dtype=np.float64))
+                lm.current[j] = array("d", made[1][k].tobytes())
 
     def oracle(self, level: str, salt: int) -> _Oracle:
         """The residency oracle of one cache instance of ``level`` (its own ``salt``)."""
