@@ -123,6 +123,10 @@ def main() -> int:
         return 0
     quick = args.quick
     rep = Report("sim")
+    from geoshard import native
+
+    # compiled with mypyc, or the sources (GEOSHARD_PURE=1 measures those; core/native.py)
+    rep.metrics["engine"] = native.status()["reason"]
     n_mm8 = 50_000 if quick else 200_000
     n_loop = 200_000 if quick else 1_000_000
     dur = 30.0 if quick else 120.0

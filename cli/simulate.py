@@ -204,7 +204,8 @@ def _render(result: dict[str, Any], run_dir: Path) -> None:
         f"[bold]{result['spec_name']}[/] seed {result['seed']}, scale {result['scale']:g}, "
         f"{result['duration_s']:g} s simulated ({m['arrivals']:,} requests in full) in "
         f"{machine['wall_s']} s wall ({machine['executor']['executor']}, "
-        f"{len(machine['executor']['parts'])} independent part(s))"
+        f"{len(machine['executor']['parts'])} independent part(s); "
+        f"engine {machine['engine']['reason']})"
     )
     con.print("assumptions:")
     for a in result["assumptions"]:

@@ -10,6 +10,11 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from geoshard import native as _native
+
+# the compiled simulator modules, or their sources when those changed (see native.py)
+_native.install_guard()
+
 try:
     __version__ = version("geoshard")
 except PackageNotFoundError:  # running from a source tree that was never installed

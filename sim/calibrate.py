@@ -310,7 +310,8 @@ def _replay(
         if tm >= measure_from:
             names = (["l1"] if keyed_l1 else []) + shared
             grid = models[e]
-            win, rel = divmod(tm - measure_from, span_ms)
+            windows, rel = divmod(tm - measure_from, span_ms)
+            win = int(windows)
             tb = min(int(rel * 0.001 / grid.grid_step + 0.5), len(grid.grid) - 1)
             for i in range(len(stack) if hit < 0 else hit + 1):
                 look, hits = counts[(e, names[i], j)]

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import simpy
 
-from geoshard import __version__
+from geoshard import __version__, native
 from geoshard.errors import ConfigError
 from geoshard.spec import REQUEST_TYPES, Spec
 
@@ -306,6 +306,8 @@ def simulate_spec(
             "process_s": round(cpu, 3),
         },
         "executor": info,
+        # the compiled simulator modules, or why the sources ran (core/native.py)
+        "engine": native.status(),
         "simulated_requests_per_wall_s": round(res.arrived / wall, 1) if wall > 0 else None,
         "simulated_s_per_wall_s": round(duration_s / wall, 4) if wall > 0 else None,
     }

@@ -114,9 +114,9 @@ class CachePolicy(ABC):
     def __init__(
         self,
         *,
-        capacity_items: int | None = None,
-        capacity_bytes: int | None = None,
-        ttl_s: float | None = None,
+        capacity_items: int | float | None = None,
+        capacity_bytes: int | float | None = None,
+        ttl_s: int | float | None = None,
     ) -> None:
         if capacity_items is not None and capacity_bytes is not None:
             raise ConfigError(
@@ -131,11 +131,15 @@ class CachePolicy(ABC):
         else:
             self._capacity = _check_capacity("capacity_items", capacity_items)
             self._in_bytes = False
+        # a new name, not ttl_s narrowed: mypyc (core/native.py) types the narrowed
+        # variable as None and refuses the float at run time
+        ttl: float | None = None
         if ttl_s is not None:
-            if isinstance(ttl_s, bool) or not isinstance(ttl_s, numbers.Real) or not ttl_s > 0:
+            raw: object = ttl_s
+            if isinstance(raw, bool) or not isinstance(raw, numbers.Real) or not raw > 0:  # type: ignore[operator]
                 raise ConfigError(f"ttl_s(={ttl_s!r}) must be > 0, or None for no expiry.")
-            ttl_s = float(ttl_s)
-        self._ttl_s: float | None = ttl_s
+            ttl = float(raw)
+        self._ttl_s: float | None = ttl
         self._used = 0
         self._hits = 0
         self._misses = 0
@@ -359,9 +363,9 @@ class _DictPolicy(CachePolicy):
     def __init__(
         self,
         *,
-        capacity_items: int | None = None,
-        capacity_bytes: int | None = None,
-        ttl_s: float | None = None,
+        capacity_items: int | float | None = None,
+        capacity_bytes: int | float | None = None,
+        ttl_s: int | float | None = None,
     ) -> None:
         super().__init__(capacity_items=capacity_items, capacity_bytes=capacity_bytes, ttl_s=ttl_s)
         self._data: OrderedDict[Hashable, float] = OrderedDict()
@@ -547,9 +551,9 @@ class Sieve(CachePolicy):
     def __init__(
         self,
         *,
-        capacity_items: int | None = None,
-        capacity_bytes: int | None = None,
-        ttl_s: float | None = None,
+        capacity_items: int | float | None = None,
+        capacity_bytes: int | float | None = None,
+        ttl_s: int | float | None = None,
     ) -> None:
         super().__init__(capacity_items=capacity_items, capacity_bytes=capacity_bytes, ttl_s=ttl_s)
         self._nodes: dict[Hashable, _Node] = {}
