@@ -128,6 +128,14 @@ class BuildNative(build_ext):
     def run(self) -> None:
         if self.extensions:
             super().run()
+        built = [Path(self.get_ext_fullpath(e.name)).is_file() for e in self.extensions]
+        if not self.extensions or not all(built):
+            # nothing compiled, or a C compile failed (the extensions are optional): no
+            # record, so that the guard and the checks know the package is pure Python
+            if self.extensions:
+                _warn("the C compiler failed; the package is pure Python")
+            RECORD.unlink(missing_ok=True)
+            (Path(self.build_lib) / "geoshard" / RECORD.name).unlink(missing_ok=True)
 
 
 def _record() -> None:
