@@ -124,6 +124,8 @@ def test_an_install_with_a_build_record_runs_compiled() -> None:
     root = Path(native.__file__).parent
     if not (root / native.BUILD_RECORD).is_file() or os.environ.get(native.PURE_ENV):
         pytest.skip("this install was built without the compiled modules")
+    if "changed since it was compiled" in str(native.status()["reason"]):
+        pytest.skip(f"a source was edited after the install: {native.status()['reason']}")
     assert native.status() == {
         "compiled": True,
         "reason": f"compiled with mypyc ({len(native.MODULES)} modules)",
