@@ -38,10 +38,6 @@ def _warn(msg: str) -> None:
     print(f"geoshard setup: {msg}", file=sys.stderr)
 
 
-def _pure() -> bool:
-    return os.environ.get("GEOSHARD_PURE", "") not in ("", "0")
-
-
 def _package_dirs() -> dict[str, str]:
     with open(ROOT / "pyproject.toml", "rb") as f:
         dirs: dict[str, str] = tomllib.load(f)["tool"]["setuptools"]["package-dir"]
@@ -122,7 +118,9 @@ class BuildNative(build_ext):
         if any(e.name == PLACEHOLDER for e in self.distribution.ext_modules or []):
             if self.inplace:
                 _remove_inplace_builds()
-            self.distribution.ext_modules = [] if _pure() else _mypyc_extensions()
+            self.distribution.ext_modules = (
+                [] if NATIVE["pure_requested"]() else _mypyc_extensions()
+            )
         super().finalize_options()
 
     def run(self) -> None:
@@ -143,7 +141,7 @@ def _record() -> None:
     between, an import must not take them for a build of these)."""
     old = RECORD.read_text() if RECORD.is_file() else None
     RECORD.unlink(missing_ok=True)
-    if _pure():
+    if NATIVE["pure_requested"]():
         _warn("GEOSHARD_PURE is set: building pure Python")
         _remove_inplace_builds()
         return

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["BUILD_RECORD", "MODULES", "install_guard", "source_digest", "status"]
+__all__ = ["BUILD_RECORD", "MODULES", "install_guard", "pure_requested", "source_digest", "status"]
 
 #: compiled modules -> their files, relative to the ``geoshard`` package folder
 MODULES: dict[str, str] = {
@@ -68,8 +68,13 @@ def _compiled_file(py: Path) -> Path | None:
     return None
 
 
+def pure_requested() -> bool:
+    """True when :data:`PURE_ENV` asks for the sources (at install or at run time)."""
+    return os.environ.get(PURE_ENV, "") not in ("", "0")
+
+
 def _decide(root: Path) -> tuple[bool, str]:
-    if os.environ.get(PURE_ENV, "") not in ("", "0"):
+    if pure_requested():
         return False, f"pure Python ({PURE_ENV} is set)"
     try:
         record = json.loads((root / BUILD_RECORD).read_text())["sources"]

@@ -135,10 +135,9 @@ class CachePolicy(ABC):
         # variable as None and refuses the float at run time
         ttl: float | None = None
         if ttl_s is not None:
-            raw: object = ttl_s
-            if isinstance(raw, bool) or not isinstance(raw, numbers.Real) or not raw > 0:  # type: ignore[operator]
+            if isinstance(ttl_s, bool) or not isinstance(ttl_s, numbers.Real) or not ttl_s > 0:
                 raise ConfigError(f"ttl_s(={ttl_s!r}) must be > 0, or None for no expiry.")
-            ttl = float(raw)
+            ttl = float(ttl_s)
         self._ttl_s: float | None = ttl
         self._used = 0
         self._hits = 0
@@ -370,7 +369,7 @@ class _DictPolicy(CachePolicy):
         super().__init__(capacity_items=capacity_items, capacity_bytes=capacity_bytes, ttl_s=ttl_s)
         self._data: OrderedDict[Hashable, float] = OrderedDict()
         self._costs: dict[Hashable, int] | None = {} if self._in_bytes else None
-        self._life = ttl_s if ttl_s is not None else math.inf
+        self._life = self._ttl_s if self._ttl_s is not None else math.inf
 
     def __contains__(self, key: object) -> bool:
         return key in self._data
